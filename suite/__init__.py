@@ -1,0 +1,1 @@
+"""The suite: conformance checks, benchmark harness, runner (isolation, records), pytest plugin, CLI."""

@@ -1,0 +1,191 @@
+"""Result records: the versioned JSON-lines format every other part reads and writes.
+
+``DIR/results.jsonl`` holds one JSON object per line, appended and flushed as each check or
+benchmark finishes (so a killed run loses nothing it completed). ``DIR/run.json`` holds the run
+metadata. Both are validated against the JSON Schemas shipped in ``suite/schema/``.
+
+>>> rec = new_record("check", backend="numpy", device="cpu", op="softmax", dtype="float32",
+...                  shape=[2, 3], verdict="pass")
+>>> validate_record(rec)
+>>> rec["schema_version"]
+1
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sys
+from datetime import UTC, datetime
+from functools import cache
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.jsonl"
+RUN_FILE = "run.json"
+VERDICTS = ("pass", "deviation", "fail", "error", "unsupported", "timeout", "crash")
+#: Verdicts that make a backend non-conforming (exit code 1).
+FAILING = ("fail", "error", "timeout", "crash")
+
+
+class RecordError(ValueError):
+    """A file that is not a softmaxbench results file, or of an unknown schema version."""
+
+
+@cache
+def schema(kind: str = "results") -> dict:
+    """The shipped JSON Schema: kind 'results' (a record) or 'run' (run.json)."""
+    text = resources.files("softmaxbench.suite").joinpath(f"schema/{kind}-v{SCHEMA_VERSION}.json")
+    return json.loads(text.read_text())
+
+
+def new_record(kind: str, **fields: Any) -> dict:
+    """A record with the schema version and kind set; ``fields`` fill the rest."""
+    rec: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "kind": kind}
+    rec.update(fields)
+    return rec
+
+
+def validate_record(rec: dict) -> None:
+    """Raise RecordError when ``rec`` does not follow the results schema."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(rec, schema("results"))
+    except jsonschema.ValidationError as exc:
+        raise RecordError(f"invalid result record: {exc.message}") from None
+
+
+class ResultsWriter:
+    """Appends records to ``DIR/results.jsonl``, one line each, flushed and fsynced at once."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / RESULTS_FILE
+        self._fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, rec: dict) -> None:
+        self._fh.write(json.dumps(rec, allow_nan=True, default=_jsonable) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def __enter__(self) -> ResultsWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _jsonable(obj: Any):
+    """Fallback encoder: numpy scalars and arrays, paths."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_results(path: str | os.PathLike, *, warn=None) -> list[dict]:
+    """Read ``results.jsonl`` (or a directory holding it).
+
+    A last line cut off mid-record by a killed run is dropped with a warning (``warn(msg)``).
+    A file that is not a results file, or of an unknown schema version, raises RecordError.
+    """
+    p = Path(path)
+    if p.is_dir():
+        p = p / RESULTS_FILE
+    if not p.is_file():
+        raise RecordError(f"{p}: no such results file")
+    records: list[dict] = []
+    lines = p.read_text(encoding="utf-8", errors="replace").splitlines()
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) and records:
+                if warn:
+                    warn(f"{p}: line {i} is cut off (killed run?); read the {len(records)} whole records")
+                break
+            raise RecordError(f"{p}: line {i} is not JSON; not a softmaxbench results file") from None
+        if not isinstance(rec, dict) or "schema_version" not in rec or "kind" not in rec:
+            raise RecordError(f"{p}: line {i} is not a softmaxbench result record")
+        if rec["schema_version"] != SCHEMA_VERSION:
+            raise RecordError(f"{p}: schema version {rec['schema_version']!r} is not supported "
+                              f"(this softmaxbench reads version {SCHEMA_VERSION})")
+        records.append(rec)
+    return records
+
+
+def read_run(path: str | os.PathLike) -> dict:
+    """Read ``run.json`` from a results directory; {} when absent."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / RUN_FILE
+    if not p.is_file():
+        return {}
+    try:
+        run = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        raise RecordError(f"{p}: not JSON; not a softmaxbench run.json") from None
+    if not isinstance(run, dict) or run.get("schema_version") != SCHEMA_VERSION:
+        raise RecordError(f"{p}: unknown run.json schema version {run.get('schema_version')!r}"
+                          if isinstance(run, dict) else f"{p}: not a softmaxbench run.json")
+    return run
+
+
+def machine_info(label: str | None = None) -> dict:
+    """Host facts for run.json: name, label, platform, processor, cores, memory."""
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError, AttributeError):
+        mem = None
+    host = socket.gethostname()
+    return {"hostname": host, "label": label or os.environ.get("SOFTMAXBENCH_MACHINE", host),
+            "platform": platform.platform(), "processor": platform.machine(),
+            "cpu_count": os.cpu_count() or 0, "memory_gib": round(mem, 1) if mem else None,
+            "devices": []}
+
+
+def package_versions(names=("numpy", "scipy", "ml_dtypes", "torch", "jax", "jaxlib", "cupy-cuda12x",
+                            "mpmath", "pandas", "pytest-benchmark")) -> dict[str, str]:
+    """Installed versions of the packages that shape results (absent ones omitted)."""
+    out = {"python": sys.version.split()[0]}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def new_run(kind: str, command: str, *, seed: int | None = None, threads: int | None = None,
+            label: str | None = None) -> dict:
+    """Run metadata for ``run.json``."""
+    from softmaxbench import __version__
+
+    return {"schema_version": SCHEMA_VERSION, "softmaxbench_version": __version__, "kind": kind,
+            "machine": machine_info(label), "versions": package_versions(), "threads": threads,
+            "seed": seed, "command": command, "started": now_iso(), "finished": None}
+
+
+def write_run(out_dir: str | os.PathLike, run: dict) -> None:
+    """Write ``run.json`` atomically (write then rename)."""
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(run, indent=1, default=_jsonable), encoding="utf-8")
+    tmp.replace(d / RUN_FILE)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

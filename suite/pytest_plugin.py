@@ -1,0 +1,1 @@
+"""pytest plugin entry point of softmaxbench (placeholder until the runner lands)."""

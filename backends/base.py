@@ -53,7 +53,15 @@ class Backend:
     - ``dtypes``: the supported subset of ``("float16", "bfloat16", "float32", "float64")``;
     - ``framework``: the distribution whose version ``softmaxbench list`` shows (e.g. ``"torch"``);
     - ``conventions``: names of documented deviations this backend declares (see
-      ``softmaxbench.backends.conventions``), normally loaded from the data file beside it.
+      ``softmaxbench.backends.conventions``), normally loaded from the data file beside it. A
+      third-party backend may instead give a dict ``{name: {"reason": ..., "link": ...}}``.
+
+    Optional hook, read by the bench harness with ``getattr(backend, "compile_times", None)``:
+
+    - ``compile_times``: a dict ``{(op, shape, dtype): seconds}`` that a compiling backend
+      (torch.compile, jax.jit, a JIT-built CUDA kernel) fills the first time it builds code for
+      that op, input shape (a tuple) and dtype name, so compile time is reported apart from run
+      time. Set it per instance (in ``__init__``), never as a shared class attribute.
 
     Ops receive native arrays made by :meth:`asarray`; class indices arrive as int64 arrays.
     ``cross_entropy`` follows PyTorch's semantics with the class axis last: logits ``(..., C)``,

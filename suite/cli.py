@@ -48,21 +48,24 @@ def cases_cmd(category: str | None, quick: bool, as_json: bool) -> None:
     """List the case catalogue: name, category, shape, axis, ops and dtypes."""
     import json
 
-    from softmaxbench.reference.cases import catalogue
+    from softmaxbench.reference.cases import CATEGORIES, CE_OPS, NON_CE_OPS, catalogue
 
+    if category is not None and category not in CATEGORIES:
+        raise InputError(f"no case has category {category!r}; choose from {', '.join(CATEGORIES)}")
     cases = [c for c in catalogue() if (category is None or c.category == category)
              and (not quick or c.quick)]
-    if category is not None and not cases:
-        raise InputError(f"no case has category {category!r}")
     if as_json:
         click.echo(json.dumps([c.summary() for c in cases], indent=1))
         return
     from tabulate import tabulate
 
+    op_names = {CE_OPS: "cross-entropy", NON_CE_OPS: "all but cross-entropy"}
     rows = [(c.name, c.category, "x".join(map(str, c.shape)) or "()", c.axis,
-             ",".join(c.ops) if len(c.ops) < 7 else "all",
-             ",".join(c.dtypes) if len(c.dtypes) < 4 else "all") for c in cases]
-    click.echo(tabulate(rows, headers=["case", "category", "shape", "axis", "ops", "dtypes"]))
+             op_names.get(c.ops, ",".join(c.ops) if len(c.ops) < 7 else "all"),
+             ",".join(c.dtypes) if len(c.dtypes) < 4 else "all",
+             "yes" if c.quick else "", "raises" if c.expect_error else "") for c in cases]
+    click.echo(tabulate(rows, headers=["case", "category", "shape", "axis", "ops", "dtypes", "quick",
+                                       "expect"]))
     click.echo(f"{len(cases)} cases")
 
 
@@ -101,6 +104,9 @@ def list_cmd(plugins: tuple[str, ...], as_json: bool) -> None:
 @click.option("--strict", is_flag=True, help="Deviations count as non-conformance too.")
 @click.option("--junit-xml", default=None, metavar="PATH", help="Also write JUnit XML.")
 @click.option("--seed", default=0, show_default=True, help="Seed recorded in run.json.")
+@click.option("--jobs", default=None, type=int, metavar="N",
+              help="Backends checked at once, each in its own worker process (default: all, up to "
+                   "max(4, cores)).")
 def check_cmd(**kwargs) -> int:
     """Check backends against the reference; write DIR/results.jsonl and DIR/run.json."""
     from softmaxbench.suite.runner import check_main
@@ -111,10 +117,14 @@ def check_cmd(**kwargs) -> int:
 @cli.command("bench")
 @selection_options
 @click.option("--out", default="softmaxbench-results/bench", show_default=True, help="Results directory.")
-@click.option("--threads", default=None, type=int, help="Threads for CPU frameworks.")
-@click.option("--min-rounds", default=None, type=int, help="Timed rounds per workload.")
+@click.option("--threads", default=None, type=int,
+              help="Threads for the CPU frameworks (torch, OpenMP; XLA: 1 only). Default: theirs.")
+@click.option("--min-rounds", default=None, type=int, help="Fewest timed rounds per workload.")
 def bench_cmd(**kwargs) -> int:
-    """Throughput in GB/s and as a fraction of the measured copy bandwidth."""
+    """Throughput in GB/s and as a fraction of the measured copy bandwidth.
+
+    --cases selects workloads by name pattern (e.g. 'sweep-16MiB-*', 'llm-*'). Writes
+    DIR/results.jsonl, DIR/run.json and DIR/pytest-benchmark.json; exit 1 when a workload raised."""
     from softmaxbench.suite.bench import bench_main
 
     return bench_main(**kwargs)
@@ -124,10 +134,14 @@ def bench_cmd(**kwargs) -> int:
 @click.argument("base")
 @click.argument("new")
 @click.option("--max-regression", default="10%", show_default=True,
-              help="Slow-down beyond which a real change fails (e.g. 10%).")
-@click.option("--out", default=None, help="Also write the comparison table (Markdown + JSON) here.")
+              help="Throughput drop beyond which a real change fails (e.g. 10%).")
+@click.option("--p-value", default=0.01, show_default=True, type=float,
+              help="A drop counts as real when the one-sided Mann-Whitney U p-value is below this.")
+@click.option("--out", default=None, metavar="DIR",
+              help="Also write the comparison table to DIR/compare.md and DIR/compare.json.")
 def compare_cmd(**kwargs) -> int:
-    """Compare two bench results; exit 1 on a real throughput regression."""
+    """Compare two bench results (directories or results.jsonl); exit 1 on a real throughput
+    regression, 2 on bad input."""
     from softmaxbench.reports.compare import compare_main
 
     return compare_main(**kwargs)

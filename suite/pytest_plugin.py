@@ -1,1 +1,133 @@
-"""pytest plugin entry point of softmaxbench (placeholder until the runner lands)."""
+"""The softmaxbench checks as a pytest parametrization, for a framework's or kernel's own test suite.
+
+Like scikit-learn's ``parametrize_with_checks``: decorate one test function and every check the
+backend declares (its ops and dtypes) becomes one test, named ``<backend>-<op>-<case>-<dtype>``.
+A wrong result fails with the check's message and a copy-paste repro; a documented deviation
+(a NaN row for +inf, ...) is an xfail with the convention's reason; an op that raises
+NotImplementedError is skipped. The checks run in the test process (use pytest-timeout or
+``softmaxbench check`` for crash and hang isolation).
+
+In the project under test, e.g. ``tests/test_softmaxbench.py``::
+
+    from softmaxbench.suite.pytest_plugin import parametrize_with_checks
+    from mykernel.softmaxbench_backend import MyKernel
+
+    @parametrize_with_checks(MyKernel())          # or a factory: MyKernel
+    def test_softmaxbench(backend, check):
+        check(backend)
+
+By default the catalogue's quick subset is taken; ``quick=False``, ``pytest --softmaxbench-full``
+or the environment variable ``SOFTMAXBENCH_FULL=1`` take every case. ``ops``, ``dtypes`` and
+``cases`` narrow the selection. This module is also the pytest plugin ``softmaxbench`` (entry
+point ``pytest11``), which adds the ``--softmaxbench-full`` option and imports nothing heavy.
+
+>>> from softmaxbench.suite.pytest_plugin import SoftmaxCheck
+>>> SoftmaxCheck("softmax", "dist_normal_scale_1", "float32")
+softmax-dist_normal_scale_1-float32
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from functools import cache
+
+import pytest
+
+
+class SoftmaxCheck:
+    """One check, callable on a backend: passes, fails, xfails (deviation) or skips (unsupported)."""
+
+    def __init__(self, op: str, case: str, dtype: str, plugins: Sequence[str] = ()):
+        self.op, self.case, self.dtype = op, case, dtype
+        self.plugins = tuple(plugins)
+
+    def __repr__(self) -> str:
+        return f"{self.op}-{self.case}-{self.dtype}"
+
+    def record(self, backend) -> dict:
+        """Run the check; return its result record without raising."""
+        from softmaxbench.reference.cases import get
+        from softmaxbench.suite.api import Task, check_one, conventions_of
+
+        case = get(self.case)
+        cache_ = _reference_cache()
+        exact, why = cache_.result(Task(self.case, self.dtype, self.op))
+        inputs = case.build(self.dtype)  # fresh: the backend may misbehave with its input
+        return check_one(backend, self.op, inputs, exact, category=case.category,
+                         expect_error=case.expect_error, reference_error=why,
+                         conventions=conventions_of(backend), plugins=self.plugins)
+
+    def __call__(self, backend) -> dict:
+        rec = self.record(backend)
+        verdict = rec["verdict"]
+        if verdict == "pass":
+            return rec
+        if verdict == "deviation":
+            pytest.xfail(f"deviation {rec.get('deviation')}: {rec.get('message')}")
+        if verdict == "unsupported":
+            pytest.skip(rec.get("message") or "unsupported")
+        pytest.fail(f"{verdict}: {rec.get('message')}\n\nrepro:\n{rec.get('repro') or ''}", pytrace=False)
+        return rec  # unreachable: pytest.fail raises
+
+
+@cache
+def _reference_cache():
+    # One cache per test process: a reference result is computed once, however many tests use it.
+    from softmaxbench.suite.api import ReferenceCache
+
+    return ReferenceCache(max_bytes=256 * 2**20)
+
+
+def _instance(backend_or_factory):
+    from softmaxbench.backends.base import Backend
+
+    if isinstance(backend_or_factory, Backend):
+        return backend_or_factory
+    if callable(backend_or_factory):
+        made = backend_or_factory()
+        if isinstance(made, Backend):
+            return made
+    raise TypeError(f"parametrize_with_checks needs a Backend instance or a factory returning one, "
+                    f"got {backend_or_factory!r}")
+
+
+def checks_for(backend, *, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
+               cases: Sequence[str] | None = None, quick: bool = True,
+               plugins: Sequence[str] = ()) -> list[SoftmaxCheck]:
+    """Every check the backend declares (its ops and dtypes) within the selection."""
+    from softmaxbench.suite.api import plan, select_cases, supports
+
+    tasks = plan(select_cases(cases, quick), ops, dtypes)
+    return [SoftmaxCheck(t.op, t.case, t.dtype, plugins) for t in tasks if supports(backend, t)]
+
+
+def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = None,
+                            dtypes: Sequence[str] | None = None, cases: Sequence[str] | None = None,
+                            quick: bool | None = None) -> Callable:
+    """A ``pytest.mark.parametrize("backend, check", ...)`` over every check of the backend.
+
+    ``backend_or_factory`` is a Backend instance, or a callable returning one (called once, at
+    collection). ``quick=None`` means the quick subset unless ``SOFTMAXBENCH_FULL=1``.
+    """
+    backend = _instance(backend_or_factory)
+    if quick is None:
+        quick = os.environ.get("SOFTMAXBENCH_FULL", "") not in ("1", "true", "yes")
+    params = [pytest.param(backend, check, id=f"{backend.name}-{check!r}")
+              for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick)]
+    return pytest.mark.parametrize("backend, check", params)
+
+
+# -- pytest hooks (this module is the ``softmaxbench`` pytest11 plugin) ------------------------------
+def pytest_addoption(parser) -> None:
+    group = parser.getgroup("softmaxbench")
+    group.addoption("--softmaxbench-full", action="store_true", default=False,
+                    help="parametrize_with_checks: every catalogue case, not only the quick subset "
+                         "(same as SOFTMAXBENCH_FULL=1).")
+
+
+def pytest_configure(config) -> None:
+    # Test modules are imported (and their decorators run) after configure, so the option can
+    # still choose the cases parametrize_with_checks enumerates.
+    if config.getoption("softmaxbench_full", default=False):
+        os.environ["SOFTMAXBENCH_FULL"] = "1"

@@ -1,0 +1,422 @@
+"""Error metrics: ULPs, a mixed absolute/relative error, and the condition-aware error ratio.
+
+Everything here compares a backend's output (in the target dtype) with the reference's exact
+value (carried in float64, or np.longdouble for float64 targets):
+
+- :func:`ulp_error`: |actual - exact| in ULPs of the target dtype at the exact value;
+- :func:`mixed_error`: |actual - exact| / max(|exact|, floor), in units of the unit roundoff u,
+  for outputs near zero (log_softmax of a dominant logit is about -sum(exp(x_j - max)));
+- :func:`error_ratio`: |actual - exact| divided by :func:`attainable_error`, the first-order error
+  bound of the backward-stable shifted algorithm computed in the target dtype with float32-or-wider
+  accumulation (Blanchard, Higham & Higham, IMA J. Numer. Anal. 41(4), 2021). The ratio is what
+  decides conformance: pass when its maximum is at most ``THRESHOLDS[dtype]``, like LAPACK's test
+  ratios. No fixed atol/rtol anywhere: an all-zeros kernel has ratios near 1/u.
+
+The formulas, the special-value rules and the calibration of the thresholds are in docs/metrics.md.
+
+>>> import numpy as np
+>>> exact = np.array([1.0, 3.0])
+>>> ulp_error(np.array([1.0, 3.0 + 2**-22], np.float32), exact, "float32").tolist()
+[0.0, 1.0]
+>>> from types import SimpleNamespace
+>>> x = np.array([[0.0, 1.0, 2.0]], np.float32)
+>>> inp = SimpleNamespace(x=x, cotangent=None, target=None, ce_options={}, axis=-1, dtype="float32")
+>>> exact = np.exp(x - 2.0) / np.exp(x - 2.0).sum()
+>>> compare("softmax", inp, exact.astype(np.float32), exact.astype(np.float64)).ok
+True
+>>> compare("softmax", inp, np.zeros_like(x), exact.astype(np.float64)).ok
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from softmaxbench.reference.dtypes import dtype_name, eps, finfo
+from softmaxbench.reference.special import REGULAR_CLASSES, classify_rows, cross_entropy_form
+
+#: Pass when the largest error ratio of an output is at most this (see docs/metrics.md for the
+#: calibration: the textbook algorithm and PyTorch/JAX/SciPy stay far below, broken kernels far above).
+THRESHOLDS: dict[str, float] = {"float16": 4.0, "bfloat16": 4.0, "float32": 4.0, "float64": 4.0}
+
+#: The floor of :func:`mixed_error`: below |exact| = 1 the error is measured absolutely. Log-domain
+#: outputs (log_softmax, logsumexp, cross-entropy) are computed as differences of O(1) terms, so an
+#: absolute error of a few u is what a stable algorithm attains for them near zero.
+MIXED_FLOOR: float = 1.0
+
+OPS_WITH_BOUNDS: tuple[str, ...] = (
+    "softmax", "log_softmax", "logsumexp", "cross_entropy", "softmax_vjp", "log_softmax_vjp",
+    "cross_entropy_grad", "logsumexp_grad",
+)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The verdict of :func:`compare` for one output.
+
+    ``ok``: within the threshold, shape and dtype right. ``max_ulp``/``median_ulp``: over all
+    elements (inf where a special value is wrong). ``max_error_ratio``: what ``ok`` is decided on.
+    ``worst_index``: the element with the largest error ratio (None when there is none).
+    ``flushed_subnormals``: some output that should be subnormal is 0 (forgiven; the suite reports
+    the deviation ``flushed_subnormals``). ``message``: one line, the worst element's story.
+    """
+
+    ok: bool
+    max_ulp: float
+    median_ulp: float
+    max_error_ratio: float
+    worst_index: tuple[int, ...] | None
+    flushed_subnormals: bool
+    message: str
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise measures
+
+
+def _carry(exact: np.ndarray) -> np.dtype:
+    """The dtype errors are computed in: the exact value's when it is float64 or wider."""
+    dt = np.asarray(exact).dtype
+    if dt.kind == "f" and dt.itemsize >= 8:
+        return dt
+    return np.dtype(np.float64)
+
+
+def _to(a, dt: np.dtype) -> np.ndarray:
+    a = np.asarray(a)
+    if dtype_name(a.dtype) == "bfloat16" and dt != np.float64:
+        a = a.astype(np.float32)  # ml_dtypes casts bfloat16 to float32/64 only
+    return a.astype(dt)
+
+
+def _settled(a: np.ndarray, e: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """Elements decided by special values alone: (mask, value 0 or inf).
+
+    NaN matches NaN; an infinity matches the same infinity, also when the exact value is finite but
+    rounds to that infinity in the target dtype. Any other pairing with a NaN or an infinity is an
+    infinite error. Elements not in the mask are measured.
+    """
+    fi = finfo(dtype)
+    top_ulp = np.ldexp(e.dtype.type(1), int(fi.maxexp) - 1 - int(fi.nmant))
+    with np.errstate(invalid="ignore", over="ignore"):
+        overflow_edge = e.dtype.type(float(fi.max)) + top_ulp / 2
+        rounded = np.where(np.abs(e) >= overflow_edge, np.sign(e) * np.inf, e)
+        a_nan, e_nan = np.isnan(a), np.isnan(e)
+        a_inf = np.isinf(a)
+        mask = a_nan | e_nan | a_inf | np.isinf(e)
+        match = (a_nan & e_nan) | (a_inf & (a == rounded))
+    return mask, np.where(match, 0.0, np.inf)
+
+
+def ulp(exact, dtype: str) -> np.ndarray:
+    """The spacing of ``dtype`` at |exact| (the smallest subnormal spacing at and near zero).
+
+    Beyond the largest finite value the spacing of the top binade is used.
+
+    >>> ulp(np.array([1.0, 1.5, 0.0]), "float16").tolist()
+    [0.0009765625, 0.0009765625, 5.960464477539063e-08]
+    """
+    e = np.asarray(exact)
+    e = _to(e, _carry(e))
+    fi = finfo(dtype)
+    with np.errstate(invalid="ignore"):
+        _, k = np.frexp(np.abs(e))
+    binade = np.where(e == 0, fi.minexp, np.clip(k - 1, fi.minexp, fi.maxexp - 1))
+    return np.ldexp(e.dtype.type(1), (binade - fi.nmant).astype(np.int32))
+
+
+def ulp_error(actual, exact, dtype: str) -> np.ndarray:
+    """Per element: |actual - exact| in ULPs of ``dtype`` at the exact value (float64 array).
+
+    ``exact`` is in the carry precision (float64, or np.longdouble for float64 targets). Zeros and
+    subnormals use the smallest subnormal spacing; NaN vs NaN and inf vs the same inf (or a finite
+    exact value that rounds to it) are 0; any other pairing with NaN or inf is inf.
+
+    >>> ulp_error(np.array([np.nan, np.inf, 0.0], np.float32), np.array([np.nan, 1e300, np.inf]),
+    ...           "float32").tolist()
+    [0.0, 0.0, inf]
+    """
+    e = np.asarray(exact)
+    carry = _carry(e)
+    e, a = _to(e, carry), _to(actual, carry)
+    mask, value = _settled(a, e, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - e) / ulp(e, dtype)
+    return np.where(mask, value, err.astype(np.float64))
+
+
+def mixed_error(actual, exact, dtype: str, floor: float = MIXED_FLOOR) -> np.ndarray:
+    """Per element: |actual - exact| / max(|exact|, floor) in units of u = eps(dtype).
+
+    Relative above ``floor``, absolute below it: for outputs near zero whose stable computation
+    has an absolute, not a relative, error of a few u. NaN/inf as in :func:`ulp_error`.
+
+    >>> mixed_error(np.array([2**-24, 4.0 * (1 + 2**-23)], np.float32), np.array([0.0, 4.0]),
+    ...             "float32").tolist()
+    [1.0, 2.0]
+    """
+    e = np.asarray(exact)
+    carry = _carry(e)
+    e, a = _to(e, carry), _to(actual, carry)
+    mask, value = _settled(a, e, dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.abs(a - e) / np.maximum(np.abs(e), carry.type(floor)) / carry.type(eps(dtype))
+    return np.where(mask, value, err.astype(np.float64))
+
+
+# ---------------------------------------------------------------------------------------------
+# The attainable error of the shifted algorithm
+
+
+@dataclass(frozen=True)
+class _Precision:
+    u: float      # unit roundoff of the target (output) dtype
+    ua: float     # unit roundoff of the accumulation: float32 for narrow dtypes, else the target's
+    eta: float    # smallest subnormal of the target: the absolute error of underflow
+    tiny: float   # smallest normal of the target
+
+
+def _precision(dtype: str) -> _Precision:
+    fi = finfo(dtype)
+    acc = "float64" if dtype == "float64" else "float32"
+    return _Precision(eps(dtype), eps(acc), float(fi.smallest_subnormal), float(fi.smallest_normal))
+
+
+def _sum_factor(n) -> np.ndarray:
+    """Error factor of summing n terms pairwise (or blocked): ceil(log2 n) + 1 roundings."""
+    return np.ceil(np.log2(np.maximum(n, 1))) + 1
+
+
+@dataclass
+class _Rows:
+    """Per-row terms of the shifted algorithm (class axis last, float64; keepdims for row values)."""
+
+    n: int
+    finite: np.ndarray   # x_j > -inf
+    p: np.ndarray        # softmax
+    ell: np.ndarray      # log_softmax
+    log_s: np.ndarray    # log sum exp(x_j - max)
+    lse: np.ndarray      # logsumexp
+    rho_s: np.ndarray    # relative error of the computed sum S
+    rel_p: np.ndarray    # relative error of a computed softmax element (less underflow)
+    abs_ell: np.ndarray  # absolute error of a computed log_softmax element (less underflow)
+
+
+def _rows(x_last: np.ndarray, pr: _Precision) -> _Rows:
+    """Rows that are not regular (NaN, +inf, all -inf, n <= 1) get NaN terms: exact match required."""
+    n = x_last.shape[-1]
+    regular = np.isin(classify_rows(x_last, -1), REGULAR_CLASSES)[..., None]
+    with np.errstate(all="ignore"):
+        m = np.max(x_last, axis=-1, keepdims=True, initial=-np.inf)
+        d = x_last - m
+        finite = np.isfinite(d)
+        e = np.where(finite, np.exp(d), 0.0)
+        s = e.sum(-1, keepdims=True)
+        p = e / s
+        dist = np.where(finite, -d, 0.0)           # |x_j - max|
+        w = (p * dist).sum(-1, keepdims=True)      # sum p_j |x_j - max| <= log n
+        log_s = np.log(s)
+        ell = d - log_s
+        # exp(x_j - max) that land below the normal range carry an absolute error up to eta each.
+        n_under = (finite & (e < pr.tiny)).sum(-1, keepdims=True)
+        # S: each term's relative error u|d_j| + 2u (subtraction, exp to 1 ulp), the summation
+        # ua*L(n), the store of S in the target dtype u, and underflow.
+        rho_s = pr.u * (w + 3) + pr.ua * _sum_factor(n) + n_under * pr.eta / s
+        rel_p = pr.u * (dist + 3) + rho_s
+        abs_ell = np.where(finite, pr.u * (dist + 2 * log_s + np.abs(ell)) + rho_s, np.inf)
+        nan = np.where(regular, 0.0, np.nan)
+        return _Rows(n, finite, p + nan, ell + nan, log_s + nan, m + log_s + nan, rho_s + nan,
+                     rel_p + nan, abs_ell + nan)
+
+
+def _softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta
+        c = (r.p * v).sum(-1, keepdims=True)
+        e_c = ((np.abs(v) * e_p).sum(-1, keepdims=True)
+               + (_sum_factor(r.n) + 1) * pr.ua * (r.p * np.abs(v)).sum(-1, keepdims=True)
+               + pr.u * np.abs(c))
+        g = r.p * (v - c)
+        b = e_p * np.abs(v - c) + r.p * (e_c + pr.u * np.abs(v - c)) + pr.u * np.abs(g) + pr.eta
+    return np.where(r.finite, b, 0.0)   # exactly 0 at -inf logits, never NaN
+
+
+def _log_softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        # p recomputed as exp(log_softmax): its relative error is the latter's absolute error + 2u.
+        e_p = np.where(r.finite, (r.abs_ell + 2 * pr.u) * r.p, 0.0) + 2 * pr.eta
+        s = v.sum(-1, keepdims=True)
+        g = v - r.p * s
+        return (e_p * np.abs(s) + r.p * (_sum_factor(r.n) * pr.ua * np.abs(v).sum(-1, keepdims=True)
+                                         + 2 * pr.u * np.abs(s))
+                + pr.u * np.abs(g) + pr.eta)
+
+
+def _last(a, axis: int) -> np.ndarray:
+    return np.moveaxis(_to(a, np.dtype(np.float64)), axis, -1)
+
+
+def attainable_error(op: str, inputs) -> np.ndarray:
+    """Per output element: the absolute error the shifted algorithm in the target dtype attains.
+
+    A first-order bound (docs/metrics.md derives each op's). 0 marks elements that must match
+    exactly: special-value rows, n = 1 rows, and softmax / its gradient at -inf logits.
+    ``inputs`` is a ``reference.cases.CaseInput`` (``x``, ``cotangent``, ``target``, ``ce_options``
+    and ``axis`` are read).
+
+    >>> from types import SimpleNamespace
+    >>> inp = SimpleNamespace(x=np.array([0.0, -np.inf, 0.0], np.float16), axis=-1)
+    >>> attainable_error("softmax", inp).round(6).tolist()
+    [0.001465, 0.0, 0.001465]
+    """
+    if op not in OPS_WITH_BOUNDS:
+        raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS_WITH_BOUNDS)}")
+    x = np.asarray(inputs.x)
+    pr = _precision(dtype_name(x.dtype))
+    if x.ndim == 0:  # one element: softmax 1, log_softmax 0, logsumexp x, gradients 0, exactly
+        return np.zeros(())
+    if op in ("cross_entropy", "cross_entropy_grad"):
+        b = _cross_entropy_bound(op, inputs, pr)
+    else:
+        axis = inputs.axis
+        r = _rows(_last(x, axis), pr)
+        with np.errstate(all="ignore"):
+            if op == "softmax":
+                b = np.where(r.finite, r.rel_p * r.p + 2 * pr.eta, 0.0)
+            elif op == "log_softmax":
+                b = r.abs_ell + pr.eta
+            elif op == "logsumexp":
+                b = (r.rho_s + 2 * pr.u * r.log_s + pr.u * np.abs(r.lse) + pr.eta)[..., 0]
+            elif op == "logsumexp_grad":
+                v = _to(inputs.cotangent, np.dtype(np.float64))[..., None]
+                e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta
+                b = np.where(r.finite, e_p * np.abs(v) + pr.u * r.p * np.abs(v) + pr.eta, 0.0)
+            elif op == "softmax_vjp":
+                b = _softmax_vjp_bound(r, _last(inputs.cotangent, axis), pr)
+            else:
+                b = _log_softmax_vjp_bound(r, _last(inputs.cotangent, axis), pr)
+        if op != "logsumexp":
+            b = np.moveaxis(b, -1, axis)
+    return np.where(np.isfinite(b), b, 0.0)
+
+
+def _cross_entropy_bound(op: str, inputs, pr: _Precision) -> np.ndarray:
+    x = np.asarray(inputs.x)
+    form = cross_entropy_form(x, inputs.target, **dict(inputs.ce_options or {}))
+    C = x.shape[-1]
+    r = _rows(_to(x, np.dtype(np.float64)).reshape(-1, C), pr)
+    a = form.coef
+    nz = a != 0
+    N = a.shape[0]
+    L_N = _sum_factor(N)
+    with np.errstate(all="ignore"):
+        mean = form.reduction == "mean"
+        rho_d = L_N * pr.ua * form.divisor_abs_sum / abs(form.divisor) if mean else 0.0
+        if op == "cross_entropy":
+            # Each sample is a dot product of the coefficients with log_softmax: the terms' errors,
+            # the accumulation over C, and rounding of coefficients (weight * smoothed target).
+            term = np.abs(a) * (r.abs_ell + pr.eta
+                                + ((_sum_factor(C) + 1) * pr.ua + 2 * pr.u) * np.abs(r.ell))
+            loss = -np.where(nz, a * r.ell, 0.0).sum(-1)
+            e_k = np.where(nz, term, 0.0).sum(-1) + pr.u * np.abs(loss)
+            if form.reduction == "none":
+                return (e_k + pr.eta).reshape(form.batch_shape)
+            total = loss.sum()
+            acc = e_k.sum() + L_N * pr.ua * np.abs(loss).sum()
+            if not mean:
+                return np.asarray(acc + pr.u * abs(total) + pr.eta)
+            d = form.divisor
+            return np.asarray(acc / abs(d) + abs(total / d) * (rho_d + 2 * pr.u) + pr.eta)
+        # The gradient is log_softmax's vjp with cotangent -coef / divisor, whose own rounding adds
+        # a relative error rho_v to every use of it.
+        v = -a / (form.divisor if mean else 1.0)
+        rho_v = 3 * pr.u + rho_d
+        b = (_log_softmax_vjp_bound(r, v, pr)
+             + rho_v * (np.abs(v) + r.p * np.abs(v).sum(-1, keepdims=True)))
+    return b.reshape(x.shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ratio and verdict
+
+
+def error_ratio(op: str, inputs, actual, exact) -> np.ndarray:
+    """Per element: |actual - exact| / :func:`attainable_error` (float64 array, exact's shape).
+
+    Where the attainable error is 0 (exact match required) the ratio is 0 or inf; NaN and inf are
+    settled as in :func:`ulp_error`. Pass when the maximum is <= ``THRESHOLDS[dtype]``.
+
+    >>> from types import SimpleNamespace
+    >>> inp = SimpleNamespace(x=np.array([0.0, 0.0], np.float32), axis=-1)
+    >>> error_ratio("log_softmax", inp, np.array([-0.6931472, 0.0], np.float32),
+    ...             np.array([-0.6931471805599453] * 2)) > THRESHOLDS["float32"]
+    array([False,  True])
+    """
+    e = np.asarray(exact)
+    carry = _carry(e)
+    bound = attainable_error(op, inputs)
+    if bound.size != e.size:
+        raise ValueError(f"{op}: exact has shape {e.shape}, the inputs give {bound.shape}")
+    bound = bound.reshape(e.shape)
+    dtype = dtype_name(np.asarray(inputs.x).dtype)
+    e, a = _to(e, carry), _to(actual, carry)
+    mask, value = _settled(a, e, dtype)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        err = np.abs(a - e)
+        ratio = np.where(bound > 0, err / bound.astype(carry), np.where(err == 0, 0.0, np.inf))
+    return np.where(mask, value, ratio.astype(np.float64))
+
+
+def compare(op: str, inputs, actual, exact) -> Comparison:
+    """Grade one output of ``op`` on ``inputs`` against the reference's ``exact`` value.
+
+    Checks dtype (the inputs' dtype) and shape, then the error ratio against
+    ``THRESHOLDS[dtype]``. Outputs that should be subnormal but are 0 are forgiven and flagged
+    (``flushed_subnormals``). See the module docstring for an example.
+    """
+    dtype = getattr(inputs, "dtype", None) or dtype_name(np.asarray(inputs.x).dtype)
+    a = np.asarray(actual)
+    e = np.asarray(exact)
+    got = dtype_name(a.dtype)
+    if got != dtype:
+        return _verdict_only(False, f"wrong dtype: expected {dtype}, got {got}")
+    if a.shape != e.shape:
+        return _verdict_only(False, f"wrong shape: expected {e.shape}, got {a.shape}")
+    if e.size == 0:
+        return _verdict_only(True, "empty output, as expected")
+    threshold = THRESHOLDS[dtype]
+    ratio = error_ratio(op, inputs, a, e)
+    ulps = ulp_error(a, e, dtype)
+    fi = finfo(dtype)
+    with np.errstate(invalid="ignore"):
+        ae = np.abs(_to(e, _carry(e)))
+        flushed = ((_to(a, _carry(e)) == 0) & (ae >= float(fi.smallest_subnormal) / 2)
+                   & (ae < float(fi.smallest_normal)) & (ratio > threshold))
+    ratio = np.where(flushed, 0.0, ratio)
+    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+    if ratio[worst] == 0:
+        worst = np.unravel_index(int(np.argmax(ulps)), ulps.shape)
+    max_ratio = float(ratio.max())
+    ok = max_ratio <= threshold
+    idx = tuple(int(i) for i in worst)
+    where = f"at index {idx}: expected {_fmt(e[worst], dtype)}, got {_fmt(a[worst], dtype)}"
+    head = (f"error ratio {max_ratio:.3g} <= {threshold:g} ({dtype})" if ok
+            else f"error ratio {max_ratio:.3g} > {threshold:g} ({dtype})")
+    note = f"; {int(flushed.sum())} subnormal outputs flushed to 0" if flushed.any() else ""
+    msg = f"{head}, worst {where} ({float(ulps[worst]):.3g} ULP){note}"
+    return Comparison(ok, float(ulps.max()), float(np.median(ulps)), max_ratio, idx,
+                      bool(flushed.any()), msg)
+
+
+def _verdict_only(ok: bool, message: str) -> Comparison:
+    """A verdict without elementwise errors: an empty output (0) or a wrong dtype/shape (inf)."""
+    err = 0.0 if ok else float("inf")
+    return Comparison(ok, err, err, err, None, False, message)
+
+
+def _fmt(v, dtype: str) -> str:
+    digits = 17 if dtype == "float64" else 9
+    return f"{float(v):.{digits}g}"
+

@@ -1,0 +1,242 @@
+"""Fidelity of the benchmark harness, shown by measurement: ``python -m softmaxbench.suite.bench_fidelity``.
+
+Two claims, each printed with its figures:
+
+1. **Reproducible.** Two back-to-back runs of ``softmaxbench bench`` (the real path: pytest,
+   pytest-benchmark, rotation, records) on the CPU backends agree within 5% in median GB/s at
+   shapes of 16 MiB and more. Each (backend, workload) is run twice in a row as two separate
+   bench runs, so a busy neighbour or a drifting clock affects both runs of a pair alike.
+2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
+   harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
+   times, medians); the difference is what the harness adds to every sample, and it is set
+   against the median time of each CPU backend's 1 MiB ops.
+
+Exit 0 when both hold, 1 when one does not. ``--threads 1`` is the default: on a small machine
+shared with other jobs, a second framework thread waits for a core someone else holds, and that
+measures the neighbours, not the harness (pass ``--threads N`` to check N).
+
+>>> noop = NoopBackend()
+>>> x = object()
+>>> noop.softmax(x, axis=-1) is x
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from softmaxbench.backends.base import Backend
+from softmaxbench.suite import bench
+from softmaxbench.suite.timers import HostTimer
+from softmaxbench.suite.workloads import InputPool, Workload
+
+REPRO_LIMIT = 0.05
+OVERHEAD_LIMIT = 0.02
+
+#: Shapes of 16 MiB and more (float32): a forward and a backward op, short and long rows, and
+#: cross-entropy at an LLM vocabulary.
+REPRO_WORKLOADS: tuple[Workload, ...] = (
+    Workload("sweep-16MiB-r1024", "softmax", "float32", (4096, 1024)),
+    Workload("sweep-64MiB-r16384", "softmax", "float32", (1024, 16384)),
+    Workload("sweep-16MiB-r1024", "log_softmax_vjp", "float32", (4096, 1024)),
+    Workload("llm-t128-v128256", "cross_entropy", "float32", (128, 128256)),
+)
+#: 1 MiB shapes (float32) the overhead is set against.
+SMALL_WORKLOADS: tuple[Workload, ...] = (
+    Workload("sweep-1MiB-r1024", "softmax", "float32", (256, 1024)),
+    Workload("sweep-1MiB-r1024", "log_softmax", "float32", (256, 1024)),
+    Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
+)
+REPRO_SETTINGS = bench.Settings(min_rounds=20, max_time=1.5, warmup_time=0.2)
+SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
+
+
+class NoopBackend(Backend):
+    """Every op returns its first argument at once: what remains to time is the harness."""
+
+    name = "noop"
+    device = "cpu"
+    framework = "numpy"
+
+    def softmax(self, x, axis=-1):
+        return x
+
+    log_softmax = logsumexp = softmax
+
+    def softmax_vjp(self, x, cotangent, axis=-1):
+        return x
+
+    log_softmax_vjp = softmax_vjp
+
+    def cross_entropy(self, logits, target, **options):
+        return logits
+
+    cross_entropy_grad = cross_entropy
+
+
+def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None = None) -> list[float]:
+    """``rounds`` calls timed with nothing but perf_counter around them (same input rotation)."""
+    pool = pool or InputPool(backend, w)
+    fn = getattr(backend, w.op)
+    kwargs = w.call_kwargs
+    pc = time.perf_counter
+    samples = []
+    for _ in range(rounds):
+        args = pool.next()
+        t0 = pc()
+        fn(*args, **kwargs)
+        samples.append(pc() - t0)
+    return samples
+
+
+def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
+                    out_dir: Path, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
+                    echo=print) -> list[dict]:
+    """Run each (backend, workload) as two bench runs back to back; rows with both medians."""
+    rows = []
+    for w in workloads:
+        # The copy kernels are checked like the backends: they are timed by the same harness.
+        for b in [*bench.copy_kernels("cpu"), *backends]:
+            if w.dtype not in b.dtypes:
+                continue
+            medians = []
+            for run in ("a", "b"):
+                target = out_dir / f"{run}-{b.name.replace(':', '_')}-{w.id}"
+                wl = [bench.copy_workload(w)] if b.name.startswith("copy:") else [w]
+                _, recs = bench.run_bench(target, [b], wl, settings=settings, threads=threads,
+                                          echo=None, pytest_json=False, copies=False)
+                rec = next((r for r in recs if r.get("gbps")), None)
+                medians.append(rec["gbps"] if rec else None)
+            a, b_ = medians
+            diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
+            row = {"backend": b.name, "op": wl[0].op, "dtype": w.dtype, "workload": w.label,
+                   "gbps_a": a, "gbps_b": b_, "difference": diff,
+                   "ok": diff is not None and diff <= REPRO_LIMIT}
+            rows.append(row)
+            if echo:
+                echo(f"  {b.name:<16} {wl[0].op:<16} {w.label:<20} run A {_f(a)} GB/s, run B {_f(b_)} GB/s,"
+                     f" difference {_pct(diff)}")
+    return rows
+
+
+def overhead(backends: Sequence[Backend], *, threads: int | None, repeats: int = 3,
+             workloads: Sequence[Workload] = SMALL_WORKLOADS, echo=print) -> dict:
+    """The harness's added time per sample (no-op through the harness minus no-op in a bare loop),
+    against the median time of each backend's 1 MiB ops timed by the harness."""
+    noop = NoopBackend()
+    w0 = workloads[0]
+    harness_medians, bare_medians = [], []
+    for _ in range(repeats):  # alternated, so both see the same machine
+        _, recs = bench.run_bench(None, [noop], [w0], settings=SMALL_SETTINGS, threads=threads, echo=None,
+                                  copies=False)
+        harness_medians.append(recs[0]["median_s"])
+        pool = InputPool(noop, w0)
+        bare_medians.append(statistics.median(bare_loop(noop, w0, len(recs[0]["samples_s"]), pool)))
+        del pool
+    harness_s, bare_s = statistics.median(harness_medians), statistics.median(bare_medians)
+    added = max(0.0, harness_s - bare_s)
+    if echo:
+        echo(f"  no-op through the harness: {harness_s * 1e9:.0f} ns per sample; in a bare perf_counter loop:"
+             f" {bare_s * 1e9:.0f} ns; the harness adds {added * 1e9:.0f} ns")
+    ops = []
+    _, recs = bench.run_bench(None, list(backends), list(workloads), settings=SMALL_SETTINGS, threads=threads,
+                              echo=None, copies=False)
+    for r in recs:
+        if not r.get("median_s"):
+            continue
+        frac = added / r["median_s"]
+        ops.append({"backend": r["backend"], "op": r["op"], "workload": r["workload"],
+                    "median_s": r["median_s"], "overhead": frac, "bound": harness_s / r["median_s"],
+                    "ok": frac <= OVERHEAD_LIMIT})
+        if echo:
+            echo(f"  {r['backend']:<16} {r['op']:<16} {r['workload']:<18} median {r['median_s'] * 1e6:8.1f} µs:"
+                 f" harness overhead {frac:.3%} (whole no-op sample: {harness_s / r['median_s']:.3%})")
+    return {"noop_harness_s": harness_s, "noop_bare_s": bare_s, "added_s": added, "ops": ops,
+            "worst": max((o["overhead"] for o in ops), default=None),
+            "ok": bool(ops) and all(o["ok"] for o in ops)}
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> list[Backend]:
+    """The available CPU backends (or the named ones)."""
+    chosen = bench.resolve_backends(names, plugins)
+    return [b for b in chosen if b.device == "cpu" and not b.unavailable()]
+
+
+def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, echo=print) -> dict:
+    """Both checks; returns the figures (also what ``--json`` writes)."""
+    bench.configure_threads(threads)
+    tmp = None
+    if out_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="softmaxbench-fidelity-")
+        out_dir = Path(tmp.name)
+    try:
+        if echo:
+            echo(f"Reproducibility: two back-to-back bench runs per backend and workload "
+                 f"(>= 16 MiB, threads={threads}); limit {REPRO_LIMIT:.0%}")
+        repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, echo=echo)
+        if echo:
+            echo(f"Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; limit {OVERHEAD_LIMIT:.0%}")
+        over = overhead(backends, threads=threads, echo=echo)
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    diffs = [r["difference"] for r in repro if r["difference"] is not None]
+    result = {"threads": threads, "reproducibility": repro,
+              "worst_difference": max(diffs, default=None),
+              "reproducible": bool(repro) and all(r["ok"] for r in repro), "overhead": over}
+    result["ok"] = result["reproducible"] and over["ok"]
+    if echo:
+        echo(f"worst run-to-run difference: {_pct(result['worst_difference'])} (limit {REPRO_LIMIT:.0%}) -> "
+             f"{'holds' if result['reproducible'] else 'DOES NOT HOLD'}")
+        echo(f"worst harness overhead at 1 MiB: {_pct(over['worst'])} (limit {OVERHEAD_LIMIT:.0%}) -> "
+             f"{'holds' if over['ok'] else 'DOES NOT HOLD'}")
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m softmaxbench.suite.bench_fidelity",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=None, help="CPU backends (default: every available one)")
+    parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
+    parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
+    parser.add_argument("--out", default=None, help="keep the bench runs' results here")
+    parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    # Threads before any framework is imported (XLA reads its flags at import).
+    bench.configure_threads(args.threads)
+    names = [n.strip() for n in args.backends.split(",")] if args.backends else None
+    try:
+        backends = cpu_backends(names, args.plugin)
+    except (LookupError, ImportError) as exc:
+        print(f"bench_fidelity: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    if not backends:
+        print("bench_fidelity: error: no CPU backend can run here", file=sys.stderr)
+        return 2
+    print(f"CPU backends: {', '.join(b.name for b in backends)}")
+    result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
+    return 0 if result["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

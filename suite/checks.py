@@ -1,0 +1,388 @@
+"""Conformance checks: one property each, as plain ``check_<property>`` functions.
+
+Each check looks at one property of one backend output (``actual``, a NumPy array) for one case
+input, given the reference result ``exact`` (carried in more precision than the target dtype).
+A check that finds the property violated raises :class:`CheckFailure` with a verdict (``fail``
+or ``deviation``) and a message that says what was expected, what came back and where; a check
+that holds returns ``None`` (``check_values`` returns the measured errors). Which checks apply is
+decided by :func:`applicable_checks` from the op, never from the backend's name.
+
+>>> import numpy as np
+>>> x = np.zeros((2, 4), np.float32)
+>>> check_unit_interval("softmax", None, np.full((2, 4), 0.25, np.float32), None)
+>>> try:
+...     check_unit_interval("softmax", None, np.full((2, 4), 1.5, np.float32), None)
+... except CheckFailure as f:
+...     print(f.verdict, "-", f.message)
+fail - softmax output outside [0, 1]: 8 of 8 elements, e.g. 1.5 at index (0, 0)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from typing import Any
+
+import numpy as np
+
+from softmaxbench.reference.dtypes import finfo, np_dtype
+
+#: Ops whose output is a probability vector along the class axis.
+PROBABILITY_OPS = ("softmax",)
+#: Default cross-entropy options (PyTorch's); a case option differing from these is "non-default".
+CE_DEFAULTS: dict[str, Any] = {"reduction": "mean", "label_smoothing": 0.0, "ignore_index": None,
+                               "weight": None}
+
+
+class CheckFailure(AssertionError):
+    """A property does not hold. ``verdict`` is "fail" or "deviation" (then ``deviation`` names
+    the accepted convention); ``metrics`` carries measured errors (max_ulp, max_error_ratio, ...)."""
+
+    def __init__(self, verdict: str, message: str, *, deviation: str | None = None,
+                 metrics: dict | None = None):
+        super().__init__(message)
+        self.verdict = verdict
+        self.message = message
+        self.deviation = deviation
+        self.metrics = metrics or {}
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    """One value, short: 0.1 -> '0.1', large arrays never reach here."""
+    if isinstance(v, float | np.floating):
+        return np.format_float_positional(float(v), precision=8, trim="-") if np.isfinite(v) else str(v)
+    return str(v)
+
+
+def _where(mask: np.ndarray, values: np.ndarray) -> str:
+    """'N of M elements, e.g. V at index (i, j)' for the first True of ``mask``."""
+    idx = tuple(int(i) for i in np.argwhere(mask)[0])
+    return (f"{int(mask.sum())} of {mask.size} elements, e.g. {_fmt(values[idx])} at index {idx}")
+
+
+def _carry(a: np.ndarray) -> np.ndarray:
+    """Narrow dtypes (bfloat16 has no NumPy arithmetic of its own) -> float64; float64 kept."""
+    return a if a.dtype == np.float64 or a.dtype == np.longdouble else a.astype(np.float64)
+
+
+def _comparison_metrics(cmp) -> dict:
+    return {k: getattr(cmp, k, None) for k in ("max_ulp", "median_ulp", "max_error_ratio")}
+
+
+# -- structural checks --------------------------------------------------------------------------
+def check_expected_error(op: str, inputs, actual) -> None:
+    """The case defines no result (e.g. a class index out of range): the backend must raise.
+
+    Called only when the backend *returned* ``actual`` for such a case, so it always fails."""
+    sample = np.array2string(np.asarray(actual).ravel()[:4], precision=4, separator=", ")
+    raise CheckFailure("fail", f"{op} returned a value ({sample}{'...' if np.size(actual) > 4 else ''})"
+                       f" for case {getattr(inputs, 'case', '?')!r}, which has no defined result: "
+                       f"it must raise (e.g. ValueError/IndexError/RuntimeError)")
+
+
+def check_output_dtype(op: str, inputs, actual: np.ndarray) -> None:
+    """The output has the input's dtype (no silent up- or down-cast)."""
+    want = np_dtype(inputs.dtype)
+    if actual.dtype != want:
+        from softmaxbench.reference.dtypes import dtype_name
+
+        try:
+            got = dtype_name(actual.dtype)
+        except TypeError:
+            got = str(actual.dtype)
+        raise CheckFailure("fail", f"{op} returned dtype {got} for {inputs.dtype} input; "
+                                   f"expected {inputs.dtype}")
+
+
+def check_output_shape(op: str, inputs, actual: np.ndarray, exact: np.ndarray) -> None:
+    """The output has the reference's shape (the input's, or the input's without the class axis)."""
+    if actual.shape != exact.shape:
+        raise CheckFailure("fail", f"{op} returned shape {actual.shape} for input shape "
+                                   f"{inputs.x.shape} (axis={inputs.axis}); expected {exact.shape}")
+
+
+def check_input_not_mutated(op: str, inputs, before: dict[str, np.ndarray],
+                            after: dict[str, np.ndarray] | None = None) -> None:
+    """The backend left its inputs alone: every input array is bit-for-bit what it was.
+
+    ``before`` maps names to copies taken before the call; ``after`` (default: the arrays in
+    ``inputs``) to what they hold after it, e.g. ``to_numpy`` of the native arrays passed in."""
+    after = after if after is not None else input_arrays(op, inputs)
+    for name, old in before.items():
+        new = after.get(name)
+        if new is None:
+            continue
+        new = np.asarray(new)
+        if new.shape != old.shape or not same_bits(new, old):
+            changed = ~_same_elements(new, old) if new.shape == old.shape else None
+            where = f": {_where(changed, new)}" if changed is not None and changed.any() else ""
+            raise CheckFailure("fail", f"{op} modified its input {name!r} in place{where}")
+
+
+def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+
+
+def _same_elements(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "f" or str(a.dtype) == "bfloat16":
+        a64, b64 = _carry(a), _carry(b)
+        return (a64 == b64) | (np.isnan(a64) & np.isnan(b64))
+    return a == b
+
+
+def input_arrays(op: str, inputs) -> dict[str, np.ndarray]:
+    """The arrays ``op`` reads from ``inputs``, by name (x, cotangent, target, weight)."""
+    arrays = {"x": inputs.x}
+    if op.endswith("_vjp") and inputs.cotangent is not None:
+        arrays["cotangent"] = inputs.cotangent
+    if op.startswith("cross_entropy"):
+        if inputs.target is not None:
+            arrays["target"] = inputs.target
+        w = (inputs.ce_options or {}).get("weight")
+        if w is not None:
+            arrays["weight"] = w
+    return arrays
+
+
+# -- value checks -------------------------------------------------------------------------------
+def check_values(op: str, inputs, actual: np.ndarray, exact: np.ndarray, *,
+                 conventions: dict[str, dict] | None = None) -> dict:
+    """Values agree with the reference within the dtype's error-ratio threshold, special values
+    included; a documented alternative convention gives verdict "deviation" instead of "fail".
+
+    Returns the measured errors (max_ulp, median_ulp, max_error_ratio). ``conventions`` are the
+    backend's declared deviations (name -> {"reason", "link"}), quoted in the message.
+    """
+    from softmaxbench.reference import metrics
+
+    cmp = metrics.compare(op, inputs, actual, exact)
+    measured = _comparison_metrics(cmp)
+    if cmp.ok and not getattr(cmp, "flushed_subnormals", False):
+        return measured
+    if cmp.ok:  # equal once subnormals count as zero: the accepted flush-to-zero convention
+        raise CheckFailure("deviation", _deviation_message("flushed_subnormals", conventions, op),
+                           deviation="flushed_subnormals", metrics=measured)
+    name = _matching_alternative(op, inputs, actual, exact)
+    if name is not None:
+        raise CheckFailure("deviation", _deviation_message(name, conventions, op), deviation=name,
+                           metrics=measured)
+    hint = explain_mismatch(op, inputs, actual)
+    raise CheckFailure("fail", f"{op}: {cmp.message}" + (f"; {hint}" if hint else ""), metrics=measured)
+
+
+def _matching_alternative(op: str, inputs, actual, exact) -> str | None:
+    """Name of the accepted convention (or '+'-joined set of them) that ``actual`` follows."""
+    from softmaxbench.reference import metrics, special
+
+    alts = special.alternatives(op, inputs, exact)
+    if not alts:
+        return None
+    names = list(alts)
+    # A case can hold several special rows (one +inf row, one all -inf row): a backend may follow
+    # several conventions at once, so try every combination, each applied where it differs.
+    for k in range(1, len(names) + 1):
+        for combo in itertools.combinations(names, k):
+            expected = alts[combo[0]] if k == 1 else _merge(exact, [alts[n] for n in combo])
+            if metrics.compare(op, inputs, actual, expected).ok:
+                return "+".join(combo)
+    return None
+
+
+def _merge(exact: np.ndarray, alternatives: list[np.ndarray]) -> np.ndarray:
+    merged = np.array(exact, copy=True)
+    for alt in alternatives:
+        differs = ~((alt == exact) | (np.isnan(alt) & np.isnan(exact)))
+        merged[differs] = alt[differs]
+    return merged
+
+
+def _deviation_message(name: str, conventions: dict[str, dict] | None, op: str) -> str:
+    from softmaxbench.reference.special import DEVIATIONS
+
+    parts = []
+    for n in name.split("+"):
+        what = DEVIATIONS.get(n, n)
+        decl = (conventions or {}).get(n)
+        if decl:
+            why = decl.get("reason") or ""
+            link = decl.get("link") or ""
+            parts.append(f"{n}: {what} (documented: {why}{' ' + link if link else ''})")
+        else:
+            parts.append(f"{n}: {what} (an accepted convention this backend does not declare)")
+    return f"{op}: " + "; ".join(parts)
+
+
+def check_unit_interval(op: str, inputs, actual: np.ndarray, exact) -> None:
+    """softmax outputs lie in [0, 1] (NaN is judged by check_values, not here)."""
+    a = _carry(actual)
+    bad = ~np.isnan(a) & ((a < 0) | (a > 1))
+    if bad.any():
+        raise CheckFailure("fail", f"{op} output outside [0, 1]: {_where(bad, a)}")
+
+
+def rows_sum_bound(dtype: str, n: int, threshold: float) -> float:
+    """How far a softmax row of length ``n`` may sum from 1 when each element passes check_values.
+
+    Element errors within ``threshold`` times a backward-stable algorithm's sum to at most
+    threshold * u * (2 + 2 log2 n) (the entropy of a row is at most log n), plus half a subnormal
+    spacing per element for outputs below the normal range, which may also be flushed to zero.
+
+    >>> round(rows_sum_bound("float32", 1024, 4.0), 9)
+    1.05e-05
+    """
+    fi = finfo(dtype)
+    u = 2.0 ** -(fi.nmant + 1)
+    return threshold * u * (2 + 2 * math.log2(max(n, 1))) + n * float(fi.smallest_normal)
+
+
+def check_rows_sum_to_one(op: str, inputs, actual: np.ndarray, exact: np.ndarray) -> None:
+    """Every softmax row with a finite expected result sums to 1 within :func:`rows_sum_bound`."""
+    from softmaxbench.reference.metrics import THRESHOLDS
+
+    axis = inputs.axis
+    if actual.ndim == 0 or actual.shape[axis] == 0:
+        return
+    a, e = _carry(actual), _carry(np.asarray(exact, dtype=np.float64))
+    finite_rows = np.isfinite(e).all(axis=axis) & np.isfinite(a).all(axis=axis)
+    if not finite_rows.any():
+        return
+    n = actual.shape[axis]
+    bound = rows_sum_bound(inputs.dtype, n, THRESHOLDS[inputs.dtype])
+    sums = np.sum(a, axis=axis, dtype=np.float64)
+    off = finite_rows & (np.abs(sums - 1.0) > bound)
+    if off.any():
+        idx = tuple(int(i) for i in np.argwhere(off)[0])
+        raise CheckFailure("fail", f"{op} rows do not sum to 1 along axis {axis}: {int(off.sum())} of "
+                                   f"{off.size} rows, e.g. row {idx} sums to {_fmt(sums[idx])} "
+                                   f"(allowed |sum - 1| <= {bound:.3g} for n={n})")
+
+
+def check_cross_entropy_options(op: str, inputs, actual: np.ndarray, exact: np.ndarray) -> None:
+    """Each non-default cross-entropy option (reduction, label_smoothing, ignore_index, weight) is
+    honoured: the output must not be what the reference gives with that option left at its default.
+    """
+    from softmaxbench.reference import metrics, ops
+
+    options = dict(inputs.ce_options or {})
+    for key, default in CE_DEFAULTS.items():
+        value = options.get(key, default)
+        if key == "reduction" or _is_default(value, default):
+            continue  # a wrong reduction already shows as a wrong shape or value
+        changed = dataclasses.replace(inputs, ce_options={**options, key: default})
+        try:
+            without = np.asarray(ops.evaluate(op, changed))
+        except Exception:  # noqa: BLE001 - the option-less case may itself be undefined
+            continue
+        if without.shape != actual.shape or metrics.compare(op, inputs, without, exact).ok:
+            continue  # this option does not change the result of this case
+        if metrics.compare(op, inputs, actual, without).ok:
+            shown = "a weight vector" if key == "weight" else f"{key}={value!r}"
+            raise CheckFailure("fail", f"{op} ignores {shown}: the result equals the reference "
+                                       f"computed with {key}={default!r}")
+
+
+def _is_default(value, default) -> bool:
+    if value is None or default is None:
+        return value is default
+    return value == default
+
+
+# -- diagnostics for a failed value check ------------------------------------------------------
+def explain_mismatch(op: str, inputs, actual: np.ndarray) -> str:
+    """A guess at what a wrong result is instead ('matches the reference along axis 0', 'the
+    negative of the expected gradient', ...), or '' when no simple explanation fits."""
+    from softmaxbench.reference import metrics, ops
+
+    def matches(other_inputs, actual_as=None) -> bool:
+        try:
+            ref = np.asarray(ops.evaluate(op, other_inputs))
+            a = actual if actual_as is None else actual_as
+            return ref.shape == a.shape and bool(metrics.compare(op, other_inputs, a, ref).ok)
+        except Exception:  # noqa: BLE001 - a diagnostic must never turn into an error verdict
+            return False
+
+    try:
+        exact = np.asarray(ops.evaluate(op, inputs))
+    except Exception:  # noqa: BLE001
+        return ""
+    if not op.startswith("cross_entropy") and inputs.x.ndim > 1:
+        ax = inputs.axis % inputs.x.ndim
+        for other in range(inputs.x.ndim):
+            if other != ax and matches(dataclasses.replace(inputs, axis=other)):
+                return f"the result matches the reference along axis {other} instead of axis {inputs.axis}"
+    if op in ("log_softmax", "logsumexp") and actual.shape == exact.shape:
+        naive = _naive_log_softmax(inputs) if op == "log_softmax" else None
+        if naive is not None and _close_bits(actual, naive):
+            return "the result equals log(softmax(x)) rounded in the target dtype (underflows to -inf)"
+    if inputs.dtype == "float64":
+        narrowed = _narrow_inputs(inputs, "float32")
+        if narrowed is not None and matches(narrowed, actual.astype(np.float32)):
+            return "the result matches a float32 computation: float64 input computed in float32"
+    if actual.shape == exact.shape and actual.size:
+        a, e = _carry(actual).astype(np.float64), np.asarray(exact, dtype=np.float64)
+        finite = np.isfinite(a) & np.isfinite(e) & (e != 0)
+        if finite.any():
+            if metrics.compare(op, inputs, (-a).astype(actual.dtype), exact).ok:
+                return "the result is the negative of the expected value (wrong sign)"
+            ratio = np.median(a[finite] / e[finite])
+            if np.isfinite(ratio) and ratio != 0 and abs(ratio - 1) > 1e-3:
+                if metrics.compare(op, inputs, (a / ratio).astype(actual.dtype), exact).ok:
+                    return f"the result is the expected value scaled by {ratio:.6g}"
+        if not np.any(_carry(actual)) and np.any(e):
+            return "every element of the result is 0"
+    return ""
+
+
+def _naive_log_softmax(inputs) -> np.ndarray | None:
+    x = _carry(inputs.x)
+    with np.errstate(all="ignore"):
+        e = np.exp(x - x.max(axis=inputs.axis, keepdims=True))
+        p = (e / e.sum(axis=inputs.axis, keepdims=True)).astype(inputs.x.dtype)
+        return np.log(_carry(p)).astype(inputs.x.dtype)
+
+
+def _close_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same -inf pattern and within a few ULPs elsewhere (how a naive kernel shows itself)."""
+    a64, b64 = _carry(a), _carry(b)
+    if not np.array_equal(np.isneginf(a64), np.isneginf(b64)) or not np.isneginf(b64).any():
+        return False
+    fin = np.isfinite(a64) & np.isfinite(b64)
+    return bool(np.allclose(a64[fin], b64[fin], rtol=1e-2, atol=0))
+
+
+def _narrow_inputs(inputs, dtype: str):
+    """``inputs`` with its floating arrays rounded to ``dtype`` (for 'computed in float32')."""
+    dt = np_dtype(dtype)
+
+    def narrow(a):
+        return a.astype(dt) if a is not None and a.dtype.kind == "f" else a
+
+    opts = dict(inputs.ce_options or {})
+    if opts.get("weight") is not None:
+        opts["weight"] = narrow(opts["weight"])
+    try:
+        return dataclasses.replace(inputs, dtype=dtype, x=narrow(inputs.x),
+                                   cotangent=narrow(inputs.cotangent), target=narrow(inputs.target),
+                                   ce_options=opts)
+    except (TypeError, ValueError):
+        return None
+
+
+# -- which checks apply ------------------------------------------------------------------------
+def applicable_checks(op: str, inputs) -> tuple[str, ...]:
+    """Names of the checks that apply to ``op`` on ``inputs``, in the order they run.
+
+    >>> applicable_checks("softmax", None)
+    ('output_dtype', 'output_shape', 'values', 'unit_interval', 'rows_sum_to_one', 'input_not_mutated')
+    """
+    names = ["output_dtype", "output_shape", "values"]
+    if op in PROBABILITY_OPS:
+        names += ["unit_interval", "rows_sum_to_one"]
+    if op.startswith("cross_entropy") and inputs is not None and any(
+            not _is_default((inputs.ce_options or {}).get(k, d), d) for k, d in CE_DEFAULTS.items()
+            if k != "reduction"):
+        names.insert(2, "cross_entropy_options")
+    names.append("input_not_mutated")
+    return tuple(names)

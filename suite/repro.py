@@ -1,0 +1,79 @@
+"""Copy-paste repro snippets: Python that rebuilds a case input with NumPy and calls the backend.
+
+Every non-pass check record carries one, so a failure reported by CI can be replayed in a shell
+without the suite: the snippet rebuilds the input (``CaseInput.numpy_source()``), looks the
+backend up by name (loading the same ``--plugin`` files), calls the op and prints the result next
+to the reference.
+
+>>> from types import SimpleNamespace
+>>> import numpy as np
+>>> inputs = SimpleNamespace(case="demo", dtype="float32", axis=-1, x=np.zeros((1, 3), np.float32),
+...                          cotangent=None, target=None, ce_options={},
+...                          numpy_source=lambda: "x = np.zeros((1, 3), np.float32)",
+...                          args=lambda op: ((np.zeros((1, 3), np.float32),), {"axis": -1}))
+>>> print(snippet("numpy", "softmax", inputs).splitlines()[-3])
+out = backend.to_numpy(backend.softmax(backend.asarray(x), axis=-1))
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+#: Names the case source is expected to define for each input array.
+_ARRAY_NAMES = ("x", "cotangent", "target", "weight")
+
+
+def snippet(backend: str, op: str, inputs, plugins: Sequence[str] = ()) -> str:
+    """Python source that reproduces ``backend.<op>`` on ``inputs`` and prints it beside the reference."""
+    source = inputs.numpy_source().rstrip()
+    lines = ["import numpy as np", "import ml_dtypes  # noqa: F401  (bfloat16 inputs)" if
+             "ml_dtypes" in source and "import ml_dtypes" not in source else None, source]
+    args, kwargs = inputs.args(op)
+    named = {name: getattr(inputs, name, None) for name in ("x", "cotangent", "target")}
+    named["weight"] = (inputs.ce_options or {}).get("weight")
+
+    def ref(value, defined_as: str | None = None) -> str:
+        """The source text of one argument: a name the case source defines, or a literal."""
+        if isinstance(value, np.ndarray):
+            for name in _ARRAY_NAMES:
+                if named.get(name) is value and _defines(source, name):
+                    return name
+            name = defined_as or "arg"
+            lines.append(f"{name} = np.array({value.tolist()!r}, dtype={_dtype_src(value)})")
+            return name
+        return repr(value)
+
+    pos = [ref(a, f"arg{i}") for i, a in enumerate(args)]
+    kw = [(k, ref(v, k)) for k, v in kwargs.items()]
+    plugin_arg = f", plugins={[os.path.abspath(p) if os.path.exists(p) else p for p in plugins]!r}" \
+        if plugins else ""
+    native = [f"backend.asarray({p})" if _is_array(a) else p for p, a in zip(pos, args)]
+    native_kw = [f"{k}=backend.asarray({s})" if _is_array(kwargs[k]) else f"{k}={s}" for k, s in kw]
+    ref_kw = [f"{k}={s}" for k, s in kw]
+    lines = [ln for ln in lines if ln is not None]
+    lines += [
+        "from softmaxbench.backends.registry import get",
+        "from softmaxbench.reference import ops as reference",
+        f"backend = get({backend!r}{plugin_arg})",
+        f"out = backend.to_numpy(backend.{op}({', '.join(native + native_kw)}))",
+        f"exact = reference.{op}({', '.join(pos + ref_kw)})",
+        "print('backend:  ', out, '\\nreference:', exact, sep='\\n')",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _defines(source: str, name: str) -> bool:
+    return any(line.lstrip().startswith((f"{name} =", f"{name}=")) for line in source.splitlines())
+
+
+def _is_array(a) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def _dtype_src(a: np.ndarray) -> str:
+    if str(a.dtype) == "bfloat16":
+        return "ml_dtypes.bfloat16"
+    return f"np.{a.dtype.name}"

@@ -1,0 +1,634 @@
+"""``softmaxbench check``: run the conformance checks of many backends, crash-proof, and record them.
+
+Each selected backend runs in its own worker process (:mod:`softmaxbench.suite.worker`); the
+parent computes every reference result once (:class:`~softmaxbench.suite.api.ReferenceCache`),
+ships it with batches of tasks to the workers, writes each record to ``DIR/results.jsonl`` the
+moment it arrives, and turns a worker that dies or goes silent into one ``crash`` / ``timeout``
+record before starting a fresh worker for the rest. ``--resume DIR`` finishes an interrupted run
+without redoing what it recorded. The exit code is the conformance gate: 0 when every selected
+backend conforms (no fail, error, crash or timeout; no deviation either under ``--strict``),
+1 otherwise, 2 for bad input.
+
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> run_check(out, backends=["numpy"], ops=["softmax"], dtypes=["float32"],   # doctest: +SKIP
+...           cases=["dist_normal_scale_1"], display="none")
+0
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from softmaxbench.suite.api import ReferenceCache, Task, check_one, plan, select_cases, supports
+from softmaxbench.suite.records import (
+    FAILING,
+    RESULTS_FILE,
+    VERDICTS,
+    ResultsWriter,
+    new_record,
+    new_run,
+    now_iso,
+    read_results,
+    read_run,
+    write_run,
+)
+from softmaxbench.suite.worker import THREAD_VARIABLES, WorkerHandle
+
+#: Tasks per worker round-trip, and the most reference bytes one batch carries.
+BATCH_TASKS = 24
+BATCH_BYTES = 64 * 2**20
+#: How long a worker may take to import its framework and build the backend.
+STARTUP_LIMIT_S = 180.0
+#: Verdict columns of the summary table, in order.
+SUMMARY_COLUMNS = ("pass", "deviation", "fail", "error", "unsupported", "timeout", "crash")
+
+
+def _input_error(message: str):
+    from softmaxbench.suite.cli import InputError
+
+    return InputError(message)
+
+
+# -- selection ----------------------------------------------------------------------------------
+@dataclass
+class Selection:
+    """What a check run covers; stored in run.json so --resume can finish the same run."""
+
+    backends: list[str] | None = None
+    ops: list[str] | None = None
+    dtypes: list[str] | None = None
+    cases: list[str] | None = None
+    plugins: list[str] = field(default_factory=list)
+    quick: bool = False
+
+    def as_dict(self) -> dict:
+        return {"backends": self.backends, "ops": self.ops, "dtypes": self.dtypes, "cases": self.cases,
+                "plugins": self.plugins, "quick": self.quick}
+
+
+def validate_names(ops: Sequence[str] | None, dtypes: Sequence[str] | None,
+                   cases: Sequence[str] | None, quick: bool) -> list:
+    """Check op, dtype and case names (InputError, exit 2, on an unknown one); return the cases."""
+    import difflib
+
+    from softmaxbench.backends.base import OPS
+    from softmaxbench.reference.dtypes import DTYPES
+
+    for kind, given, known in (("op", ops, OPS), ("dtype", dtypes, DTYPES)):
+        for name in given or ():
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=3)
+                hint = f"did you mean {', '.join(close)}? " if close else ""
+                raise _input_error(f"unknown {kind} {name!r}; {hint}choose from {', '.join(known)}")
+    try:
+        case_objs = select_cases(cases, quick)
+    except KeyError as exc:
+        raise _input_error(str(exc.args[0]) if exc.args else str(exc)) from None
+    return case_objs
+
+
+def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tuple[list, dict[str, str]]:
+    """The backend instances to check and {name: why} of the unavailable ones left out.
+
+    Explicitly requested names must exist and be available here (else InputError); without
+    ``names`` every available backend is taken.
+    """
+    import difflib
+
+    from softmaxbench.backends.registry import discover
+
+    entries = discover(plugins=tuple(plugins))
+    by_name = {e.name: e for e in entries}
+    if not names:
+        chosen = [e.backend for e in entries if e.backend is not None and not e.unavailable]
+        skipped = {e.name: e.unavailable or "could not be loaded" for e in entries
+                   if e.backend is None or e.unavailable}
+        if not chosen:
+            raise _input_error("no backend is available here; see 'softmaxbench list'")
+        return chosen, skipped
+    chosen = []
+    for name in names:
+        entry = by_name.get(name)
+        if entry is None:
+            close = difflib.get_close_matches(name, list(by_name), n=3)
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise _input_error(f"unknown backend {name!r}; {hint}see 'softmaxbench list'")
+        if entry.backend is None or entry.unavailable:
+            raise _input_error(f"backend {name!r} is unavailable here: {entry.unavailable}")
+        if entry.backend not in chosen:
+            chosen.append(entry.backend)
+    return chosen, {}
+
+
+# -- progress display ---------------------------------------------------------------------------
+class PlainDisplay:
+    """Line output for CI logs and pipes: each problem as it happens, each backend when done."""
+
+    MAX_PROBLEM_LINES = 25
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.problems: Counter = Counter()
+
+    def note(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def start(self, backend: str, total: int) -> None:
+        self.note(f"{backend}: {total} checks")
+
+    def advance(self, backend: str, rec: dict) -> None:
+        if rec["verdict"] in FAILING:
+            self.problems[backend] += 1
+            if self.problems[backend] <= self.MAX_PROBLEM_LINES:
+                self.note(f"  {rec['verdict'].upper():8} {backend} {rec['op']} {rec.get('case')} "
+                          f"{rec['dtype']}: {_short(rec.get('message'))}")
+            elif self.problems[backend] == self.MAX_PROBLEM_LINES + 1:
+                self.note(f"  ... more problems of {backend} in {RESULTS_FILE}")
+
+    def finish(self, backend: str, counts: Counter, seconds: float) -> None:
+        parts = ", ".join(f"{counts[v]} {v}" for v in SUMMARY_COLUMNS if counts[v])
+        self.note(f"{backend}: done in {seconds:.1f} s ({parts or 'nothing to do'})")
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay(PlainDisplay):
+    """A live progress bar per backend on a terminal (rich), problems printed above the bars."""
+
+    def __init__(self):
+        super().__init__()
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.console = Console(stderr=False)
+        self.progress = Progress(TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                                 console=self.console, transient=False)
+        self.tasks: dict[str, int] = {}
+        self.counts: dict[str, Counter] = {}
+        self.progress.start()
+
+    def note(self, text: str) -> None:
+        self.progress.console.print(text, markup=False, highlight=False)
+
+    def start(self, backend: str, total: int) -> None:
+        self.counts[backend] = Counter()
+        self.tasks[backend] = self.progress.add_task(backend, total=total, status="")
+
+    def advance(self, backend: str, rec: dict) -> None:
+        super().advance(backend, rec)
+        c = self.counts.setdefault(backend, Counter())
+        c[rec["verdict"]] += 1
+        status = " ".join(f"{v}:{c[v]}" for v in ("fail", "error", "crash", "timeout", "deviation") if c[v])
+        if backend in self.tasks:
+            self.progress.update(self.tasks[backend], advance=1, status=status)
+
+    def finish(self, backend: str, counts: Counter, seconds: float) -> None:
+        if backend in self.tasks:
+            task = self.progress.tasks[self.tasks[backend]]
+            self.progress.update(self.tasks[backend], completed=task.total)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+class SilentDisplay(PlainDisplay):
+    def note(self, text: str) -> None:
+        pass
+
+
+def make_display(kind: str = "auto") -> PlainDisplay:
+    """'auto': a rich progress bar on a terminal, plain lines otherwise (CI); 'plain'; 'none'."""
+    if kind == "none":
+        return SilentDisplay()
+    if kind == "rich" or (kind == "auto" and sys.stdout.isatty() and not os.environ.get("CI")):
+        return RichDisplay()
+    return PlainDisplay()
+
+
+def _short(text: str | None, width: int = 160) -> str:
+    line = (text or "").replace("\n", " ")
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+# -- the scheduler -------------------------------------------------------------------------------
+@dataclass
+class _BackendRun:
+    backend: object
+    pending: deque                      # (task_id, Task) or prepared tuples, in order
+    total: int
+    handle: WorkerHandle | None = None
+    counts: Counter = field(default_factory=Counter)
+    started: float = 0.0
+    startup_failures: int = 0
+    done: bool = False
+
+
+class CheckRun:
+    """The parent side of a check run: workers, reference cache, records, display."""
+
+    def __init__(self, out_dir: Path, backends: list, tasks: list[Task], case_objs: list, *,
+                 plugins: Sequence[str], timeout: float, jobs: int, done: set, writer: ResultsWriter,
+                 display: PlainDisplay, threads: int):
+        self.out_dir = out_dir
+        self.cases = {c.name: c for c in case_objs}
+        self.plugins = tuple(plugins)
+        self.timeout = timeout
+        self.jobs = jobs
+        self.writer = writer
+        self.display = display
+        self.cache = ReferenceCache()
+        self.threads = threads
+        self.runs: list[_BackendRun] = []
+        self.inline_records = 0
+        for b in backends:
+            todo = [t for t in tasks if (b.name, t.op, t.case, t.dtype) not in done]
+            self.runs.append(_BackendRun(b, deque(enumerate(todo)), len(todo)))
+        self.logs = out_dir / "logs"
+
+    # records
+    def _write(self, run: _BackendRun, rec: dict) -> None:
+        self.writer.write(rec)
+        run.counts[rec["verdict"]] += 1
+        self.display.advance(run.backend.name, rec)
+
+    def _parent_record(self, run: _BackendRun, task: Task, verdict: str, message: str) -> dict:
+        """A record the parent writes for a task whose worker crashed or hung."""
+        from softmaxbench.suite.repro import snippet
+
+        case = self.cases[task.case]
+        inputs = self.cache.inputs(task.case, task.dtype)
+        try:
+            repro = snippet(run.backend.name, task.op, inputs, self.plugins)
+        except Exception as exc:  # noqa: BLE001
+            repro = f"# repro unavailable: {exc}"
+        return new_record("check", backend=run.backend.name, device=run.backend.device, op=task.op,
+                          case=task.case, category=case.category, dtype=task.dtype,
+                          shape=[int(n) for n in inputs.x.shape], axis=int(inputs.axis), check=None,
+                          verdict=verdict, deviation=None, max_ulp=None, median_ulp=None,
+                          max_error_ratio=None, message=message, repro=repro, found_by="catalogue",
+                          value_sample=None, duration_s=None)
+
+    # task preparation
+    def _unsupported_first(self, run: _BackendRun) -> None:
+        """Write the records of tasks the backend does not declare, without a worker round-trip."""
+        keep = deque()
+        for item in run.pending:
+            task = item[1]
+            if supports(run.backend, task):
+                keep.append(item)
+                continue
+            case = self.cases[task.case]
+            rec = check_one(run.backend, task.op, self.cache.inputs(task.case, task.dtype), None,
+                            category=case.category, plugins=self.plugins)
+            self._write(run, rec)
+        run.pending = keep
+
+    def _prepare(self, item) -> tuple:
+        if len(item) > 2:
+            return item
+        task_id, task = item
+        exact, why = self.cache.result(task)
+        return (task_id, task.case, task.dtype, task.op, exact, why, task)
+
+    def _dispatch(self, run: _BackendRun) -> None:
+        batch, size = [], 0
+        while run.pending and len(batch) < BATCH_TASKS and size < BATCH_BYTES:
+            item = self._prepare(run.pending.popleft())
+            batch.append(item)
+            size += item[4].nbytes if item[4] is not None else 0
+        if batch:
+            run.handle.send_tasks(batch)
+
+    # worker life cycle
+    def _start_worker(self, run: _BackendRun) -> None:
+        if run.handle is None:
+            self.logs.mkdir(parents=True, exist_ok=True)
+            env = {k: str(self.threads) for k in THREAD_VARIABLES}
+            # XLA's CPU backend spreads every op over all cores unless told not to.
+            env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
+                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+                if self.threads == 1 else "")
+            run.handle = WorkerHandle(run.backend.name, plugins=self.plugins, env=env,
+                                      log_path=self.logs / f"{_safe(run.backend.name)}.log")
+        run.handle.start()
+
+    def _finish(self, run: _BackendRun) -> None:
+        if run.handle is not None:
+            run.handle.stop()
+        run.done = True
+        self.display.finish(run.backend.name, run.counts, time.monotonic() - run.started)
+
+    def _fail_rest(self, run: _BackendRun, verdict: str, message: str) -> None:
+        items = list(run.handle.inflight) + list(run.pending) if run.handle else list(run.pending)
+        run.pending.clear()
+        if run.handle:
+            run.handle.inflight.clear()
+        for item in items:
+            task = item[-1] if len(item) > 2 else item[1]
+            self._write(run, self._parent_record(run, task, verdict, message))
+
+    def _lost_worker(self, run: _BackendRun, verdict: str, note: str) -> None:
+        """The worker died or hung: the task it was on gets ``verdict``, the rest are requeued."""
+        h = run.handle
+        if not h.ready:
+            run.startup_failures += 1
+            h.kill()
+            if run.startup_failures >= 2:
+                self._fail_rest(run, verdict, f"the worker for {run.backend.name} could not start: {note}")
+                return
+            h.start()
+            return
+        h.kill()
+        if h.inflight:
+            item = h.inflight.popleft()
+            task = item[-1]
+            what = (f"no answer within {self.timeout:g} s (the case hung); the worker was killed"
+                    if verdict == "timeout" else note)
+            self._write(run, self._parent_record(run, task, verdict, what + "; the remaining cases ran "
+                                                 "in a fresh worker"))
+            run.pending.extendleft(reversed(h.inflight))
+            h.inflight.clear()
+        if run.pending:
+            h.start()
+
+    def _handle_messages(self, run: _BackendRun) -> None:
+        h = run.handle
+        dead = not h.alive()  # before draining: a dead worker's last messages are all buffered then
+        eof = False
+        for msg in h.poll_messages():
+            kind = msg[0]
+            if kind == "result":
+                _, task_id, rec, t = msg
+                if h.inflight and h.inflight[0][0] == task_id:
+                    h.inflight.popleft()
+                h.last_heard = max(h.last_heard, t)
+                self._write(run, rec)
+            elif kind == "got":
+                h.last_heard = max(h.last_heard, msg[2])
+            elif kind == "ready":
+                h.ready, h.info = True, msg[1]
+                h.last_heard = time.monotonic()
+                run.startup_failures = 0
+            elif kind == "dead":
+                h.kill()
+                self._fail_rest(run, "error", msg[1])
+                return
+            elif kind == "eof":
+                eof = True
+        if eof or dead:
+            self._lost_worker(run, "crash", h.death_note("while running this case" if h.ready
+                                                         else "while loading the backend"))
+
+    def _check_silence(self, run: _BackendRun, now: float) -> None:
+        h = run.handle
+        if h.ready and h.inflight and now - h.last_heard > self.timeout:
+            self._lost_worker(run, "timeout", "")
+        elif not h.ready and now - h.last_heard > max(STARTUP_LIMIT_S, self.timeout):
+            run.startup_failures = 1
+            self._lost_worker(run, "timeout", f"loading the backend took over "
+                                              f"{max(STARTUP_LIMIT_S, self.timeout):g} s")
+
+    def execute(self) -> None:
+        """Run every backend's tasks to the end (KeyboardInterrupt: workers are killed first)."""
+        waiting = deque(self.runs)
+        active: list[_BackendRun] = []
+        try:
+            while waiting or active:
+                while waiting and len(active) < self.jobs:
+                    run = waiting.popleft()
+                    run.started = time.monotonic()
+                    self.display.start(run.backend.name, run.total)
+                    self._unsupported_first(run)
+                    if run.pending:
+                        self._start_worker(run)
+                        active.append(run)
+                    else:
+                        self._finish(run)
+                for run in active:
+                    h = run.handle
+                    if h.ready and run.pending and len(h.inflight) <= BATCH_TASKS // 2:
+                        self._dispatch(run)
+                conns = [r.handle.conn for r in active if r.handle.conn is not None]
+                sentinels = [r.handle.proc.sentinel for r in active if r.handle.proc is not None]
+                wait(conns + sentinels, timeout=0.25)
+                now = time.monotonic()
+                for run in list(active):
+                    if run.handle.conn is not None:
+                        self._handle_messages(run)
+                    if not run.done and run.handle.alive():
+                        self._check_silence(run, now)
+                    if not run.pending and not run.handle.inflight:
+                        self._finish(run)
+                        active.remove(run)
+        finally:
+            for run in active:
+                if run.handle is not None:
+                    run.handle.kill()
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
+
+
+# -- summary ------------------------------------------------------------------------------------
+def summarize(records: list[dict], backends: Sequence[str], strict: bool = False) -> dict[str, dict]:
+    """Per backend: verdict counts, deviations by name, and whether it conforms.
+
+    >>> summarize([{"kind": "check", "backend": "b", "verdict": "pass"},
+    ...            {"kind": "check", "backend": "b", "verdict": "deviation", "deviation": "x"}], ["b"])["b"]
+    {'counts': {'pass': 1, 'deviation': 1}, 'deviations': {'x': 1}, 'checks': 2, 'conforms': True}
+    """
+    out = {}
+    for name in backends:
+        recs = [r for r in records if r.get("kind") == "check" and r.get("backend") == name]
+        counts = Counter(r.get("verdict") for r in recs)
+        deviations = Counter(r.get("deviation") or "?" for r in recs if r.get("verdict") == "deviation")
+        bad = FAILING + (("deviation",) if strict else ())
+        out[name] = {"counts": {v: counts[v] for v in VERDICTS if counts[v]}, "deviations": dict(deviations),
+                     "checks": len(recs), "conforms": bool(recs) and not any(counts[v] for v in bad)}
+    return out
+
+
+def summary_table(summary: dict[str, dict]) -> str:
+    """The per-backend summary as a plain-text table."""
+    from tabulate import tabulate
+
+    rows = []
+    for name, s in summary.items():
+        c = s["counts"]
+        rows.append([name, s["checks"], *[c.get(v, 0) for v in SUMMARY_COLUMNS],
+                     "yes" if s["conforms"] else "NO"])
+    return tabulate(rows, headers=["backend", "checks", *SUMMARY_COLUMNS, "conforms"])
+
+
+# -- the verb -------------------------------------------------------------------------------------
+def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
+              ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
+              cases: Sequence[str] | None = None, plugins: Sequence[str] = (), quick: bool = False,
+              timeout: float = 60.0, resume: bool = False, strict: bool = False,
+              junit_xml: str | os.PathLike | None = None, seed: int = 0, jobs: int | None = None,
+              command: str | None = None, display: str = "auto") -> int:
+    """Check backends; write DIR/results.jsonl and DIR/run.json; return the exit code (0 or 1).
+
+    Bad input raises ``softmaxbench.suite.cli.InputError`` (exit 2). With ``resume``, the
+    selection is read from DIR/run.json and what DIR/results.jsonl holds is not redone.
+    """
+    out = Path(out_dir)
+    if timeout is None or not timeout > 0:
+        raise _input_error(f"--timeout must be a positive number of seconds, got {timeout!r}")
+    if jobs is not None and jobs < 1:
+        raise _input_error(f"--jobs must be at least 1, got {jobs}")
+    done: set = set()
+    if resume:
+        run_meta, sel, done = _load_resume(out)
+    else:
+        sel = Selection(list(backends) if backends else None, list(ops) if ops else None,
+                        list(dtypes) if dtypes else None, list(cases) if cases else None,
+                        [str(p) for p in plugins], bool(quick))
+        run_meta = None
+    case_objs = validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick)
+    chosen, skipped = resolve_backends(sel.backends, sel.plugins)
+    tasks = plan(case_objs, sel.ops, sel.dtypes)
+    if not tasks:
+        raise _input_error("the selection has no checks: no selected case applies to the selected "
+                           "ops and dtypes (see 'softmaxbench cases')")
+    cores = os.cpu_count() or 1
+    jobs = jobs or min(len(chosen), max(4, cores))
+    threads = max(1, cores // min(jobs, len(chosen)))
+    command = command or shlex.join([Path(sys.argv[0]).name or "softmaxbench", *sys.argv[1:]])
+
+    if not resume:
+        out.mkdir(parents=True, exist_ok=True)
+        for stale in (out / RESULTS_FILE, out / "junit.xml"):
+            if stale.exists():
+                stale.unlink()
+        run_meta = new_run("check", command, seed=seed, threads=threads)
+        run_meta["options"] = sel.as_dict()
+    run_meta["status"] = "running"
+    run_meta["timeout_s"] = timeout
+    run_meta["backends"] = {b.name: {"device": b.device, "framework": getattr(b, "framework", ""),
+                                     "version": _version(b), "dtypes": list(b.dtypes),
+                                     "ops": list(b.supported_ops())} for b in chosen}
+    run_meta["unavailable"] = skipped
+    run_meta.setdefault("resumed", [])
+    if resume:
+        run_meta["resumed"].append({"at": now_iso(), "command": command, "already_recorded": len(done)})
+    write_run(out, run_meta)
+
+    disp = make_display(display)
+    if skipped:
+        disp.note("not checked (unavailable here): " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    t0 = time.monotonic()
+    interrupted = False
+    with ResultsWriter(out) as writer:
+        runner = CheckRun(out, chosen, tasks, case_objs, plugins=sel.plugins, timeout=timeout, jobs=jobs,
+                          done=done, writer=writer, display=disp, threads=threads)
+        try:
+            runner.execute()
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            disp.close()
+    elapsed = time.monotonic() - t0
+
+    records = read_results(out)
+    names = [b.name for b in chosen]
+    summary = summarize(records, names, strict)
+    run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete",
+                    duration_s=round(elapsed, 3), references_computed=runner.cache.computed,
+                    summary={n: {"counts": s["counts"], "conforms": s["conforms"]}
+                             for n, s in summary.items()})
+    conforms = all(s["conforms"] for s in summary.values())
+    run_meta["exit_code"] = 130 if interrupted else (0 if conforms else 1)
+    write_run(out, run_meta)
+    if junit_xml:
+        from softmaxbench.suite.junit import write_junit
+
+        write_junit([r for r in records if r.get("backend") in names], junit_xml, strict=strict)
+
+    print(summary_table(summary))
+    for name, s in summary.items():
+        if s["deviations"]:
+            devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
+            print(f"{name}: deviations ({'counted as failures, --strict' if strict else 'accepted'}): {devs}")
+    print(f"{len(records)} records in {out / RESULTS_FILE} ({elapsed:.1f} s)")
+    if interrupted:
+        print(f"interrupted; finish with: softmaxbench check --resume {out}", file=sys.stderr)
+        return 130
+    return 0 if conforms else 1
+
+
+def _version(backend) -> str:
+    try:
+        return backend.framework_version()
+    except Exception:  # noqa: BLE001 - a version lookup never stops a run
+        return ""
+
+
+def _load_resume(out: Path) -> tuple[dict, Selection, set]:
+    """run.json, its selection, and the (backend, op, case, dtype) keys already recorded."""
+    from softmaxbench.suite.records import RecordError
+
+    if not out.is_dir():
+        raise _input_error(f"--resume {out}: no such directory")
+    try:
+        run_meta = read_run(out)
+    except RecordError as exc:
+        raise _input_error(f"--resume {out}: {exc}") from None
+    if not run_meta or run_meta.get("kind") != "check" or "options" not in run_meta:
+        raise _input_error(f"--resume {out}: no run.json of a 'softmaxbench check' run there")
+    opts = run_meta["options"]
+    sel = Selection(opts.get("backends"), opts.get("ops"), opts.get("dtypes"), opts.get("cases"),
+                    list(opts.get("plugins") or []), bool(opts.get("quick")))
+    path = out / RESULTS_FILE
+    done: set = set()
+    if path.exists():
+        _drop_cut_line(path)
+        try:
+            records = read_results(path)
+        except RecordError as exc:
+            raise _input_error(f"--resume {out}: {exc}") from None
+        done = {(r.get("backend"), r.get("op"), r.get("case"), r.get("dtype")) for r in records
+                if r.get("kind") == "check"}
+    return run_meta, sel, done
+
+
+def _drop_cut_line(path: Path) -> None:
+    """A run killed mid-write can leave a partial last line: cut it so appends start clean."""
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def check_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
+               cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
+               out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,
+               strict: bool = False, junit_xml: str | None = None, seed: int = 0,
+               jobs: int | None = None) -> int:
+    """The ``check`` verb: CLI options (comma-separated strings) -> :func:`run_check`."""
+    from softmaxbench.suite.cli import split_csv
+
+    for p in plugins:
+        if p.endswith(".py") and not Path(p).is_file():
+            raise _input_error(f"--plugin {p}: no such file")
+    if resume:
+        given = [n for n, v in (("--backends", backends), ("--ops", ops), ("--dtypes", dtypes),
+                                ("--cases", cases), ("--plugin", plugins), ("--quick", quick)) if v]
+        if given:
+            raise _input_error(f"--resume finishes the run recorded in {resume}/run.json; "
+                               f"do not combine it with {', '.join(given)}")
+    return run_check(resume or out, backends=split_csv(backends), ops=split_csv(ops),
+                     dtypes=split_csv(dtypes), cases=split_csv(cases), plugins=plugins, quick=quick,
+                     timeout=timeout, resume=bool(resume), strict=strict, junit_xml=junit_xml, seed=seed,
+                     jobs=jobs)

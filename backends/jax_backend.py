@@ -29,7 +29,6 @@ from softmaxbench.backends.availability import cuda_device_problem, distribution
 from softmaxbench.backends.base import Backend
 from softmaxbench.backends.conventions import declared
 
-
 CUDA_PLUGINS = ("jax-cuda12-plugin", "jax-cuda13-plugin", "jax-cuda12-pjrt", "jax-cuda13-pjrt")
 
 

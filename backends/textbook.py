@@ -125,7 +125,9 @@ def cross_entropy_grad(xp: Any, p: Any, target: Any, *, reduction: str = "mean",
     if valid is not None:
         grad = xp.where(valid[..., None], grad, xp.zeros_like(grad))
     if reduction == "mean":
-        grad = grad / denom
+        # Every row ignored: the loss is 0/0 = NaN but its gradient is 0, as in PyTorch (and the
+        # rows are all zero already; dividing by 0 would make them NaN).
+        grad = grad / (xp.where(denom == 0, xp.ones_like(denom), denom) if valid is not None else denom)
     return grad
 
 

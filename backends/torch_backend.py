@@ -160,5 +160,6 @@ def torch_cuda_problem() -> str | None:
         return "; ".join(problems)
     torch = _torch()
     if not torch.cuda.is_available():
-        return f"no CUDA device (torch.cuda.is_available() is False; torch built for CUDA {torch.version.cuda})"
+        return (f"no CUDA device (torch.cuda.is_available() is False; "
+                f"torch built for CUDA {torch.version.cuda})")
     return None

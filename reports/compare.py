@@ -197,7 +197,7 @@ def compare_main(base: str, new: str, max_regression: str = "10%", out: str | No
     if not matched:
         raise InputError(f"BASE {base} and NEW {new} have no workload in common")
 
-    click.echo(tabulate(table_rows(rows), headers=HEADERS, disablenumparse=True))
+    click.echo(tabulate(table_rows(rows), headers=HEADERS, disable_numparse=True))
     failing = [r for r in rows if r["verdict"] in FAILING]
     noisy = [r for r in rows if r["verdict"] == "noise"]
     pct = f"{threshold:.0%}" if threshold * 100 == round(threshold * 100) else f"{threshold:.1%}"
@@ -228,7 +228,7 @@ def write_outputs(out: str | os.PathLike, rows: Sequence[dict], **meta) -> tuple
     d.mkdir(parents=True, exist_ok=True)
     md = d / "compare.md"
     md.write_text(f"# Throughput comparison\n\nBASE: `{meta.get('base')}`  \nNEW: `{meta.get('new')}`\n\n"
-                  + tabulate(table_rows(rows), headers=HEADERS, tablefmt="github", disablenumparse=True)
+                  + tabulate(table_rows(rows), headers=HEADERS, tablefmt="github", disable_numparse=True)
                   + f"\n\n{meta.get('summary', '')}\n", encoding="utf-8")
     js = d / "compare.json"
     js.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1), encoding="utf-8")

@@ -50,8 +50,10 @@ def render_table(table: Table, max_rows: int | None = None) -> str:
 
 
 def render(title: str, intro: list[str], sections: list[Table], *, plots_note: str = "",
-           max_bytes: int = MAX_BYTES) -> tuple[str, int | None]:
-    """The whole page; returns (text, row cap used or None). Shrinks the cap until it fits."""
+           max_bytes: int | None = None) -> tuple[str, int | None]:
+    """The whole page; returns (text, row cap used or None). Shrinks the cap until it fits
+    in ``max_bytes`` (default :data:`MAX_BYTES`)."""
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     for cap in (None, *ROW_CAPS):
         text = _render(title, intro, sections, cap, plots_note)
         if len(text.encode("utf-8")) <= max_bytes:

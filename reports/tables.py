@@ -15,6 +15,7 @@ possibly pivoted). Renderers never compute anything; they only lay tables out.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -186,9 +187,18 @@ def gradient_accuracy(checks: pd.DataFrame) -> Table:
                  note=_ACCURACY_NOTE, cell_class=_verdict_class)
 
 
-def _clip(text: str, n: int = 28) -> str:
+def _clip(text: str, n: int = 44) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+_FLOAT = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|\.\d+(?:e[-+]?\d+)?|inf|nan)(?![\w.])", re.I)
+
+
+def _short_values(sample: str) -> str:
+    """'[0.510776, 0. , 1.  ]' -> '[0.511, 0, 1]': 3 significant digits, so a cell shows a row."""
+    out = _FLOAT.sub(lambda m: f"{float(m.group()):.3g}", str(sample))
+    return re.sub(r"\s+,", ",", re.sub(r"\s+", " ", out)).replace("[ ", "[").replace(" ]", "]")
 
 
 def special_values(checks: pd.DataFrame, descriptions: dict[str, str] | None = None) -> tuple[Table, Table]:
@@ -237,7 +247,7 @@ def _matrix_cell(g: pd.DataFrame) -> str:
     worst = g.loc[sev.idxmax()]
     text = SYMBOLS.get(worst["verdict"], "?")
     if worst["value_sample"]:
-        text += " " + _clip(worst["value_sample"])
+        text += " " + _clip(_short_values(worst["value_sample"]))
     if worst["verdict"] == "deviation" and worst["deviation"]:
         text += f" ({worst['deviation']})"
     if g["verdict"].nunique() > 1:
@@ -334,6 +344,9 @@ _RUN_FIELDS = (
     ("CPU cores", lambda r: (r.get("machine") or {}).get("cpu_count")),
     ("memory GiB", lambda r: (r.get("machine") or {}).get("memory_gib")),
     ("devices", lambda r: _devices((r.get("machine") or {}).get("devices"))),
+    ("backends", lambda r: _backends(r.get("backends"))),
+    ("unavailable", lambda r: "; ".join(f"{k}: {v}" for k, v in (r.get("unavailable") or {}).items())
+     if isinstance(r.get("unavailable"), dict) else r.get("unavailable")),
     ("softmaxbench", lambda r: r.get("softmaxbench_version")),
     ("threads", lambda r: r.get("threads")),
     ("seed", lambda r: r.get("seed")),
@@ -341,6 +354,14 @@ _RUN_FIELDS = (
     ("started", lambda r: r.get("started")),
     ("finished", lambda r: r.get("finished")),
 )
+
+
+def _backends(backends) -> str:
+    """run.json's {name: {device, version, ...}} -> 'numpy 2.4.0 (cpu), torch-cpu 2.13.0 (cpu)'."""
+    if not isinstance(backends, dict):
+        return "" if backends is None else str(backends)
+    return ", ".join(f"{name} {info.get('version') or ''} ({info.get('device') or '?'})".replace("  ", " ")
+                     if isinstance(info, dict) else str(name) for name, info in backends.items())
 
 
 def _devices(devs) -> str:

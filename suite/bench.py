@@ -43,6 +43,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import gc
 import importlib.util
 import json
@@ -295,6 +296,12 @@ class BenchSession:
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         self.close()
 
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_benchmark_generate_machine_info(self, config) -> dict:
+        """pytest-benchmark's own machine info, computed once per process: py-cpuinfo takes a
+        second or more, and the fidelity check runs many bench sessions in one process."""
+        return dict(_machine_info_once())
+
     def add(self, rec: dict) -> None:
         """Keep, write (flushed at once) and announce one record."""
         rec_mod.validate_record(rec)
@@ -344,6 +351,13 @@ class BenchSession:
             run = rec_mod.new_run("bench", shlex.join(sys.argv), threads=threads_n)
             rec_mod.write_run(session.out_dir, run)
         return session
+
+
+@functools.cache
+def _machine_info_once() -> dict:
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    return pytest_benchmark_generate_machine_info()
 
 
 def session_for(config) -> BenchSession:
@@ -568,7 +582,9 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
     module = bench_module_path()
     args = [str(module), "-p", "no:cacheprovider", "-p", "no:terminal", "-s",
             "--import-mode=importlib", "--rootdir", str(module.parent), "-c", os.devnull,
-            "--benchmark-only", "--benchmark-disable-gc", "--benchmark-quiet"]
+            "--benchmark-only", "--benchmark-disable-gc", "--benchmark-quiet",
+            # pytest-benchmark's "nothing to save" when every workload raised: our records say why.
+            "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning"]
     if out is not None and pytest_json:
         args.append(f"--benchmark-json={out / PYTEST_BENCHMARK_FILE}")
     try:
@@ -597,8 +613,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
 # ---------------------------------------------------------------------------------------------
 # Output
 
-def _fmt(v: Any, spec: str) -> str:
-    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
+    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v * scale, spec)
 
 
 def progress_line(rec: dict) -> str:
@@ -622,15 +638,14 @@ def table(records: Sequence[dict]) -> str:
             rows.append([r["backend"], r["op"], r["dtype"], r.get("workload"), shape, "", "", "", "", "", "",
                          f"{r['verdict']}: {r.get('message') or ''}"[:60]])
             continue
-        frac = r.get("fraction_of_copy")
         rows.append([r["backend"], r["op"], r["dtype"], r.get("workload"), shape,
-                     _fmt(r.get("median_s") and r["median_s"] * 1e6, ".1f"), _fmt(r.get("gbps"), ".2f"),
-                     _fmt(r.get("copy_gbps"), ".2f"), _fmt(frac and frac * 100, ".0f"),
-                     _fmt(r.get("cv") is not None and r["cv"] * 100, ".1f"), _fmt(r.get("compile_s"), ".2f"),
+                     _fmt(r.get("median_s"), ".1f", 1e6), _fmt(r.get("gbps"), ".2f"),
+                     _fmt(r.get("copy_gbps"), ".2f"), _fmt(r.get("fraction_of_copy"), ".0f", 100),
+                     _fmt(r.get("cv"), ".1f", 100), _fmt(r.get("compile_s"), ".2f"),
                      "wide spread" if r.get("warning") else ""])
     return tabulate(rows, headers=["backend", "op", "dtype", "workload", "shape", "median µs", "GB/s",
                                    "copy GB/s", "% copy", "CV %", "compile s", "note"],
-                    disablenumparse=True)
+                    disable_numparse=True)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -171,12 +171,20 @@ def run_cmd(**kwargs) -> int:
 
 @cli.command("hunt")
 @selection_options
-@click.option("--budget", default=60.0, show_default=True, help="Seconds per backend x op x dtype.")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--out", default="softmaxbench-results/hunt", show_default=True)
-@click.option("--save/--no-save", default=True, help="Save new worst cases as regression cases.")
+@click.option("--budget", default=60.0, show_default=True, type=float,
+              help="Seconds per backend x op x dtype (--quick: at most 10).")
+@click.option("--evals", default=None, type=int, metavar="N",
+              help="Rows per backend x op x dtype instead of seconds: fully deterministic.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--max-len", default=16384, show_default=True, type=int, help="Longest row to try.")
+@click.option("--out", default=None,
+              help="Results dir [default: softmaxbench-results/hunt]; when given, cases go to OUT/found.")
+@click.option("--save/--no-save", default=True,
+              help="Save new worst cases as regression cases (default: in reference/found/).")
 def hunt_cmd(**kwargs) -> int:
-    """Search for inputs that maximise each backend's error."""
+    """Search for inputs that maximise each backend's error ratio and ULP error; save the worst
+    as regression cases that check runs, and print the max-known-error table. --cases: catalogue
+    cases to start from (default: a sample of all); --quick: softmax, log_softmax, logsumexp."""
     from softmaxbench.suite.hunt import hunt_main
 
     return hunt_main(**kwargs)

@@ -141,12 +141,16 @@ class Candidate:
                 steps[-1] = f"{base} x{int(times or 1) + 1}"
             else:
                 steps.append(s)
-        while len(steps) > 2 and len(" > ".join(steps)) > 160:   # keep the origin and the latest steps
-            del steps[1]
-            steps[1:1] = [] if steps[1] == "..." else ["..."]
-            if steps.count("...") > 1:
-                steps.remove("...")
-        return " > ".join(steps)
+        head, tail = steps[:1], steps[1:]
+        while tail and len(" > ".join([*head, "...", *tail])) > 160:   # keep the origin, the latest steps
+            tail.pop(0)
+        return " > ".join(steps if len(tail) == len(steps) - 1 else [*head, "...", *tail])
+
+
+def _steps(how: tuple[str, ...], step: str, keep: int = 24) -> tuple[str, ...]:
+    """The recipe with one more step: the origin and the latest ``keep - 1`` steps."""
+    how = (*how, step)
+    return how if len(how) <= keep else (how[0], *how[-(keep - 1):])
 
 
 class SearchSpace:
@@ -207,7 +211,7 @@ class SearchSpace:
     def mutate(self, rng: np.random.Generator, parent: Candidate, name: str) -> Candidate:
         """``parent`` changed by mutation ``name`` (one of ``self.mutations``)."""
         child = getattr(self, f"_m_{name}")(rng, parent)
-        return replace(child, how=(*parent.how, name)[-24:])
+        return replace(child, how=_steps(parent.how, name))
 
     # -- the mutation menu. Each returns a new Candidate (how is set by mutate) ---------------
     def _with_x(self, c: Candidate, x64) -> Candidate:
@@ -281,8 +285,13 @@ class SearchSpace:
 
     def _m_length(self, rng, c: Candidate) -> Candidate:
         """New row length: powers of two and their neighbours (kernel block edges), x2, /2, ±1."""
-        choices = [*self.length_ladder.tolist(), 2 * c.n, c.n // 2, c.n + 1, c.n - 1]
-        n_new = int(np.clip(rng.choice(choices), 2, self.max_len))
+        beyond = self.length_ladder[self.length_ladder > self.start_len]
+        if beyond.size and rng.random() < 0.5:
+            # Random rows already cover lengths up to start_len: half the moves go beyond.
+            n_new = int(rng.choice(beyond))
+        else:
+            choices = [*self.length_ladder.tolist(), 2 * c.n, c.n // 2, c.n + 1, c.n - 1]
+            n_new = int(np.clip(rng.choice(choices), 2, self.max_len))
         if n_new == c.n:
             n_new = min(self.max_len, c.n + 1) if c.n < self.max_len else c.n - 1
         if n_new > c.n:
@@ -436,11 +445,14 @@ def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int
                 pool = elites[target_obj]
                 parent = pool[min(int(rng.geometric(0.5)) - 1, len(pool) - 1)].cand
                 names = list(credit)
+                # Half uniform, half by credit: mutations that paid off are tried more often, yet
+                # none starves (credit also flows from noise-level gains on a correct kernel).
                 weights = np.array([1.0 + credit[m] for m in names])
+                p = 0.5 / len(names) + 0.5 * weights / weights.sum()
                 steps = 1 + int(rng.random() < 0.35) + int(rng.random() < 0.1)
                 child, chosen = parent, []
                 for _ in range(steps):
-                    m = names[int(rng.choice(len(names), p=weights / weights.sum()))]
+                    m = names[int(rng.choice(len(names), p=p / p.sum()))]
                     child = space.mutate(rng, child, m)
                     chosen.append(m)
                 batch.append(child)
@@ -573,7 +585,7 @@ def shrink(objective: Objective, space: SearchSpace, ev: Evaluated, objective_na
         if winner is None:
             frac /= 2
             continue
-        c = replace(tries[winner], how=(*best.cand.how, "shrink")[-24:])
+        c = replace(tries[winner], how=_steps(best.cand.how, "shrink"))
         r, u, e = scores[winner]
         best = Evaluated(c, r, u, ev.index, e)
     return best
@@ -655,7 +667,12 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
         exact, why = None, f"{type(exc).__name__}: {exc}"
     rec = api.check_one(backend, op, inputs, exact, category="found", reference_error=why,
                         conventions=api.conventions_of(backend), plugins=plugins)
-    rec.update(found_by="hunt", repro=snippet(backend.name, op, inputs, plugins))
+    repro = snippet(backend.name, op, inputs, plugins) + (
+        "from softmaxbench.reference import metrics\n"
+        "from softmaxbench.reference.cases import CaseInput\n"
+        f"inputs = CaseInput({name!r}, {dtype!r}, -1, x, cotangent, target, ce_options)\n"
+        f"print(metrics.compare({op!r}, inputs, out, exact))  # the error ratio and ULPs the hunt measured\n")
+    rec.update(found_by="hunt", repro=repro)
     return rec
 
 

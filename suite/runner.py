@@ -104,14 +104,25 @@ def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tup
     """
     import difflib
 
-    from softmaxbench.backends.registry import discover
+    from softmaxbench.backends.registry import availability, discover
 
-    entries = discover(plugins=tuple(plugins))
+    # check=False: asking every backend whether it can run imports every framework; only the
+    # ones that will run are asked.
+    entries = discover(plugins=tuple(plugins), check=False)
     by_name = {e.name: e for e in entries}
+
+    def why_not(entry) -> str | None:
+        return entry.unavailable or ("could not be loaded" if entry.backend is None
+                                     else availability(entry.backend))
+
     if not names:
-        chosen = [e.backend for e in entries if e.backend is not None and not e.unavailable]
-        skipped = {e.name: e.unavailable or "could not be loaded" for e in entries
-                   if e.backend is None or e.unavailable}
+        chosen, skipped = [], {}
+        for e in entries:
+            reason = why_not(e)
+            if reason:
+                skipped[e.name] = reason
+            else:
+                chosen.append(e.backend)
         if not chosen:
             raise _input_error("no backend is available here; see 'softmaxbench list'")
         return chosen, skipped
@@ -122,8 +133,9 @@ def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tup
             close = difflib.get_close_matches(name, list(by_name), n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise _input_error(f"unknown backend {name!r}; {hint}see 'softmaxbench list'")
-        if entry.backend is None or entry.unavailable:
-            raise _input_error(f"backend {name!r} is unavailable here: {entry.unavailable}")
+        reason = why_not(entry)
+        if reason:
+            raise _input_error(f"backend {name!r} is unavailable here: {reason}")
         if entry.backend not in chosen:
             chosen.append(entry.backend)
     return chosen, {}

@@ -58,10 +58,12 @@ class Baseline(Backend):
 
     # Protocol ------------------------------------------------------------------------------------
     def softmax(self, x, axis=-1):
-        return self._softmax_carry(x, axis).astype(x.dtype)
+        with np.errstate(all="ignore"):
+            return self._softmax_carry(x, axis).astype(x.dtype)
 
     def log_softmax(self, x, axis=-1):
-        return self._log_softmax_carry(x, axis).astype(x.dtype)
+        with np.errstate(all="ignore"):  # -2 * finfo.max overflows the dtype: -inf, as it must
+            return self._log_softmax_carry(x, axis).astype(x.dtype)
 
     def logsumexp(self, x, axis=-1):
         xc = _carry(np.asarray(x))
@@ -100,6 +102,9 @@ class Baseline(Backend):
     def cross_entropy_grad(self, logits, target, *, reduction="mean", label_smoothing=0.0,
                            ignore_index=None, weight=None):
         t, w = self._ce_args(logits, target, weight, ignore_index)
+        if reduction == "mean" and textbook.is_index_target(target) and target.size and (
+                ignore_index is not None and bool((target == ignore_index).all())):
+            return np.zeros_like(logits)  # nothing counts: the mean's gradient is 0, not 0/0
         with np.errstate(all="ignore"):
             g = textbook.cross_entropy_grad(np, self._softmax_carry(logits, -1), t, reduction=reduction,
                                             label_smoothing=label_smoothing, ignore_index=ignore_index,

@@ -103,21 +103,23 @@ def test_textbook_special_rows_use_only_accepted_deviations():
 
 # -- broken kernels fail where exposed -----------------------------------------------------------
 EXPOSED = [
-    # kernel, case, ops, dtypes
+    # kernel, case, ops, dtypes. float16's range ends at e**11, so exp(x) of its largest logits
+    # still fits (the float32 sum holds 64 of them): no overflow to expose there.
     (NoShift, "extreme_near_log_max", ("softmax", "log_softmax", "logsumexp", "softmax_vjp"),
-     ("float16", "bfloat16", "float32", "float64")),
-    (NoShift, "extreme_near_log_subnormal", ("softmax", "log_softmax", "logsumexp"),
-     ("float16", "bfloat16", "float32", "float64")),
+     ("bfloat16", "float32", "float64")),
+    (NoShift, "extreme_near_log_subnormal", ("softmax",), ("float16", "bfloat16", "float32", "float64")),
+    (NoShift, "extreme_near_log_subnormal", ("log_softmax", "logsumexp"), ("float32", "float64")),
     (NoShift, "dist_offset_1000", ("softmax", "cross_entropy"), ("float32", "float64")),
-    (LogOfSoftmax, "extreme_outputs_underflow", ("log_softmax", "log_softmax_vjp"),
+    (LogOfSoftmax, "extreme_outputs_underflow", ("log_softmax", "cross_entropy"),
      ("float16", "bfloat16", "float32", "float64")),
     (LogOfSoftmax, "dist_normal_scale_1000", ("log_softmax",), ("float16", "bfloat16", "float32", "float64")),
     (LogOfSoftmax, "ce_extreme_logits", ("cross_entropy",), ("float32", "float64")),
     (NarrowAccumulation, "dist_equal_float16_65536", ("softmax", "log_softmax", "logsumexp"), ("float16",)),
-    (NarrowAccumulation, "dist_equal_bfloat16_4096", ("softmax", "log_softmax", "logsumexp"), ("bfloat16",)),
+    (NarrowAccumulation, "dist_equal_bfloat16_4096",
+     ("softmax", "log_softmax", "logsumexp", "cross_entropy"), ("bfloat16",)),
     (NarrowAccumulation, "shape_vocab_32000", ("softmax", "log_softmax", "softmax_vjp"),
      ("float16", "bfloat16")),
-    (NarrowAccumulation, "ce_vocab_32000", ("cross_entropy", "cross_entropy_grad"), ("bfloat16",)),
+    (NarrowAccumulation, "ce_vocab_32000", ("cross_entropy_grad",), ("bfloat16",)),
     (AllZeros, "dist_normal_scale_1", ("softmax", "log_softmax", "logsumexp", "softmax_vjp",
                                         "log_softmax_vjp", "cross_entropy", "cross_entropy_grad"),
      ("float16", "bfloat16", "float32", "float64")),

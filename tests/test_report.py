@@ -184,10 +184,12 @@ def test_markdown_renders_as_tables(report):
     assert "**Not conforming: numpy (1 failing), scipy (1 failing)**" in text
 
 
-def test_markdown_is_capped_under_the_limit(tmp_path):
-    # 4000 failures with long messages: far over 1 MiB if every row were listed.
+def test_markdown_is_capped_under_the_limit(tmp_path, monkeypatch):
+    # 1200 failures with long messages against a 100 kB limit (the real one is 1 MiB: same code,
+    # a tenth of the records to build).
+    monkeypatch.setattr(markdown, "MAX_BYTES", 100_000)
     recs = []
-    for i in range(4000):
+    for i in range(1200):
         r = make_check_records(("numpy",))[0] | {"case": f"case{i:05d}", "verdict": "fail",
                                                  "message": f"element {i} is wrong: " + "x" * 300}
         recs.append(r)
@@ -195,8 +197,8 @@ def test_markdown_is_capped_under_the_limit(tmp_path):
     text = (tmp_path / "out" / "report.md").read_text()
     assert len(text.encode()) <= markdown.MAX_BYTES
     assert summary["markdown_row_cap"] is not None
-    assert "of 4000 rows; all rows are in `failures.csv`" in text
-    assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 4000      # the CSV keeps them all
+    assert "of 1200 rows; all rows are in `failures.csv`" in text
+    assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 1200      # the CSV keeps them all
     assert md_to_html(text).count("<table>") >= 3
 
 
@@ -255,12 +257,15 @@ def test_report_includes_what_compare_wrote(tmp_path, capsys):
     pytest.importorskip("softmaxbench.reports.compare")
     from softmaxbench.suite.cli import main
 
-    base = write_dir(tmp_path / "base", make_bench_records(("numpy",), seed=1), kind="bench")
-    slow = make_bench_records(("numpy",), seed=1)
+    fast = make_bench_records(("numpy",), seed=1)
+    for r in fast:      # ten tight samples, so that a 3x slow-down is significant
+        r["samples_s"] = [r["median_s"] * (1 + 0.001 * i) for i in range(-5, 5)]
+    slow = json.loads(json.dumps(fast))
     for r in slow:      # every call 3x slower: a real regression
         r["samples_s"] = [3 * t for t in r["samples_s"]]
         r["median_s"] *= 3
         r["gbps"] /= 3
+    base = write_dir(tmp_path / "base", fast, kind="bench")
     new = write_dir(tmp_path / "new", slow, kind="bench")
     with pytest.raises(SystemExit) as exc:
         main(["compare", str(base), str(new), "--out", str(tmp_path / "cmp")])

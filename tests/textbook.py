@@ -76,7 +76,7 @@ class Textbook(Backend):
             d, m = self._shift(x, axis)
             # As SciPy and PyTorch do: an infinite max shifts by 0, so an all -inf row gives
             # log(0) = -inf and a +inf gives +inf (the limits) instead of inf - inf = NaN.
-            finite_m = np.isfinite(m.astype(np.float32))
+            finite_m = np.isfinite(m)
             if not finite_m.all():
                 m = np.where(finite_m, m, np.zeros_like(m))
                 d = x - m
@@ -146,8 +146,8 @@ class Textbook(Backend):
             p = self.softmax(logits, -1)
             g = np.where(keep[..., None], p * a.sum(-1, keepdims=True).astype(p.dtype)
                          - a.astype(p.dtype), 0).astype(p.dtype)
-            if reduction == "mean":
-                g = (g.astype(a.dtype) / divisor).astype(p.dtype)
+            if reduction == "mean":  # ignored samples keep a zero gradient, even when all are
+                g = np.where(keep[..., None], g.astype(a.dtype) / divisor, 0).astype(p.dtype)
             return g
 
 

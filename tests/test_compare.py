@@ -1,0 +1,167 @@
+"""The regression gate ``softmaxbench compare``: a slowed backend trips it, the same one does not."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from softmaxbench.backends.base import Backend
+from softmaxbench.reports import compare
+from softmaxbench.suite import bench
+from softmaxbench.suite.records import new_record
+from softmaxbench.suite.workloads import Workload
+
+SETTINGS = bench.Settings(min_rounds=15, max_rounds=15, max_time=0.0, warmup_time=0.0, min_warmup=2,
+                          cache=64 * 1024)
+WORK = [Workload("tiny", "softmax", "float32", (64, 1024))]
+
+
+class Sleeper(Backend):
+    """A kernel whose time is a sleep: steady medians even on a busy machine."""
+
+    name = "sleeper"
+    dtypes = ("float32",)
+    seconds = 0.002
+
+    def softmax(self, x, axis=-1):
+        time.sleep(self.seconds)
+        return x
+
+
+class SlowSleeper(Sleeper):
+    seconds = 0.003  # 50% more time: a third less throughput
+
+
+class Textbook(Backend):
+    name = "textbook"
+    dtypes = ("float32",)
+    repeats = 1
+
+    def softmax(self, x, axis=-1):
+        for _ in range(self.repeats):  # the slowed version repeats the work
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
+            y = e / e.sum(axis=axis, keepdims=True)
+        return y
+
+
+def _bench(path, backend_cls, name=None):
+    b = backend_cls()
+    if name:
+        b.name = name  # the slowed version stands in for the same backend in a later run
+    rc, _ = bench.run_bench(path, [b], WORK, settings=SETTINGS, echo=None, copies=False)
+    assert rc == 0
+    return str(path)
+
+
+def _cli(*argv):
+    from softmaxbench.suite.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(list(argv))
+    return exc.value.code
+
+
+def test_same_backend_twice_passes(tmp_path, capsys):
+    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", Sleeper)
+    assert _cli("compare", base, new, "--max-regression", "10%") == 0
+    out = capsys.readouterr().out
+    assert "sleeper" in out and "unchanged" in out and "0 regression(s)" in out
+
+
+def test_slowed_backend_trips_the_gate(tmp_path, capsys):
+    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", SlowSleeper, name="sleeper")
+    assert _cli("compare", base, new, "--max-regression", "10%", "--out", str(tmp_path / "cmp")) == 1
+    captured = capsys.readouterr()
+    assert "regression" in captured.out and "REGRESSION: sleeper softmax float32 tiny" in captured.err
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert data["verdict"] == "regression" and data["max_regression"] == "10%"
+    (row,) = data["rows"]
+    assert row["verdict"] == "regression" and row["change"] < -0.2 and row["p"] < 0.01
+    assert "| sleeper" in (tmp_path / "cmp" / "compare.md").read_text()
+    # Improvements pass: the other direction.
+    assert _cli("compare", new, base) == 0
+    assert "improvement" in capsys.readouterr().out
+
+
+def test_repeated_work_trips_the_gate(tmp_path):
+    slowed = type("Slowed", (Textbook,), {"repeats": 4})
+    base, new = _bench(tmp_path / "a", Textbook), _bench(tmp_path / "b", slowed, name="textbook")
+    assert _cli("compare", base, new) == 1
+
+
+def test_compare_output_is_readable_by_the_report(tmp_path):
+    tables = pytest.importorskip("softmaxbench.reports.tables")
+    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", SlowSleeper, name="sleeper")
+    _cli("compare", base, new, "--out", str(tmp_path / "cmp"))
+    table = tables.compare_table(json.loads((tmp_path / "cmp" / "compare.json").read_text()))
+    assert "regression" in table.view.to_string()
+
+
+def _rec(samples, **kw):
+    fields = dict(backend="b", device="cpu", op="softmax", dtype="float32", shape=[4, 8], workload="w",
+                  bytes=256, samples_s=samples)
+    fields.update(kw)
+    return new_record("bench", **fields)
+
+
+def test_slower_but_not_significant_is_noise():
+    rows = compare.compare_records([_rec([1.0, 1.2])], [_rec([1.3, 1.5])], threshold=0.1, alpha=0.01)
+    assert rows[0]["verdict"] == "noise" and rows[0]["p"] > 0.01
+
+
+def test_small_real_change_within_threshold_passes():
+    base = [_rec(list(np.linspace(1.0, 1.01, 30)))]
+    new = [_rec(list(np.linspace(1.05, 1.06, 30)))]  # 5% slower, certainly real, under 10%
+    assert compare.compare_records(base, new, threshold=0.1)[0]["verdict"] == "unchanged"
+    assert compare.compare_records(base, new, threshold=0.02)[0]["verdict"] == "regression"
+
+
+def test_error_in_new_fails_and_copy_rows_never_do():
+    base = [_rec([1.0] * 5), _rec([1.0] * 5, backend="copy:numpy", op="copy")]
+    new = [_rec([], verdict="error", message="boom"), _rec([3.0] * 5, backend="copy:numpy", op="copy")]
+    rows = {r["backend"]: r["verdict"] for r in compare.compare_records(base, new)}
+    assert rows == {"b": "error", "copy:numpy": "regression (machine)"}
+
+
+def test_workloads_in_one_side_only_are_listed():
+    rows = compare.compare_records([_rec([1.0] * 3, workload="x")], [_rec([1.0] * 3, workload="y")])
+    assert sorted(r["verdict"] for r in rows) == ["only in base", "only in new"]
+
+
+@pytest.mark.parametrize("text,value", [("10%", 0.1), ("0.25", 0.25), ("5 %", 0.05), ("0%", 0.0)])
+def test_threshold_parsing(text, value):
+    assert compare.parse_threshold(text) == value
+
+
+@pytest.mark.parametrize("text", ["10", "ten", "150%", "-5%"])
+def test_bad_thresholds_are_refused(text):
+    with pytest.raises(ValueError, match="max-regression"):
+        compare.parse_threshold(text)
+
+
+def _one_line_exit_2(capsys, *argv, expect: str) -> None:
+    assert _cli("compare", *argv) == 2
+    err = capsys.readouterr().err
+    assert expect in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
+    good = _bench(tmp_path / "good", Sleeper)
+    _one_line_exit_2(capsys, str(tmp_path / "missing"), good, expect="no such results directory")
+    junk = tmp_path / "junk.txt"
+    junk.write_text("hello\n")
+    _one_line_exit_2(capsys, str(junk), good, expect="not a softmaxbench results file")
+    checks = tmp_path / "checks"
+    checks.mkdir()
+    (checks / "results.jsonl").write_text(json.dumps(new_record(
+        "check", backend="b", device="cpu", op="softmax", dtype="float32", shape=[2], verdict="pass")) + "\n")
+    _one_line_exit_2(capsys, str(checks), good, expect="no bench records")
+    _one_line_exit_2(capsys, good, good, "--max-regression", "abc", expect="--max-regression")
+    _one_line_exit_2(capsys, good, good, "--p-value", "2", expect="--p-value")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "results.jsonl").write_text(json.dumps(_rec([1.0], workload="elsewhere")) + "\n")
+    _one_line_exit_2(capsys, good, str(other), expect="no workload in common")

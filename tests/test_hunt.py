@@ -1,0 +1,301 @@
+"""Tests of the worst-case search (``softmaxbench hunt``) and its saved regression cases.
+
+The central claim (issue "Worst-case search", point 4): against the deliberately broken backends
+of ``hunt_broken.py`` the guided hunt finds each fault within a small, fixed budget of evaluated
+rows, while plain random sampling of the same search space and budget does not.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+from softmaxbench.suite import found_cases
+from softmaxbench.suite.hunt import (
+    EXPLORE,
+    Candidate,
+    ReferenceObjective,
+    SearchSpace,
+    hunt,
+    nudge,
+    search,
+)
+
+import hunt_broken  # noqa: E402,I001  (pytest puts tests/ on sys.path)
+
+HERE = Path(__file__).parent
+BUDGET = 400          # rows per search: the hunt finds every fault in well under this
+
+
+def _toy_objective(log: list | None = None):
+    """A scorer needing no reference: how far the max logit sits above 80 (and row length)."""
+    def objective(rows):
+        if log is not None:
+            log.extend((c.x.tobytes(), None if c.target is None else c.target) for c in rows)
+        return [(max(0.0, float(c.x.max()) - 80.0), float(c.n), None) for c in rows]
+    return objective
+
+
+# -- the floating-point grid ------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16, np.float32, np.float64])
+def test_nudge_steps_exactly_one_representable_value(dtype):
+    a = np.array([1.0, -1.0, 0.0, 3.5, -1e-3, 100.0], dtype)
+    up = np.nextafter(a, np.array([np.inf] * a.size, dtype))
+    down = np.nextafter(a, np.array([-np.inf] * a.size, dtype))
+    assert np.array_equal(nudge(a, 1).view(np.uint8), up.view(np.uint8)) or \
+        np.array_equal(nudge(a, 1).astype(np.float64), up.astype(np.float64))
+    assert np.array_equal(nudge(a, -1).astype(np.float64), down.astype(np.float64))
+    assert np.array_equal(nudge(nudge(a, 3), -3).astype(np.float64), a.astype(np.float64))
+    top = np.array([ml_dtypes.finfo(dtype).max], dtype)
+    assert np.isfinite(nudge(top, 5).astype(np.float64)).all()          # never steps into inf
+
+
+# -- the search engine (no reference needed) --------------------------------------------------
+def test_search_is_deterministic_for_a_seed():
+    space = SearchSpace("cross_entropy", "float16")
+    runs = []
+    for seed in (7, 7, 8):
+        log: list = []
+        res = search(_toy_objective(log), space, seed=seed, max_evals=120)
+        runs.append((log, res.best["error_ratio"].cand.x.tobytes()))
+        assert res.evals == 120 and len(log) == 120
+    assert runs[0] == runs[1]
+    assert runs[0][0] != runs[2][0]
+
+
+def test_timed_search_tries_a_prefix_of_the_counted_one():
+    space = SearchSpace("softmax", "float32")
+    timed_log: list = []
+    timed = search(_toy_objective(timed_log), space, seed=3, budget_s=0.3)
+    assert timed.stopped_by == "time" and timed.evals > EXPLORE
+    counted_log: list = []
+    counted = search(_toy_objective(counted_log), space, seed=3, max_evals=timed.evals)
+    assert counted_log == timed_log
+    assert counted.best["error_ratio"].cand.x.tobytes() == timed.best["error_ratio"].cand.x.tobytes()
+
+
+def test_guided_search_climbs_where_random_sampling_cannot():
+    space = SearchSpace("softmax", "float32")
+    guided = search(_toy_objective(), space, seed=0, max_evals=BUDGET)
+    rand = search(_toy_objective(), space, seed=0, max_evals=BUDGET, guided=False)
+    assert guided.best["error_ratio"].error_ratio > 0       # reached max > 80 (exp overflow region)
+    assert rand.best["error_ratio"].error_ratio == 0         # random rows stay below 80
+    assert guided.best["ulp"].ulp > space.start_len          # and grew rows beyond the random lengths
+
+
+@pytest.mark.parametrize("name", ["nudge_max", "near_tie", "nudge_some", "overflow", "underflow",
+                                  "spread_to_threshold", "spread", "shift", "length", "resample",
+                                  "cotangent", "target"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_mutations_keep_rows_finite_and_consistent(name, dtype):
+    op = "softmax_vjp" if name == "cotangent" else "cross_entropy" if name == "target" else "softmax_vjp"
+    space = SearchSpace(op, dtype, max_len=512)
+    rng = np.random.default_rng(0)
+    c = space.random(rng)
+    for _ in range(20):
+        c = space.mutate(rng, c, name)
+        assert c.x.dtype == space.dt and 2 <= c.n <= space.max_len
+        assert np.isfinite(c.x.astype(np.float64)).all()
+        if space.needs_cotangent:
+            assert c.cotangent.shape == c.x.shape and c.cotangent.dtype == space.dt
+        if space.needs_target:
+            assert 0 <= c.target < c.n
+    assert c.how[-1] == name
+
+
+def test_near_tie_mutation_makes_near_ties():
+    space = SearchSpace("softmax", "float32")
+    rng = np.random.default_rng(1)
+    c = space.mutate(rng, space.random(rng, n=100), "near_tie")
+    top2 = np.sort(c.x.astype(np.float64))[-2:]
+    assert top2[1] - top2[0] <= 3 * np.spacing(np.float32(top2[1]))
+
+
+# -- hunting real faults with the reference ---------------------------------------------------
+@pytest.fixture(scope="module")
+def reference_ready():
+    pytest.importorskip("softmaxbench.reference.ops")
+    pytest.importorskip("softmaxbench.suite.api")
+
+
+@pytest.mark.parametrize("broken", hunt_broken.BROKEN, ids=lambda c: c.name)
+def test_hunt_finds_the_fault_random_sampling_misses(broken, reference_ready, tmp_path):
+    from softmaxbench.reference.metrics import THRESHOLDS
+
+    b = broken()
+    found = hunt(b, "softmax", "float32", max_evals=BUDGET, seed=0, found_dir=tmp_path, use_catalogue=False)
+    assert found.verdict == "fail", found.findings[0].record["message"]
+    assert found.worst_ratio > THRESHOLDS["float32"]
+    rand = search(ReferenceObjective(b, "softmax", "float32"), SearchSpace("softmax", "float32"),
+                  seed=0, max_evals=BUDGET, guided=False)
+    assert rand.best["error_ratio"].error_ratio <= THRESHOLDS["float32"]
+    # The saved case reproduces the failure on its own, as check will run it.
+    saved = found_cases.load_found_cases([tmp_path])
+    assert saved and all(c.found_by == "hunt" for c in saved)
+    worst = next(c for c in saved if c.name == found.findings[0].case)
+    assert _check(b, worst)["verdict"] == "fail"
+    assert _check(hunt_broken.CorrectSoftmax(), worst)["verdict"] == "pass"
+
+
+def test_hunt_of_a_correct_backend_finds_nothing(reference_ready, tmp_path):
+    found = hunt(hunt_broken.CorrectSoftmax(), "softmax", "float32", max_evals=BUDGET, found_dir=tmp_path,
+                 use_catalogue=False)
+    assert found.verdict == "pass"
+    assert 0 < found.worst_ratio <= 1.0
+
+
+def test_long_row_case_is_shrunk_but_still_fails(reference_ready):
+    b = hunt_broken.LongRowSoftmax()
+    found = hunt(b, "softmax", "float32", max_evals=BUDGET, save=False, use_catalogue=False)
+    n = found.findings[0].cand.n
+    assert b.LIMIT < n <= 16384
+
+
+def _check(backend, case):
+    from softmaxbench.reference import ops
+    from softmaxbench.suite.api import check_one
+
+    inputs = case.build(case.dtypes[0])
+    return check_one(backend, case.ops[0], inputs, np.asarray(ops.evaluate(case.ops[0], inputs)),
+                     category=case.category)
+
+
+@pytest.mark.parametrize("op", ["log_softmax", "logsumexp", "softmax_vjp", "cross_entropy",
+                                "cross_entropy_grad"])
+def test_every_op_can_be_hunted(op, reference_ready):
+    registry = pytest.importorskip("softmaxbench.backends.registry")
+    r = hunt(registry.get("numpy"), op, "float32", max_evals=48, save=False, use_catalogue=False)
+    assert r.evals == 48 and r.findings
+    assert r.verdict in ("pass", "deviation"), r.findings[0].record["message"]
+    assert all(f.record["found_by"] == "hunt" and f.record["repro"] for f in r.findings)
+
+
+# -- saved cases ------------------------------------------------------------------------------
+def test_found_case_file_round_trips_bit_exact(tmp_path):
+    pytest.importorskip("softmaxbench.reference.cases")
+    rng = np.random.default_rng(0)
+    long_row = rng.normal(size=(1, 3000)).astype(ml_dtypes.bfloat16)
+    short = np.array([[1.0, -0.0, 65504.0, 6e-8]], np.float16)
+    for x, op, tgt in ((long_row, "cross_entropy", np.array([5], np.int64)), (short, "softmax", None)):
+        dtype = found_cases.dtype_name(x.dtype) if hasattr(found_cases, "dtype_name") else str(x.dtype)
+        entry = found_cases.make_entry(op, dtype, x, None, tgt, {"reduction": "none"}, backend="b/x",
+                                       objective="ulp", max_error_ratio=float("inf"), max_ulp=2.0)
+        name, added = found_cases.save_found_case(tmp_path, "b/x", op, dtype, entry)
+        assert added and name == entry["name"]
+        assert found_cases.save_found_case(tmp_path, "b/x", op, dtype, entry) == (name, False)
+    text = (tmp_path / "b_x__softmax__float16.json").read_text()
+    assert '"values": [1.0, -0.0, 65504.0' in text                   # short rows stay readable
+    json.loads(text)                                                 # standard JSON (no Infinity)
+    cases = {c.name: c for c in found_cases.load_found_cases([tmp_path])}
+    assert len(cases) == 2
+    for c in cases.values():
+        built = c.build(c.dtypes[0])
+        want = long_row if c.dtypes[0] == "bfloat16" else short
+        assert built.x.dtype == want.dtype and built.x.tobytes() == want.tobytes()
+        assert c.max_error_ratio == math.inf and c.category == "found" and c.quick
+        with pytest.raises(ValueError):
+            c.build("float64")
+    ce = next(c for c in cases.values() if c.ops == ("cross_entropy",))
+    assert ce.build("bfloat16").target.tolist() == [5]
+    assert ce.build("bfloat16").ce_options["reduction"] == "none"
+
+
+def test_found_case_has_the_case_interface(tmp_path):
+    cases_mod = pytest.importorskip("softmaxbench.reference.cases")
+    entry = found_cases.make_entry("softmax", "float32", np.ones((1, 3), np.float32), backend="numpy",
+                                   objective="error_ratio", max_error_ratio=0.1, max_ulp=0.0)
+    found_cases.save_found_case(tmp_path, "numpy", "softmax", "float32", entry)
+    (fc,) = found_cases.load_found_cases([tmp_path])
+    catalogue_case = cases_mod.catalogue()[0]
+    for attr in ("name", "category", "shape", "axis", "ops", "dtypes", "description", "quick",
+                 "expect_error"):
+        assert type(getattr(fc, attr)) is type(getattr(catalogue_case, attr)), attr
+    assert isinstance(fc.build("float32"), cases_mod.CaseInput)
+    assert set(catalogue_case.summary()) - set(fc.summary()) <= {"size", "ce_options", "weighted"}
+
+
+def test_file_keeps_only_the_worst_cases(tmp_path):
+    for i in range(found_cases.MAX_CASES_PER_FILE + 3):
+        e = found_cases.make_entry("softmax", "float32", np.full((1, 2), i, np.float32), backend="n",
+                                   objective="error_ratio", max_error_ratio=float(i), max_ulp=0.0)
+        found_cases.save_found_case(tmp_path, "n", "softmax", "float32", e)
+    kept = [c.max_error_ratio for c in found_cases.load_found_cases([tmp_path])]
+    assert sorted(kept, reverse=True) == kept and len(kept) == found_cases.MAX_CASES_PER_FILE
+    assert min(kept) == 3.0
+
+
+def test_broken_files_raise_one_clear_error(tmp_path):
+    (tmp_path / "x__softmax__float32.json").write_text('{"format": "other"}')
+    with pytest.raises(found_cases.FoundCaseError, match="not a softmaxbench found-cases file"):
+        found_cases.load_found_cases([tmp_path])
+    assert found_cases.load_found_cases([tmp_path / "missing"]) == []
+
+
+def test_shipped_found_cases_load():
+    shipped = found_cases.load_found_cases([found_cases.package_dir()])
+    for c in shipped:
+        assert c.name.startswith("found-") and len(c.ops) == 1 and len(c.dtypes) == 1
+
+
+# -- the CLI verb -----------------------------------------------------------------------------
+def _cli(args, capsys):
+    from softmaxbench.suite.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code, out.out, out.err
+
+
+def test_cli_hunt_saves_cases_records_and_prints_the_table(reference_ready, tmp_path, capsys):
+    pytest.importorskip("softmaxbench.backends.registry")
+    from softmaxbench.suite.records import read_results, validate_record
+
+    args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow,fine-softmax",
+            "--ops", "softmax", "--dtypes", "float32", "--evals", "120", "--out", str(tmp_path)]
+    code, out, err = _cli(args, capsys)
+    assert code == 1, err                                   # a failing input was found
+    assert "Max known error" in out and "broken-overflow" in out and "fine-softmax" in out
+    recs = read_results(tmp_path)
+    for r in recs:
+        validate_record(r)
+    assert {r["found_by"] for r in recs} == {"hunt"}
+    bad = [r for r in recs if r["backend"] == "broken-overflow"]
+    assert bad and any(r["verdict"] == "fail" for r in bad)
+    assert all(r["verdict"] == "pass" for r in recs if r["backend"] == "fine-softmax")
+    saved = {c.name for c in found_cases.load_found_cases([tmp_path / "found"])}
+    assert {r["case"] for r in recs} <= saved
+    assert (tmp_path / "run.json").is_file()
+    # The repro snippet runs on its own and reproduces the failure.
+    worst = next(r for r in bad if r["verdict"] == "fail")
+    ns: dict = {}
+    exec(compile(worst["repro"], "repro", "exec"), ns)
+    assert not np.isfinite(ns["out"].astype(np.float64)).all()
+    # Same seed, same budget: the same findings (deterministic).
+    code2, out2, _ = _cli(args[:-1] + [str(tmp_path / "again")], capsys)
+    again = read_results(tmp_path / "again")
+    assert [r["case"] for r in again] == [r["case"] for r in recs]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ops", "softmux"], "unknown op 'softmux'"),
+    (["--dtypes", "float8"], "unknown dtype 'float8'"),
+    (["--evals", "0"], "--evals must be at least 1"),
+    (["--backends", "no-such-backend"], "no-such-backend"),
+])
+def test_cli_hunt_bad_input_is_one_line_and_exit_2(args, message, capsys, tmp_path):
+    pytest.importorskip("softmaxbench.backends.registry")
+    code, out, err = _cli(["hunt", "--out", str(tmp_path), *args], capsys)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_candidate_recipe_keeps_origin_and_latest_steps():
+    c = Candidate(np.zeros(2, np.float32), how=("saved:x", *(["near_tie", "shift"] * 40)))
+    text = c.describe()
+    assert text.startswith("saved:x > ... >") and text.endswith("shift") and len(text) <= 170

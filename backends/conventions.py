@@ -33,12 +33,24 @@ DATA_FILE = "conventions.toml"
 @cache
 def _table() -> dict[str, list[dict[str, Any]]]:
     text = resources.files("softmaxbench.backends").joinpath(DATA_FILE).read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    table = tomllib.loads(text)
+    for entries in table.values():  # multi-line TOML strings -> one line each, for messages
+        for e in entries:
+            for key in ("reason", "observed"):
+                if isinstance(e.get(key), str):
+                    e[key] = " ".join(e[key].split())
+    return table
 
 
 def entries() -> list[dict[str, Any]]:
     """Every ``[[deviation]]`` entry of the data file (name, backends, ops, reason, link, observed)."""
     return list(_table().get("deviation", []))
+
+
+def known_failures() -> list[dict[str, Any]]:
+    """Every ``[[known_failure]]`` entry: behaviours that stay a fail/error, with their reasons
+    (backends, ops, cases as fnmatch patterns, dtypes (empty: all), reason, observed)."""
+    return list(_table().get("known_failure", []))
 
 
 def declared(backend_name: str) -> tuple[str, ...]:

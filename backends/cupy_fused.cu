@@ -319,8 +319,9 @@ __global__ void __launch_bounds__(1024) sbx_kernel(
   }
 }
 
-#ifdef SBX_INSTANTIATE_ALL
-// Every (dtype, op, kind), so that `nvcc -c` compiles all of them (NVRTC instantiates on demand).
+#if defined(SBX_INSTANTIATE_ALL) || defined(SBX_INSTANTIATE_TRAIT)
+// Every (op, kind) of every dtype (or of -DSBX_INSTANTIATE_TRAIT=F32|F64|F16|BF16 only), so that
+// `nvcc -c` compiles them; NVRTC instantiates on demand.
 #define SBX_INSTANTIATE_KIND(TR, OP)                                                          \
   template __global__ void sbx_kernel<TR, OP, KIND_WARP>(                                    \
       const TR::S*, const TR::S*, const i64*, const TR::S*, TR::S*, TR::A*, TR::A*, i64, i64,  \
@@ -333,8 +334,12 @@ __global__ void __launch_bounds__(1024) sbx_kernel(
   SBX_INSTANTIATE_KIND(TR, OP_LOGSUMEXP) SBX_INSTANTIATE_KIND(TR, OP_SOFTMAX_VJP)            \
   SBX_INSTANTIATE_KIND(TR, OP_LOG_SOFTMAX_VJP) SBX_INSTANTIATE_KIND(TR, OP_CE)               \
   SBX_INSTANTIATE_KIND(TR, OP_CE_GRAD)
+#ifdef SBX_INSTANTIATE_TRAIT
+SBX_INSTANTIATE(SBX_INSTANTIATE_TRAIT)
+#else
 SBX_INSTANTIATE(F32)
 SBX_INSTANTIATE(F64)
 SBX_INSTANTIATE(F16)
 SBX_INSTANTIATE(BF16)
+#endif
 #endif

@@ -106,15 +106,24 @@ def _accumulator(dtype: str):
     return np.float64 if dtype == "float64" else np.float32
 
 
-def _to_storage(values: Any, dtype: str) -> Any:
-    """Accumulator values -> the storage dtype, rounding to nearest even (as the kernel does)."""
-    cupy = _cupy()
-    if dtype != "bfloat16":
-        return values.astype(dtype)
-    u = cupy.ascontiguousarray(values, dtype=cupy.float32).view(cupy.uint32)
+def bfloat16_bits(xp: Any, f32: Any) -> Any:
+    """float32 values -> bfloat16 bit patterns (uint16), rounding to nearest even; NaN stays a quiet
+    NaN. The same bit arithmetic as ``BF16::store`` in cupy_fused.cu, for any NumPy-like ``xp``.
+
+    >>> int(bfloat16_bits(np, np.array([1.0 + 2.0**-8], np.float32))[0])   # a tie: to even (1.0)
+    16256
+    """
+    u = xp.ascontiguousarray(f32, dtype=xp.float32).view(xp.uint32)
     is_nan = (u & 0x7FFFFFFF) > 0x7F800000
     rounded = (u + 0x7FFF + ((u >> 16) & 1)) >> 16
-    return BF16Array(cupy.where(is_nan, (u >> 16) | 0x40, rounded).astype(cupy.uint16))
+    return xp.where(is_nan, (u >> 16) | 0x40, rounded).astype(xp.uint16)
+
+
+def _to_storage(values: Any, dtype: str) -> Any:
+    """Accumulator values -> the storage dtype, rounding to nearest even (as the kernel does)."""
+    if dtype != "bfloat16":
+        return values.astype(dtype)
+    return BF16Array(bfloat16_bits(_cupy(), values))
 
 
 @cache

@@ -61,7 +61,8 @@ def classify_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:
     >>> classify_rows(np.zeros((2, 0))).tolist()
     ['empty', 'empty']
     """
-    xm = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    xm = np.asarray(x, dtype=np.float64)
+    xm = xm.reshape(1) if xm.ndim == 0 else np.moveaxis(xm, axis, -1)  # 0-d: one element
     n = xm.shape[-1]
     if n == 0:
         return np.full(xm.shape[:-1], "empty", dtype="<U19")
@@ -187,6 +188,12 @@ def alternatives(op: str, inputs, exact: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _softmax_alternatives(op: str, inputs, exact: np.ndarray) -> dict[str, np.ndarray]:
+    if np.ndim(inputs.x) == 0:  # one element along axis 0 or -1: the same as a (1,) input
+        cot = getattr(inputs, "cotangent", None)
+        one = _replace(inputs, x=np.reshape(inputs.x, 1), axis=-1,
+                       cotangent=None if cot is None else np.reshape(cot, 1))
+        alts = _softmax_alternatives(op, one, exact if op == "logsumexp" else exact.reshape(1))
+        return {k: v.reshape(exact.shape) for k, v in alts.items()}
     axis = inputs.axis
     cls = classify_rows(inputs.x, axis)
     posinf, allneg = cls == "one_posinf", cls == "all_neginf"
@@ -332,7 +339,7 @@ def _flushed_alternative(op: str, inputs, exact: np.ndarray) -> np.ndarray | Non
         flushed = {k: np.where(sub_in[k], np.zeros((), np.asarray(v).dtype), v)
                    for k, v in fields.items() if v is not None}
         out = np.asarray(ops.evaluate(op, _replace(inputs, **flushed)))
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):
         a = np.abs(out.astype(np.float64))
         sub_out = (a >= half_min) & (a < tiny)
     if out is exact and not sub_out.any():

@@ -396,7 +396,8 @@ def plan(backends: Iterable[Backend], *, quick: bool = False, ops=None, dtypes=N
         if workloads is not None:
             work = [w for w in workloads if w.dtype in b.dtypes]
         else:
-            dts = [d for d in (dtypes or DTYPES) if d in b.dtypes]
+            # --quick measures float32 unless dtypes are named (every backend has it).
+            dts = [d for d in (dtypes or (("float32",) if quick else DTYPES)) if d in b.dtypes]
             work = select(b.device, quick=quick, ops=ops, dtypes=dts, names=names) if dts else []
         for w in work:
             per_group.setdefault((b.device, w.dtype, w.shape, w.label), []).append(BenchItem(b, w))

@@ -188,7 +188,7 @@ class FoundCase:
     path: str
     entry: dict = field(repr=False)
     category: str = CATEGORY
-    quick: bool = True            # one row: cheap enough for the --quick subset
+    quick: bool = False           # in the --quick subset: when it failed or deviated where found
     expect_error: bool = False
     found_by: str = "hunt"
 
@@ -230,7 +230,8 @@ def case_from_entry(entry: dict, path: str = "") -> FoundCase:
             f"ULP {ulp if ulp is None else f'{ulp:.3g}'}{how})")
     return FoundCase(name=entry["name"], shape=tuple(entry["shape"]), axis=int(entry.get("axis", -1)),
                      ops=(entry["op"],), dtypes=(entry["dtype"],), description=desc, backend=entry["backend"],
-                     objective=entry["objective"], max_error_ratio=ratio, max_ulp=ulp, path=path, entry=entry)
+                     objective=entry["objective"], max_error_ratio=ratio, max_ulp=ulp, path=path, entry=entry,
+                     quick=entry.get("verdict") in ("fail", "error", "deviation"))
 
 
 def read_file(path: str | os.PathLike) -> dict:

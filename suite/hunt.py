@@ -32,7 +32,10 @@ stream per backend/op/dtype, so selecting more combinations never changes anothe
   sequence; each record stores the number of rows evaluated (``hunt_evals``), so
   ``--evals <that number> --seed <same>`` replays a timed hunt exactly.
 
-Shrinking uses its own fixed number of evaluations and never depends on the clock.
+Shrinking the findings takes at most 48 further rows each, and in the timed mode at most 15% of
+the budget each (so a timed hunt of one combination takes up to 1.3 x --budget, plus one untimed
+warm-up call and the final check of each finding); a replay with ``--evals`` repeats the search
+exactly and may shrink a little further.
 
 >>> from softmaxbench.suite.hunt import SearchSpace, search
 >>> import numpy as np
@@ -79,6 +82,8 @@ ELITE = 4
 SHRINK_EVALS = 48
 #: Catalogue rows used as starting points per backend x op x dtype.
 CATALOGUE_SEEDS = 12
+#: In the timed mode, each shrink may take this share of --budget (on top of the search's).
+SHRINK_SHARE = 0.15
 #: Rows longer than this are shrunk before they are saved.
 SHRINK_ABOVE = 16
 
@@ -100,7 +105,7 @@ def _ordered(a: np.ndarray) -> tuple[np.ndarray, int]:
 def nudge(a: np.ndarray, k: int | np.ndarray) -> np.ndarray:
     """Move each element ``k`` representable values up (down for k < 0), never past ±max.
 
-    >>> nudge(np.array([1.0], np.float32), 1)[0] == np.nextafter(np.float32(1), np.float32(2))
+    >>> bool(nudge(np.array([1.0], np.float32), 1)[0] == np.nextafter(np.float32(1), np.float32(2)))
     True
     """
     a = np.asarray(a)
@@ -163,8 +168,9 @@ class SearchSpace:
     >>> c = space.random(rng)
     >>> c.x.dtype == np.float16 and 2 <= c.n <= space.start_len
     True
-    >>> space.mutate(rng, c, "overflow").x.max() > 10      # float16 exp overflows above 11.09
-    True
+    >>> child = space.mutate(rng, c, "overflow")         # float16 exp overflows above 11.09
+    >>> bool(abs(float(child.x.max()) - 11.09) <= np.log(c.n) + 2.5), child.how
+    (True, ('random', 'overflow'))
     """
 
     def __init__(self, op: str, dtype: str, *, max_len: int = 16384, start_len: int = 1024):
@@ -191,6 +197,11 @@ class SearchSpace:
         k = np.arange(1, int(math.log2(self.max_len)) + 1)
         ladder = np.concatenate([2**k - 1, 2**k, 2**k + 1])
         self.length_ladder = np.unique(ladder[(ladder >= 2) & (ladder <= self.max_len)])
+        # Random rows take their lengths from a fixed grid (log-spaced, plus the ladder): backends
+        # that compile per shape (jax, torch.compile) then compile each length once, not per row.
+        grid = np.geomspace(2, self.start_len, 24).round().astype(int)
+        self.length_grid = np.unique(np.concatenate(
+            [grid, self.length_ladder[self.length_ladder <= self.start_len]]))
 
     # values -> the target dtype, finite
     def cast(self, values) -> np.ndarray:
@@ -200,7 +211,7 @@ class SearchSpace:
     def random(self, rng: np.random.Generator, n: int | None = None) -> Candidate:
         """A plain random row: normal logits of random location and scale, random length."""
         if n is None:
-            n = int(np.exp(rng.uniform(math.log(2), math.log(self.start_len + 1))))
+            n = int(rng.choice(self.length_grid))
         mu = rng.uniform(-10, 10)
         sigma = math.exp(rng.uniform(math.log(0.1), math.log(10)))
         x = self.cast(rng.normal(mu, sigma, n))
@@ -516,14 +527,19 @@ class ReferenceObjective:
     """Scores rows of a backend against the certified reference (the hunt's objective).
 
     Per row: the largest ``metrics.error_ratio`` and the largest ``metrics.ulp_error`` over
-    elements whose exact value is finite and normal. A backend that raises, or returns the wrong
-    shape, scores inf with the reason.
+    elements whose exact value is finite and normal. Subnormal outputs flushed to zero score 0,
+    as ``metrics.compare`` forgives them (``check`` reports them as a deviation). A backend that
+    raises, or returns the wrong shape, scores inf with the reason.
+
+    Every backend call gets at least ``rows`` rows (short batches are padded with copies of
+    their last row, whose results are dropped), so a row length is one array shape to backends
+    that compile per shape.
     """
 
-    def __init__(self, backend, op: str, dtype: str):
+    def __init__(self, backend, op: str, dtype: str, rows: int = POPULATION):
         from softmaxbench.reference import metrics, ops
 
-        self.backend, self.op, self.dtype = backend, op, dtype
+        self.backend, self.op, self.dtype, self.rows = backend, op, dtype, rows
         self.ops, self.metrics = ops, metrics
         self.tiny = float(finfo(dtype).tiny)
         self.calls = 0
@@ -531,9 +547,13 @@ class ReferenceObjective:
     def __call__(self, cands: Sequence[Candidate]) -> list[Score]:
         inputs = case_input(self.op, self.dtype, cands)
         r = len(cands)
+        padded = inputs if r >= self.rows else case_input(
+            self.op, self.dtype, [*cands, *[cands[-1]] * (self.rows - r)])
         self.calls += 1
         try:
-            actual = call_backend(self.backend, self.op, inputs)
+            actual = call_backend(self.backend, self.op, padded)
+            if padded is not inputs and actual.ndim:
+                actual = actual[:r]
         except Exception as exc:  # noqa: BLE001 - any exception of the backend is a finding
             return [(math.inf, math.inf, f"{type(exc).__name__}: {exc}"[:300])] * r
         exact = self.ops.evaluate(self.op, inputs)
@@ -547,6 +567,8 @@ class ReferenceObjective:
             ulp = np.asarray(self.metrics.ulp_error(actual, exact, self.dtype), np.float64)
             ex = np.asarray(exact, np.float64)
             ulp = np.where(np.isfinite(ex) & (np.abs(ex) >= self.tiny), ulp, 0.0)
+            flushed = (actual.astype(np.float64) == 0) & (np.abs(ex) < self.tiny)
+            ratio = np.where(flushed, 0.0, ratio)
         ratio = np.where(np.isnan(ratio), np.inf, ratio).reshape(r, -1)
         ulp = np.where(np.isnan(ulp), np.inf, ulp).reshape(r, -1)
         rmax = ratio.max(axis=1) if ratio.shape[1] else np.zeros(r)
@@ -557,10 +579,11 @@ class ReferenceObjective:
 # -- shrinking --------------------------------------------------------------------------------
 def shrink(objective: Objective, space: SearchSpace, ev: Evaluated, objective_name: str, *,
            seed: int | Sequence[int] = 0, max_evals: int = SHRINK_EVALS, keep: float = 0.9,
-           threshold: float | None = None) -> Evaluated:
+           threshold: float | None = None, deadline: float = math.inf) -> Evaluated:
     """A shorter row that keeps the error: at least ``keep`` of it, and above ``threshold`` if
     the original was. Tries dropping half, a quarter, ... of the elements (never the max or
-    the target), four random choices per step, within ``max_evals`` evaluations.
+    the target), four random choices per step, within ``max_evals`` evaluations and before
+    ``deadline`` (``time.monotonic()``; the timed mode of a hunt).
     """
     rng = np.random.default_rng(seed)
     best, spent, frac = ev, 0, 0.5
@@ -572,7 +595,7 @@ def shrink(objective: Objective, space: SearchSpace, ev: Evaluated, objective_na
             return False
         return score >= floor
 
-    while spent < max_evals and best.cand.n > 2 and frac >= 1 / 64:
+    while spent < max_evals and best.cand.n > 2 and frac >= 1 / 64 and time.monotonic() < deadline:
         n_new = max(2, int(round(best.cand.n * (1 - frac))))
         if n_new >= best.cand.n:
             break
@@ -763,8 +786,11 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     starts = found_starts([*([Path(found_dir)] if found_dir else []), *start_dirs], backend.name, op, dtype)
     if use_catalogue:
         starts += catalogue_starts(space, np.random.default_rng([*key, 1]), case_names, cache=catalogue_cache)
-    res = search(objective, space, seed=key, max_evals=max_evals,
-                 budget_s=None if max_evals is not None else budget_s, starts=starts)
+    # One untimed call first, so the budget is not spent on imports and the first compile.
+    objective([space.random(np.random.default_rng([*key, 9]), n=8)])
+    timed = max_evals is None
+    res = search(objective, space, seed=key, max_evals=max_evals, budget_s=budget_s if timed else None,
+                 starts=starts)
 
     findings: list[Finding] = []
     done: set[int] = set()
@@ -775,7 +801,8 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
         done.add(id(ev.cand))
         if ev.cand.n > SHRINK_ABOVE and ev.error is None:
             ev = shrink(objective, space, ev, obj, seed=[*key, 2, OBJECTIVES.index(obj)],
-                        threshold=THRESHOLDS.get(dtype) if obj == "error_ratio" else None)
+                        threshold=THRESHOLDS.get(dtype) if obj == "error_ratio" else None,
+                        deadline=time.monotonic() + SHRINK_SHARE * budget_s if timed else math.inf)
         c = ev.cand
         arrays = (c.x[None, :], None if c.cotangent is None else c.cotangent[None, :],
                   None if c.target is None else np.array([c.target], np.int64), ce_options(op))
@@ -921,6 +948,9 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
                         r.found_dir = None
                     for rec in records(r, label):
                         writer.write(rec)
+                    if r.stopped_by == "time" and r.evals <= EXPLORE:
+                        click.echo(f"note: {b.name} {op} {dtype} evaluated only {r.evals} rows in "
+                                   f"{budget:g} s (a compile per row length?); give it a larger --budget")
                     new = sum(f.saved for f in r.findings)
                     click.echo(f"{b.name} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
                                f"max error ratio {_fmt(r.worst_ratio)}, max ULP {_fmt(r.worst_ulp)}, "

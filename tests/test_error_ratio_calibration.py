@@ -44,11 +44,14 @@ def reference(case_name: str, op: str, dtype: str):
 
 
 def grade(kernel, case_name: str, op: str, dtype: str) -> tuple[str, float, str]:
-    """(verdict, max error ratio, message) of ``kernel`` as the suite grades it: 'pass', the
-    deviation names it follows ('deviation:a+b'), or 'fail'."""
+    """(verdict, max error ratio, message) of ``kernel`` (a Backend) as the suite grades it:
+    'pass', the deviation names it follows ('deviation:a+b'), or 'fail'."""
     inputs, exact = reference(case_name, op, dtype)
     args, kwargs = inputs.args(op)
-    actual = np.asarray(getattr(kernel, op)(*args, **kwargs))
+    native = [kernel.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
+    if kwargs.get("weight") is not None:
+        kwargs = dict(kwargs, weight=kernel.asarray(kwargs["weight"]))
+    actual = np.asarray(kernel.to_numpy(getattr(kernel, op)(*native, **kwargs)))
     cmp = compare(op, inputs, actual, exact)
     if cmp.ok:
         return ("deviation:flushed_subnormals" if cmp.flushed_subnormals else "pass",
@@ -152,31 +155,55 @@ def test_broken_kernel_passes_a_benign_case(kernel, case_name, op_list):
 
 
 # -- the calibration table ---------------------------------------------------------------------
-def calibration_table() -> list[tuple[str, str, float, int, int]]:
-    """Per kernel and dtype: the largest ratio among passing checks, and the fail count."""
+def calibration_table(kernels, verbose: bool = False) -> list[tuple[str, str, float, str, int, int]]:
+    """Per kernel and dtype: the largest ratio among passing checks (and where), the fail count
+    and the number of checks. Unsupported ops and dtypes are skipped; a raise counts as a fail."""
     rows = []
-    for kernel in (Textbook(), NoShift(), LogOfSoftmax(), NarrowAccumulation(), AllZeros()):
-        worst: dict[str, float] = {}
+    for kernel in kernels:
+        worst: dict[str, tuple[float, str]] = {}
         fails: dict[str, int] = {}
         total: dict[str, int] = {}
         for case in catalogue():
             if case.expect_error:
                 continue
             for op, dtype in checks(case):
-                verdict, ratio, _ = grade(kernel, case.name, op, dtype)
+                if dtype not in kernel.dtypes or op not in kernel.supported_ops():
+                    continue
+                try:
+                    verdict, ratio, message = grade(kernel, case.name, op, dtype)
+                except Exception as exc:  # noqa: BLE001 - a raise is this kernel's failure
+                    verdict, ratio, message = "fail", float("inf"), f"raised {exc!r:.200}"
                 total[dtype] = total.get(dtype, 0) + 1
                 if verdict == "fail":
                     fails[dtype] = fails.get(dtype, 0) + 1
-                elif verdict == "pass":
-                    worst[dtype] = max(worst.get(dtype, 0.0), ratio)
+                    if verbose:
+                        print(f"  FAIL {kernel.name} {case.name} {op} {dtype}: {message}")
+                elif verdict == "pass" and ratio > worst.get(dtype, (0.0, ""))[0]:
+                    worst[dtype] = (ratio, f"{case.name}/{op}")
         for dtype in THRESHOLDS:
-            rows.append((kernel.name, dtype, worst.get(dtype, 0.0), fails.get(dtype, 0), total.get(dtype, 0)))
+            if dtype in total:
+                ratio, where = worst.get(dtype, (0.0, ""))
+                rows.append((kernel.name, dtype, ratio, where, fails.get(dtype, 0), total[dtype]))
     return rows
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> None:
+    """No arguments: the test kernels. Else built-in backend names (e.g. numpy torch-cpu jax-cpu),
+    whose failing checks are listed too."""
+    if argv:
+        from softmaxbench.backends.registry import builtin
+
+        kernels = [builtin(name) for name in argv]
+    else:
+        kernels = [Textbook(), NoShift(), LogOfSoftmax(), NarrowAccumulation(), AllZeros()]
     start = time.perf_counter()
-    print(f"{'kernel':28} {'dtype':9} {'threshold':>9} {'max passing ratio':>18} {'fails':>12}")
-    for name, dtype, worst, fails, total in calibration_table():
-        print(f"{name:28} {dtype:9} {THRESHOLDS[dtype]:9g} {worst:18.3g} {fails:5d} of {total:4d}")
+    table = calibration_table(kernels, verbose=bool(argv))
+    print(f"{'kernel':28} {'dtype':9} {'threshold':>9} {'max passing ratio':>18}  {'fails':>12}  "
+          "worst passing")
+    for name, dtype, worst, where, fails, total in table:
+        print(f"{name:28} {dtype:9} {THRESHOLDS[dtype]:9g} {worst:18.3g}  {fails:5d} of {total:4d}  {where}")
     print(f"({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

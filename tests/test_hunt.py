@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import hunt_broken  # pytest puts tests/ on sys.path
 import ml_dtypes
 import numpy as np
 import pytest
@@ -26,10 +27,8 @@ from softmaxbench.suite.hunt import (
     search,
 )
 
-import hunt_broken  # noqa: E402,I001  (pytest puts tests/ on sys.path)
-
 HERE = Path(__file__).parent
-BUDGET = 400          # rows per search: the hunt finds every fault in well under this
+BUDGET = 500          # rows per search: the hunt finds every fault in under 200 (12 seeds tried)
 
 
 def _toy_objective(log: list | None = None):
@@ -184,7 +183,8 @@ def test_found_case_file_round_trips_bit_exact(tmp_path):
     for x, op, tgt in ((long_row, "cross_entropy", np.array([5], np.int64)), (short, "softmax", None)):
         dtype = found_cases.dtype_name(x.dtype) if hasattr(found_cases, "dtype_name") else str(x.dtype)
         entry = found_cases.make_entry(op, dtype, x, None, tgt, {"reduction": "none"}, backend="b/x",
-                                       objective="ulp", max_error_ratio=float("inf"), max_ulp=2.0)
+                                       objective="ulp", max_error_ratio=float("inf"), max_ulp=2.0,
+                                       verdict="fail")
         name, added = found_cases.save_found_case(tmp_path, "b/x", op, dtype, entry)
         assert added and name == entry["name"]
         assert found_cases.save_found_case(tmp_path, "b/x", op, dtype, entry) == (name, False)

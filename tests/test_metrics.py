@@ -57,7 +57,8 @@ def exact(op: str, i) -> np.ndarray:
         p = e / s
         if op == "logsumexp":
             return (m + log_s)[..., 0].astype(carry)
-        v = None if i.cotangent is None else np.moveaxis(i.cotangent.astype(np.float64).astype(LD), i.axis, -1)
+        v = None if i.cotangent is None else np.moveaxis(
+            i.cotangent.astype(np.float64).astype(LD), i.axis, -1)
         out = {
             "softmax": lambda: p,
             "log_softmax": lambda: xl - m - log_s,

@@ -281,7 +281,9 @@ def throughput(bench: pd.DataFrame) -> Table:
         "% of copy": sel["fraction_of_copy"].where(sel["fraction_of_copy"].notna(),
                                                    sel["gbps"] / sel["copy_gbps"]) * 100,
         "cv %": sel["cv"] * 100, "compile s": sel["compile_s"], "warning": sel["warning"].fillna("")})
-    df = _sort(df, ["machine", "op", "dtype", "row length", "workload", "backend"])
+    # Row length, then total size: how one reads a sweep (labels would sort "16MiB" before "1MiB").
+    df["_elements"] = [math.prod(s) if isinstance(s, list | tuple) else 0 for s in sel["shape"]]
+    df = _sort(df, ["machine", "op", "dtype", "row length", "_elements", "backend"]).drop(columns="_elements")
 
     # The view: one row per workload, one "GB/s (% of copy)" column per backend, plus the copy
     # bandwidth of each device: what one pastes to compare backends on the same work.

@@ -510,7 +510,6 @@ def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClo
         rec.update(verdict="error", message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
         session.add(rec)
         raise
-    del pool
 
     stats = summarize(samples)
     gbps = w.bytes_moved / stats.median / 1e9 if stats.median > 0 else None
@@ -691,7 +690,8 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     names = split_csv(cases)
     items = plan(runnable, quick=quick, ops=op_list, dtypes=dtype_list, names=names)
     if not any(not i.is_copy for i in items):
-        raise InputError("no workload matches the selection (--ops/--dtypes/--cases and the backends' dtypes)")
+        raise InputError("no workload matches the selection "
+                         "(--ops/--dtypes/--cases and the backends' dtypes)")
     n_work = sum(not i.is_copy for i in items)
     click.echo(f"softmaxbench bench: {n_work} workloads on {len(runnable)} backends"
                f"{' (quick)' if quick else ''} -> {out}", err=True)
@@ -704,7 +704,8 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     if wide:
         click.echo(f"{wide} of {len(records)} workloads had a wide spread (coefficient of variation > 5%): "
                    "the machine was busy or the workload is short; see 'warning' in results.jsonl.")
-    click.echo(f"results: {Path(out) / rec_mod.RESULTS_FILE}; pytest-benchmark: {Path(out) / PYTEST_BENCHMARK_FILE}")
+    click.echo(f"results: {Path(out) / rec_mod.RESULTS_FILE}; "
+               f"pytest-benchmark: {Path(out) / PYTEST_BENCHMARK_FILE}")
     return rc
 
 

@@ -35,7 +35,6 @@ from pathlib import Path
 
 from softmaxbench.backends.base import Backend
 from softmaxbench.suite import bench
-from softmaxbench.suite.timers import HostTimer
 from softmaxbench.suite.workloads import InputPool, Workload
 
 REPRO_LIMIT = 0.05
@@ -163,8 +162,9 @@ def overhead(backends: Sequence[Backend], *, threads: int | None, repeats: int =
                     "median_s": r["median_s"], "overhead": frac, "bound": harness_s / r["median_s"],
                     "ok": frac <= OVERHEAD_LIMIT})
         if echo:
-            echo(f"  {r['backend']:<16} {r['op']:<16} {r['workload']:<18} median {r['median_s'] * 1e6:8.1f} µs:"
-                 f" harness overhead {frac:.3%} (whole no-op sample: {harness_s / r['median_s']:.3%})")
+            echo(f"  {r['backend']:<16} {r['op']:<16} {r['workload']:<18} "
+                 f"median {r['median_s'] * 1e6:8.1f} µs: harness overhead {frac:.3%} "
+                 f"(whole no-op sample: {harness_s / r['median_s']:.3%})")
     return {"noop_harness_s": harness_s, "noop_bare_s": bare_s, "added_s": added, "ops": ops,
             "worst": max((o["overhead"] for o in ops), default=None),
             "ok": bool(ops) and all(o["ok"] for o in ops)}
@@ -198,7 +198,8 @@ def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: P
                  f"(>= 16 MiB, threads={threads}); limit {REPRO_LIMIT:.0%}")
         repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, echo=echo)
         if echo:
-            echo(f"Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; limit {OVERHEAD_LIMIT:.0%}")
+            echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
+                 f"limit {OVERHEAD_LIMIT:.0%}")
         over = overhead(backends, threads=threads, echo=echo)
     finally:
         if tmp is not None:

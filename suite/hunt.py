@@ -32,10 +32,10 @@ stream per backend/op/dtype, so selecting more combinations never changes anothe
   sequence; each record stores the number of rows evaluated (``hunt_evals``), so
   ``--evals <that number> --seed <same>`` replays a timed hunt exactly.
 
-Shrinking the findings takes at most 48 further rows each, and in the timed mode at most 15% of
-the budget each (so a timed hunt of one combination takes up to 1.3 x --budget, plus one untimed
-warm-up call and the final check of each finding); a replay with ``--evals`` repeats the search
-exactly and may shrink a little further.
+Shrinking the findings takes at most 64 further rows each, and in the timed mode at most 15% of
+the budget each, or 2 s when that is more (so a timed hunt of one combination takes about
+1.3 x --budget, plus one untimed warm-up call and the final check of each finding); a replay
+with ``--evals`` repeats the search exactly and may shrink a little further.
 
 >>> from softmaxbench.suite.hunt import SearchSpace, search
 >>> import numpy as np
@@ -79,13 +79,18 @@ EXPLORE = 32
 #: Worst inputs kept per objective; parents are drawn from them, the worst most often.
 ELITE = 4
 #: Evaluations the shrinker may spend on each finding (independent of the budget).
-SHRINK_EVALS = 48
+SHRINK_EVALS = 64
+#: Examples hypothesis draws from reference.strategies before the guided search (--hypothesis).
+HYPOTHESIS_EXAMPLES = 32
+#: The strategy categories with finite inputs worth maximising errors over.
+HYPOTHESIS_CATEGORIES = ("extreme", "distribution")
 #: Catalogue rows used as starting points per backend x op x dtype.
 CATALOGUE_SEEDS = 12
-#: In the timed mode, each shrink may take this share of --budget (on top of the search's).
+#: In the timed mode, each shrink may take this share of --budget, at least SHRINK_MIN_S seconds.
 SHRINK_SHARE = 0.15
+SHRINK_MIN_S = 2.0
 #: Rows longer than this are shrunk before they are saved.
-SHRINK_ABOVE = 16
+SHRINK_ABOVE = 2
 
 # An objective scores candidates of one row length: (error ratio, ULP error, error message or None).
 Score = tuple[float, float, "str | None"]
@@ -417,16 +422,18 @@ def evaluate(objective: Objective, cands: Sequence[Candidate]) -> list[Score]:
 
 def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int] = 0,
            max_evals: int | None = None, budget_s: float | None = None, guided: bool = True,
-           starts: Iterable[Candidate] = (), population: int = POPULATION, explore: int = EXPLORE,
-           elite: int = ELITE) -> SearchResult:
+           starts: Iterable[Candidate] = (), prior: Sequence[tuple[Candidate, Score]] = (),
+           population: int = POPULATION, explore: int = EXPLORE, elite: int = ELITE) -> SearchResult:
     """Maximise the error ratio and the ULP error that ``objective`` measures.
 
     ``guided=False`` is plain random sampling of the same space and budget (the baseline the
-    tests compare against). ``starts`` are evaluated first. Exactly one of ``max_evals`` (rows;
+    tests compare against). ``prior`` are rows scored already (the hypothesis phase): they
+    count as evaluations; ``starts`` are evaluated first. Exactly one of ``max_evals`` (rows;
     deterministic) or ``budget_s`` (seconds) must bound the search; see the module docstring.
     """
     if (max_evals is None) == (budget_s is None):
         raise ValueError("give exactly one of max_evals or budget_s")
+    prior = list(prior)
     rng = np.random.default_rng(seed)
     t0 = time.monotonic()
     deadline = t0 + budget_s if budget_s is not None else math.inf
@@ -435,6 +442,12 @@ def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int
     credit = dict.fromkeys(space.mutations, 0.0)
     improvements: list[tuple[int, str, float]] = []
     evals, generation, stopped_by = 0, 0, "evals"
+    for cand, (ratio, ulp, err) in prior:
+        ev = Evaluated(cand, _clean(ratio), _clean(ulp), evals, err)
+        for obj in OBJECTIVES:
+            if _admit(elites[obj], ev, obj, elite) == 0:
+                improvements.append((ev.index, obj, ev.score(obj)))
+        evals += 1
     while True:
         room = population if max_evals is None else min(population, max_evals - evals)
         if room <= 0:
@@ -449,7 +462,7 @@ def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int
             if pending:
                 batch.append(pending.pop(0))
                 used.append(())
-            elif not guided or evals + len(batch) < explore or not elites[target_obj]:
+            elif not guided or evals - len(prior) + len(batch) < explore or not elites[target_obj]:
                 batch.append(space.random(rng))
                 used.append(())
             else:
@@ -578,39 +591,51 @@ class ReferenceObjective:
 
 # -- shrinking --------------------------------------------------------------------------------
 def shrink(objective: Objective, space: SearchSpace, ev: Evaluated, objective_name: str, *,
-           seed: int | Sequence[int] = 0, max_evals: int = SHRINK_EVALS, keep: float = 0.9,
-           threshold: float | None = None, deadline: float = math.inf) -> Evaluated:
+           max_evals: int = SHRINK_EVALS, keep: float = 0.9, threshold: float | None = None,
+           deadline: float = math.inf, batch: int = POPULATION) -> Evaluated:
     """A shorter row that keeps the error: at least ``keep`` of it, and above ``threshold`` if
-    the original was. Tries dropping half, a quarter, ... of the elements (never the max or
-    the target), four random choices per step, within ``max_evals`` evaluations and before
-    ``deadline`` (``time.monotonic()``; the timed mode of a hunt).
+    the original was.
+
+    Delta debugging (Zeller's ddmin) over contiguous chunks, never removing the max or the
+    target: split the row into 2, 4, 8, ... chunks, try keeping only one chunk, then removing
+    one; take the first row that keeps the error and split again. Deterministic; stops after
+    ``max_evals`` rows or at ``deadline`` (``time.monotonic()``, the timed mode of a hunt).
     """
-    rng = np.random.default_rng(seed)
-    best, spent, frac = ev, 0, 0.5
+    best, spent, parts = ev, 0, 2
     goal = ev.score(objective_name)
     floor = goal * keep if math.isfinite(goal) else math.inf
 
-    def good(score: float) -> bool:
-        if threshold is not None and goal > threshold and not score > threshold:
+    def good(score: Score) -> bool:
+        s = score[0] if objective_name == "error_ratio" else score[1]
+        if threshold is not None and goal > threshold and not s > threshold:
             return False
-        return score >= floor
+        return s >= floor
 
-    while spent < max_evals and best.cand.n > 2 and frac >= 1 / 64 and time.monotonic() < deadline:
-        n_new = max(2, int(round(best.cand.n * (1 - frac))))
-        if n_new >= best.cand.n:
-            break
-        tries = [space._take(best.cand, space._keep(rng, best.cand, n_new))
-                 for _ in range(min(4, max_evals - spent))]
-        scores = evaluate(objective, tries)
-        spent += len(tries)
-        winner = next((i for i, s in enumerate(scores)
-                       if good(s[0] if objective_name == "error_ratio" else s[1])), None)
+    while spent < max_evals and best.cand.n > 2 and parts <= best.cand.n and time.monotonic() < deadline:
+        c = best.cand
+        everything = np.arange(c.n)
+        protect = np.array(sorted({int(np.argmax(c.x)), *(() if c.target is None else (c.target,))}))
+        chunks = np.array_split(everything, parts)
+        subsets = [np.union1d(ch, protect) for ch in chunks] if parts > 2 else []
+        complements = [np.setdiff1d(everything, np.setdiff1d(ch, protect)) for ch in chunks]
+        tries = [space._take(c, idx) for idx in [*subsets, *complements] if 2 <= idx.size < c.n]
+        winner = None
+        for start in range(0, len(tries), batch):
+            part = tries[start:start + min(batch, max_evals - spent)]
+            if not part or time.monotonic() >= deadline:
+                break
+            scores = evaluate(objective, part)
+            spent += len(part)
+            hit = next((i for i, sc in enumerate(scores) if good(sc)), None)
+            if hit is not None:
+                winner = (part[hit], scores[hit])
+                break
         if winner is None:
-            frac /= 2
+            parts *= 2
             continue
-        c = replace(tries[winner], how=_steps(best.cand.how, "shrink"))
-        r, u, e = scores[winner]
-        best = Evaluated(c, r, u, ev.index, e)
+        (cand, (r, u, e)) = winner
+        best = Evaluated(replace(cand, how=_steps(c.how, "shrink")), r, u, ev.index, e)
+        parts = 2
     return best
 
 
@@ -699,6 +724,38 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
     return rec
 
 
+def rows_of(inputs, space: SearchSpace, origin: str, max_rows: int | None = 2) -> list[Candidate]:
+    """The rows of a ``CaseInput`` the hunt can start from: class axis last, finite, with a
+    cotangent or an in-range class index where the op needs one, at most ``max_rows``."""
+    if inputs is None or np.ndim(inputs.x) == 0:
+        return []
+    x = np.moveaxis(np.asarray(inputs.x), inputs.axis, -1)
+    if not 2 <= x.shape[-1] <= space.max_len or x.size == 0:
+        return []
+    x = x.reshape(-1, x.shape[-1])
+    cot = tgt = None
+    if space.needs_cotangent:
+        if inputs.cotangent is None:
+            return []
+        cot = np.moveaxis(np.asarray(inputs.cotangent), inputs.axis, -1).reshape(x.shape)
+    if space.needs_target:
+        t = inputs.target
+        if t is None or np.asarray(t).dtype.kind not in "iu" or np.asarray(t).size != x.shape[0]:
+            return []
+        tgt = np.asarray(t).reshape(-1)
+    rows: list[Candidate] = []
+    for r in range(x.shape[0] if max_rows is None else min(max_rows, x.shape[0])):
+        if not np.all(np.isfinite(x[r].astype(np.float64))):
+            continue
+        if cot is not None and not np.all(np.isfinite(cot[r].astype(np.float64))):
+            continue
+        if tgt is not None and not 0 <= int(tgt[r]) < x.shape[1]:
+            continue
+        rows.append(Candidate(x[r].astype(space.dt), None if cot is None else cot[r].astype(space.dt),
+                              None if tgt is None else int(tgt[r]), (origin,)))
+    return rows
+
+
 def catalogue_starts(space: SearchSpace, rng: np.random.Generator, case_names: Sequence[str] | None,
                      limit: int = CATALOGUE_SEEDS, cache: dict | None = None) -> list[Candidate]:
     """Rows of catalogue cases for this op and dtype (finite, class axis last) to start from."""
@@ -719,35 +776,50 @@ def catalogue_starts(space: SearchSpace, rng: np.random.Generator, case_names: S
                 inputs = None
             if cache is not None:
                 cache[key] = inputs
-        if inputs is None or inputs.x.ndim == 0:
-            continue
-        x = np.moveaxis(np.asarray(inputs.x), inputs.axis, -1)
-        if not 2 <= x.shape[-1] <= space.max_len or x.size == 0:
-            continue
-        x = x.reshape(-1, x.shape[-1])
-        cot = None
-        if space.needs_cotangent:
-            if inputs.cotangent is None:
-                continue
-            cot = np.moveaxis(np.asarray(inputs.cotangent), inputs.axis, -1).reshape(x.shape)
-        tgt = None
-        if space.needs_target:
-            t = inputs.target
-            if t is None or np.asarray(t).dtype.kind not in "iu" or np.asarray(t).size != x.shape[0]:
-                continue
-            tgt = np.asarray(t).reshape(-1)
-        for r in range(min(2, x.shape[0])):
-            if not np.all(np.isfinite(x[r].astype(np.float64))):
-                continue
-            if cot is not None and not np.all(np.isfinite(cot[r].astype(np.float64))):
-                continue
-            if tgt is not None and not 0 <= int(tgt[r]) < x.shape[1]:
-                continue
-            rows.append(Candidate(x[r].astype(space.dt), None if cot is None else cot[r].astype(space.dt),
-                                  None if tgt is None else int(tgt[r]), (f"catalogue:{case.name}",)))
+        rows += rows_of(inputs, space, f"catalogue:{case.name}")
     if len(rows) > limit:
         rows = [rows[i] for i in np.sort(rng.choice(len(rows), limit, replace=False))]
     return rows
+
+
+def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, examples: int,
+                     max_evals: int | None = None, deadline: float = math.inf,
+                     categories: tuple[str, ...] = HYPOTHESIS_CATEGORIES) -> list[tuple[Candidate, Score]]:
+    """Score ``examples`` inputs drawn by hypothesis from ``reference.strategies``, guided by
+    ``hypothesis.target()`` on the error ratio and the ULP error; returns every scored row.
+
+    Deterministic: ``@seed(seed)``, no example database, no deadline. Examples drawn after
+    ``max_evals`` rows or after ``deadline`` are skipped unevaluated, so a timed phase scores a
+    prefix of what a counted one scores.
+    """
+    from hypothesis import HealthCheck, Phase, given, settings, target
+    from hypothesis import seed as hseed
+
+    from softmaxbench.reference.strategies import case_inputs
+
+    scored: list[tuple[Candidate, Score]] = []
+
+    @hseed(seed)
+    @settings(max_examples=examples, database=None, deadline=None, derandomize=False,
+              phases=(Phase.generate, Phase.target), suppress_health_check=list(HealthCheck),
+              print_blob=False)
+    @given(case_inputs(space.dtype, space.op, categories))
+    def probe(inputs) -> None:
+        if (max_evals is not None and len(scored) >= max_evals) or time.monotonic() >= deadline:
+            return
+        rows = rows_of(inputs, space, f"hypothesis:{inputs.case}", max_rows=None)
+        if max_evals is not None:
+            rows = rows[:max_evals - len(scored)]
+        if not rows:
+            return
+        scores = evaluate(objective, rows)
+        scored.extend(zip(rows, scores))
+        # target() wants finite observations: an infinite error is simply the largest one.
+        target(min(max(sc[0] for sc in scores), 1e300), label="error_ratio")
+        target(min(max(sc[1] for sc in scores), 1e300), label="ulp")
+
+    probe()
+    return scored
 
 
 def found_starts(dirs: Sequence[Path], backend: str, op: str, dtype: str) -> list[Candidate]:
@@ -769,7 +841,8 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
          seed: int = 0, found_dir: str | os.PathLike | None = None, start_dirs: Sequence[Path] = (),
          use_catalogue: bool = True, case_names: Sequence[str] | None = None, max_len: int = 16384,
          start_len: int = 1024, save: bool = True, objective: Objective | None = None,
-         catalogue_cache: dict | None = None, plugins: Sequence[str] = ()) -> HuntResult:
+         catalogue_cache: dict | None = None, plugins: Sequence[str] = (),
+         hypothesis_examples: int = HYPOTHESIS_EXAMPLES) -> HuntResult:
     """Hunt one backend x op x dtype; save new worst cases to ``found_dir`` when ``save``.
 
     >>> from softmaxbench.backends.registry import get
@@ -789,8 +862,25 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     # One untimed call first, so the budget is not spent on imports and the first compile.
     objective([space.random(np.random.default_rng([*key, 9]), n=8)])
     timed = max_evals is None
-    res = search(objective, space, seed=key, max_evals=max_evals, budget_s=budget_s if timed else None,
-                 starts=starts)
+    t0 = time.monotonic()
+    deadline = t0 + budget_s if timed else math.inf
+    # Phase 1: the saved cases and catalogue rows (a generation at a time, at least one).
+    prior: list[tuple[Candidate, Score]] = []
+    starts = starts if timed else starts[:max_evals]
+    for i in range(0, len(starts), POPULATION):
+        if i and time.monotonic() >= deadline:
+            break
+        chunk = starts[i:i + POPULATION]
+        prior += zip(chunk, evaluate(objective, chunk))
+    # Phase 2: hypothesis, drawing from the strategies of reference.strategies.
+    if hypothesis_examples > 0:
+        hseed = int(np.random.SeedSequence(key).generate_state(1)[0])
+        prior += hypothesis_phase(objective, space, seed=hseed, examples=hypothesis_examples,
+                                  deadline=deadline, max_evals=None if timed else max_evals - len(prior))
+    # Phase 3: random rows, then the guided local search from the worst rows so far.
+    left = max(0.0, deadline - time.monotonic()) if timed else None
+    res = search(objective, space, seed=key, max_evals=max_evals, budget_s=left, prior=prior)
+    res.elapsed_s = time.monotonic() - t0
 
     findings: list[Finding] = []
     done: set[int] = set()
@@ -800,9 +890,9 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
             continue
         done.add(id(ev.cand))
         if ev.cand.n > SHRINK_ABOVE and ev.error is None:
-            ev = shrink(objective, space, ev, obj, seed=[*key, 2, OBJECTIVES.index(obj)],
-                        threshold=THRESHOLDS.get(dtype) if obj == "error_ratio" else None,
-                        deadline=time.monotonic() + SHRINK_SHARE * budget_s if timed else math.inf)
+            allowance = max(SHRINK_SHARE * budget_s, SHRINK_MIN_S) if timed else math.inf
+            ev = shrink(objective, space, ev, obj, deadline=time.monotonic() + allowance,
+                        threshold=THRESHOLDS.get(dtype) if obj == "error_ratio" else None)
         c = ev.cand
         arrays = (c.x[None, :], None if c.cotangent is None else c.cotangent[None, :],
                   None if c.target is None else np.array([c.target], np.int64), ce_options(op))

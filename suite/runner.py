@@ -327,10 +327,9 @@ class CheckRun:
         if run.handle is None:
             self.logs.mkdir(parents=True, exist_ok=True)
             env = {k: str(self.threads) for k in THREAD_VARIABLES}
-            # XLA's CPU backend spreads every op over all cores unless told not to.
-            env["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + (
-                " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-                if self.threads == 1 else "")
+            env.update(jit_cache_env())
+            if self.threads == 1:  # XLA's CPU backend spreads every op over all cores otherwise
+                env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
             run.handle = WorkerHandle(run.backend.name, plugins=self.plugins, env=env,
                                       log_path=self.logs / f"{_safe(run.backend.name)}.log")
         run.handle.start()
@@ -447,6 +446,18 @@ class CheckRun:
             for run in active:
                 if run.handle is not None:
                     run.handle.kill()
+
+
+def jit_cache_env() -> dict[str, str]:
+    """Environment for workers: JAX's persistent compilation cache, so a second run does not
+    compile every (op, shape, dtype) again (a first full run spends most of its time there).
+    Applied only where the user has not set these; SOFTMAXBENCH_NO_JIT_CACHE=1 turns it off."""
+    if os.environ.get("SOFTMAXBENCH_NO_JIT_CACHE"):
+        return {}
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softmaxbench"
+    return {"JAX_COMPILATION_CACHE_DIR": str(base / "jax"),
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+            "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
 def _safe(name: str) -> str:

@@ -228,7 +228,8 @@ def test_summary_figures():
 # --------------------------------------------------------------------------------------------- the harness
 
 def test_bench_records_and_pytest_benchmark_hold_the_same_samples(tmp_path, numpy_copy_only):
-    ws = [Workload("tiny", "softmax", "float32", (8, 256)), Workload("tiny", "softmax_vjp", "float32", (8, 256))]
+    ws = [Workload("tiny", "softmax", "float32", (8, 256)),
+          Workload("tiny", "softmax_vjp", "float32", (8, 256))]
     rc, recs = bench.run_bench(tmp_path, [TinyNumpy()], ws, settings=TINY, threads=1, echo=None)
     assert rc == 0
     on_disk = read_results(tmp_path)
@@ -274,7 +275,8 @@ def test_compile_time_is_measured_apart(tmp_path):
 
 
 def test_unsupported_and_raising_ops_are_recorded(tmp_path):
-    ws = [Workload("tiny", "cross_entropy", "float32", (4, 64)), Workload("tiny", "softmax", "float32", (4, 64))]
+    ws = [Workload("tiny", "cross_entropy", "float32", (4, 64)),
+          Workload("tiny", "softmax", "float32", (4, 64))]
     rc, recs = bench.run_bench(tmp_path, [Raising()], ws, settings=TINY, echo=None, copies=False)
     assert rc == 1
     verdicts = {r["op"]: (r["verdict"], r.get("message")) for r in recs}
@@ -284,7 +286,8 @@ def test_unsupported_and_raising_ops_are_recorded(tmp_path):
 
 
 def test_wide_spread_is_flagged(tmp_path):
-    s = bench.Settings(min_rounds=10, max_rounds=10, max_time=0.001, warmup_time=0.0, min_warmup=1, cache=1024)
+    s = bench.Settings(min_rounds=10, max_rounds=10, max_time=0.001, warmup_time=0.0, min_warmup=1,
+                       cache=1024)
     _, (rec,) = bench.run_bench(None, [Jittery()], [Workload("t", "softmax", "float32", (2, 8))],
                                 settings=s, echo=None, copies=False)
     assert rec["cv"] > 0.05 and "coefficient of variation" in rec["warning"]

@@ -24,10 +24,10 @@ from softmaxbench.reference.dtypes import DTYPES, finfo, np_dtype
 DIGITS = 50            # the oracle's working precision
 RETRY_DIGITS = 120     # for the few outputs whose cancellation 50 digits cannot resolve
 TARGET_ULP = 0.01      # the accuracy target: below 1/100 ULP of the target dtype
-ROW_BUDGET = 512       # sampled elements per (case, dtype): keeps the fast test well under 60 s
+ROW_BUDGET = 256       # sampled elements per (case, dtype): keeps the fast test well under 60 s
 LONG_ROW = 16_384      # rows longer than this (LLM vocabularies) are certified in the slow test
 ELEMENT_SAMPLE = 128   # outputs compared in a longer row (its sums always use the whole row)
-CE_BUDGET = 1024       # logits of a cross-entropy case certified (the first rows)
+CE_BUDGET = 512        # logits of a cross-entropy case certified (the first rows)
 
 ROW_OPS = ("softmax", "log_softmax", "logsumexp", "logsumexp_grad", "softmax_vjp", "log_softmax_vjp")
 CE_OPS = ("cross_entropy", "cross_entropy_grad")
@@ -205,11 +205,22 @@ class Tally:
     where: str = ""
     checked: int = 0
     unresolved: int = 0
+    unresolved_where: str = ""
 
     def add(self, err: float, where: str) -> None:
         self.checked += 1
         if err > self.worst or (math.isinf(err) and not self.where):
             self.worst, self.where = err, where
+
+    def add_unresolved(self, slack: float, where: str) -> None:
+        # slack: the error over 2**-(nmant+9) * (magnitude of the terms); must stay below 1
+        self.unresolved += 1
+        if not slack < 1 and self.unresolved_where == "":
+            self.unresolved_where = f"{where}: {slack:.3g} x the terms' bound"
+
+    def check(self) -> None:
+        assert self.worst < TARGET_ULP, f"worst {self.worst:.3g} ULP at {self.where}"
+        assert not self.unresolved_where, self.unresolved_where
 
 
 def compare(tally: Tally, refs, values: list[Value], dtype: str, where: str,
@@ -218,17 +229,18 @@ def compare(tally: Tally, refs, values: list[Value], dtype: str, where: str,
     assert refs.size == len(values), f"{where}: {refs.size} outputs, oracle has {len(values)}"
     redo = None
     for i, (ref, value) in enumerate(zip(refs, values)):
-        if not value.resolved():
-            if retry is None:
-                tally.unresolved += 1
-                continue
+        if not value.resolved() and retry is not None:
             if redo is None:
                 with mp.workdps(RETRY_DIGITS):
                     redo = retry()
             value = redo[i]
-            if not value.resolved():
-                tally.unresolved += 1
-                continue
+        if not value.resolved():
+            # Beyond the oracle's resolution (an exact 0 such as softmax_vjp at a one-hot
+            # row's +inf, or extreme cancellation): still within 1/256 ULP of the terms.
+            nmant, _ = _limits(dtype)
+            slack = abs(to_mpf(ref) - value.exact) / (value.magnitude * mp.ldexp(1, -nmant - 9))
+            tally.add_unresolved(float(slack), f"{where}[{i}]")
+            continue
         tally.add(ulp_error(ref, value, dtype), f"{where}[{i}]")
 
 
@@ -348,7 +360,7 @@ def test_hard_inputs_certified(name: str, dtype: str) -> None:
                                   {**{"label_smoothing": 0.0, "ignore_index": None, "weight": None},
                                    **options})
     assert tally.checked > 0
-    assert tally.worst < TARGET_ULP, f"worst {tally.worst:.3g} ULP at {tally.where}"
+    tally.check()
 
 
 def test_near_dominant_log_softmax_keeps_relative_accuracy() -> None:
@@ -417,7 +429,7 @@ def test_catalogue_certified(dtype: str) -> None:
             certify_case(tally, case, dtype, long_rows=False)
     _report(dtype, tally)
     assert tally.checked > 1000
-    assert tally.worst < TARGET_ULP, f"worst {tally.worst:.3g} ULP at {tally.where}"
+    tally.check()
 
 
 @pytest.mark.slow
@@ -429,7 +441,7 @@ def test_catalogue_long_rows_certified(dtype: str) -> None:
         if dtype in case.dtypes and (n > LONG_ROW or int(np.prod(case.shape)) > LONG_ROW):
             certify_case(tally, case, dtype, long_rows=True)
     _report(dtype, tally)
-    assert tally.worst < TARGET_ULP, f"worst {tally.worst:.3g} ULP at {tally.where}"
+    tally.check()
 
 
 def test_oracle_catches_a_half_ulp_error() -> None:

@@ -148,11 +148,14 @@ def test_hunt_of_a_correct_backend_finds_nothing(reference_ready, tmp_path):
     assert 0 < found.worst_ratio <= 1.0
 
 
-def test_long_row_case_is_shrunk_but_still_fails(reference_ready):
+def test_findings_are_shrunk_but_still_fail(reference_ready):
     b = hunt_broken.LongRowSoftmax()
     found = hunt(b, "softmax", "float32", max_evals=BUDGET, save=False, use_catalogue=False)
-    n = found.findings[0].cand.n
-    assert b.LIMIT < n <= 16384
+    assert all(b.LIMIT < f.cand.n < 8192 and f.verdict == "fail" for f in found.findings)
+    found = hunt(hunt_broken.NearTieSoftmax(), "softmax", "float32", max_evals=BUDGET, save=False,
+                 use_catalogue=False)
+    assert all(f.cand.n <= 4 and f.verdict == "fail" for f in found.findings)
+    assert all(f.cand.how[-1] == "shrink" for f in found.findings)
 
 
 def _check(backend, case):

@@ -142,6 +142,9 @@ def test_one_posinf_row_may_be_nan_in_that_row_only():
     assert np.isnan(a[0]).all() and np.array_equal(a[1], exact[1]) and a.dtype == exact.dtype
     lse = alternatives("logsumexp", inp(x), np.array([inf, 2.4]))["nan_row_for_posinf"]
     assert np.isnan(lse[0]) and lse[1] == 2.4
+    several = np.array([[inf, inf, 0.0]], np.float32)   # logsumexp's limit is +inf here too
+    assert np.isnan(alternatives("logsumexp", inp(several), np.array([inf]))["nan_row_for_posinf"][0])
+    assert alternatives("softmax", inp(several), np.full((1, 3), nan)) == {}
     # axis 0: the rows are columns
     alts = alternatives("softmax", inp(x.T, axis=0), exact.T)
     assert np.isnan(alts["nan_row_for_posinf"][:, 0]).all()

@@ -241,21 +241,23 @@ __device__ void row_op(const Args<Tr>& p, i64 row, int tid, int n_threads, bool 
   }
   st = allreduce<A, AUX, KIND>(st);
   const A pos_inf = -neg_inf<A>();
-  const A lse = st.m == pos_inf ? pos_inf : st.m + lg(st.s);
+  const A log_s = lg(st.s);
 
   if (OP == OP_LOGSUMEXP) {
-    if (tid == 0) p.y[row] = Tr::store(lse);
+    if (tid == 0) p.y[row] = Tr::store(st.m == pos_inf ? pos_inf : st.m + log_s);
     return;
   }
   if (OP == OP_CE) {
+    // -log_softmax(x)_j = log(s) - (x_j - m): never lse - x_j, whose rounding of lse = m + log(s)
+    // loses log(s) entirely when |m| is huge (rows near finfo.max or finfo.min).
     A loss;
     if (!p.target_probs && p.eps == A(0)) {  // only the label's class has mass
-      loss = w_label * (lse - Tr::load(xr[label]));
-    } else {  // sweep 2: sum_j a_j (lse - x_j), skipping a_j = 0 (0 * inf would be NaN)
+      loss = w_label * (log_s - (Tr::load(xr[label]) - st.m));
+    } else {  // sweep 2: sum_j a_j (log(s) - (x_j - m)), skipping a_j = 0 (0 * inf would be NaN)
       State<A> acc = identity<A>();
       for (i64 j = tid; j < p.n_cols; j += n_threads) {
         const A a = ce_mass<Tr>(p, row, j, label);
-        if (a != A(0)) acc.aux += a * (lse - Tr::load(xr[j]));
+        if (a != A(0)) acc.aux += a * (log_s - (Tr::load(xr[j]) - st.m));
       }
       loss = allreduce<A, AUX_PLAIN, KIND>(acc).aux;
     }
@@ -267,7 +269,6 @@ __device__ void row_op(const Args<Tr>& p, i64 row, int tid, int n_threads, bool 
   }
 
   // Sweep 2: the normalised write, reading the row back from shared memory when it is cached.
-  const A log_s = lg(st.s);
   const A dot = st.aux / st.s;  // softmax_vjp: sum_j y_j v_j
   for (i64 k = tid; k < n_packs; k += n_threads) {
     const Pack<S, N> px = cache ? cx[k] : reinterpret_cast<const Pack<S, N>*>(xr)[k];

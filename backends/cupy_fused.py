@@ -205,11 +205,13 @@ class CuPyFused(CuPyDevice):
         self._kernel(op, dtype, plan.kind, shape)(grid, block, args, shared_mem=plan.cache_bytes)
 
     def _rows(self, a, axis: int):
-        """(contiguous (n_rows, n_cols) storage array with ``axis`` last, the moved shape, dtype)."""
+        """(contiguous (n_rows, n_cols) storage array with ``axis`` last, the moved shape, dtype);
+        a 0-d input is one row of one element."""
         cupy = _cupy()
         data, dtype = _storage(self._native(a))
-        moved = cupy.moveaxis(data, axis, -1)
-        return cupy.ascontiguousarray(moved).reshape(-1, moved.shape[-1]), moved.shape, dtype
+        moved = cupy.moveaxis(data, axis, -1) if data.ndim else data.reshape(1)
+        rows = cupy.ascontiguousarray(moved).reshape(math.prod(moved.shape[:-1]), moved.shape[-1])
+        return rows, moved.shape, dtype
 
     def _wrap(self, data, dtype: str):
         return BF16Array(data) if dtype == "bfloat16" else data
@@ -222,7 +224,8 @@ class CuPyFused(CuPyDevice):
         y = cupy.empty_like(rows)
         if rows.size:
             self._launch(op, dtype, tuple(x.shape), rows, y, v=v)
-        return self._wrap(cupy.moveaxis(y.reshape(moved_shape), -1, axis), dtype)
+        y = y.reshape(moved_shape)
+        return self._wrap(cupy.moveaxis(y, -1, axis) if len(x.shape) else y.reshape(()), dtype)
 
     def softmax(self, x, axis: int = -1):
         return self._elementwise("softmax", x, axis)

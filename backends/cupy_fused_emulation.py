@@ -22,6 +22,7 @@ case catalogue can run against the algorithm:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 import numpy as np
 
@@ -159,8 +160,11 @@ class FusedEmulation(Backend):
     # -- helpers -------------------------------------------------------------------------------
     @staticmethod
     def _rows(a: np.ndarray, axis: int):
-        moved = np.moveaxis(a, axis, -1)
-        return np.ascontiguousarray(moved).reshape(-1, moved.shape[-1]), moved.shape
+        """(contiguous (n_rows, n_cols) rows with ``axis`` last, their shape before flattening);
+        a 0-d input is one row of one element, as in cupy_fused."""
+        moved = np.moveaxis(a, axis, -1) if a.ndim else a.reshape(1)
+        n_cols = moved.shape[-1]
+        return np.ascontiguousarray(moved).reshape(prod(moved.shape[:-1]), n_cols), moved.shape
 
     @staticmethod
     def _plan(op: str, rows: np.ndarray, itemsize: int):
@@ -187,7 +191,7 @@ class FusedEmulation(Backend):
                 else:  # log_softmax_vjp
                     out = va - np.exp(xa - m) / s * aux
         y = out.astype(np_dtype(dtype)).reshape(moved_shape)
-        return np.moveaxis(y, -1, axis)
+        return np.moveaxis(y, -1, axis) if x.ndim else y.reshape(())
 
     def softmax(self, x, axis: int = -1):
         return self._elementwise("softmax", x, axis)
@@ -250,11 +254,11 @@ class FusedEmulation(Backend):
             plan = self._plan("cross_entropy", rows, logits.dtype.itemsize)
             with np.errstate(all="ignore"):
                 st = online_state(rows, plan.threads, plan.vector)
-                lse = np.where(st.m == np.inf, st.m, st.m + np.log(st.s))
-                if not probs and label_smoothing == 0:
-                    loss = w_label * (lse - rows[np.arange(n_rows), labels])
+                log_s = np.log(st.s)
+                if not probs and label_smoothing == 0:  # -log_softmax = log(s) - (x - m)
+                    loss = w_label * (log_s - (rows[np.arange(n_rows), labels] - st.m))
                 else:  # skip a_j = 0: 0 * inf would be NaN
-                    terms = np.where(mass != 0, mass * (lse[:, None] - rows), acc(0))
+                    terms = np.where(mass != 0, mass * (log_s[:, None] - (rows - st.m[:, None])), acc(0))
                     loss = _plain_sum(terms, plan.threads)
         loss = np.where(ignored, acc(0), loss)
         row_weight = np.where(ignored, acc(0), acc(1) if probs else w_label)

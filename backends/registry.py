@@ -196,7 +196,8 @@ def _discover(plugins: tuple[str, ...]) -> tuple[Entry, ...]:
             entries.append(Entry(name, None, f"failed to load: {_one_line(exc)}", "builtin"))
     entries.extend(_entry_point_entries())
     for spec in plugins:
-        entries.extend(_from_plugin(spec, f"plugin:{spec}", lambda spec=spec: _plugin_module(spec)))
+        label = Path(spec).name if spec.endswith(".py") else spec  # names a broken plugin's entry
+        entries.extend(_from_plugin(label, f"plugin:{spec}", lambda spec=spec: _plugin_module(spec)))
     owners: dict[str, str] = {}
     for e in entries:
         if e.name in owners:

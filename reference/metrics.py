@@ -59,8 +59,8 @@ class Comparison:
     ``ok``: within the threshold, shape and dtype right. ``max_ulp``/``median_ulp``: over all
     elements (inf where a special value is wrong). ``max_error_ratio``: what ``ok`` is decided on.
     ``worst_index``: the element with the largest error ratio (None when there is none).
-    ``flushed_subnormals``: some elements pass only as flush-to-zero arithmetic would compute
-    them (forgiven; the suite reports the deviation ``flushed_subnormals``). ``message``: one
+    ``flushed_subnormals``: some zeros pass only as flush-to-zero arithmetic would compute them
+    (forgiven; the suite reports the deviation ``flushed_subnormals``). ``message``: one
     line, the worst element's story.
     """
 
@@ -175,15 +175,23 @@ def mixed_error(actual, exact, dtype: str, floor: float = MIXED_FLOOR) -> np.nda
 class _Precision:
     u: float      # unit roundoff of the target (output) dtype
     ua: float     # unit roundoff of the accumulation: float32 for narrow dtypes, else the target's
-    eta: float    # absolute error of underflow: the smallest subnormal (the smallest normal with FTZ)
+    eta: float    # smallest subnormal of the target: the absolute error of an underflowing result
     tiny: float   # smallest normal of the target
+    ftz: bool     # flush-to-zero arithmetic: values below tiny are read and written as 0
+
+    def lost(self, q):
+        """What flush-to-zero loses of the magnitudes ``q``: all of those below the normal range."""
+        if not self.ftz:
+            return 0.0
+        q = np.abs(q)
+        return np.where(q < self.tiny, q, 0.0)
 
 
 def _precision(dtype: str, flush_to_zero: bool = False) -> _Precision:
     fi = finfo(dtype)
     acc = "float64" if dtype == "float64" else "float32"
-    tiny = float(fi.smallest_normal)
-    return _Precision(eps(dtype), eps(acc), tiny if flush_to_zero else float(fi.smallest_subnormal), tiny)
+    return _Precision(eps(dtype), eps(acc), float(fi.smallest_subnormal), float(fi.smallest_normal),
+                      flush_to_zero)
 
 
 def _sum_factor(n) -> np.ndarray:
@@ -232,11 +240,13 @@ def _rows(x_last: np.ndarray, pr: _Precision) -> _Rows:
         w = (p * dist).sum(-1, keepdims=True)      # sum p_j |x_j - max| <= log n
         log_s = np.log(s)
         ell = d - log_s
-        # exp(x_j - max) that land below the normal range carry an absolute error up to eta each.
+        # exp(x_j - max) that land below the normal range carry an absolute error up to eta each
+        # (and lose all of themselves with flush-to-zero).
         n_under = (finite & (e < pr.tiny)).sum(-1, keepdims=True)
+        under = n_under * pr.eta + np.sum(pr.lost(e) + np.zeros_like(e), -1, keepdims=True)
         # S: each term's relative error u|d_j| + 2u (subtraction, exp to 1 ulp), the summation
         # ua*L(n), the store of S in the target dtype u, and underflow.
-        rho_s = pr.u * (w + 3) + pr.ua * _sum_factor(n) + n_under * pr.eta / s
+        rho_s = pr.u * (w + 3) + pr.ua * _sum_factor(n) + under / s
         rel_p = pr.u * (dist + 3) + rho_s
         abs_ell = np.where(finite, pr.u * (dist + 2 * log_s + np.abs(ell)) + rho_s, np.inf)
         nan = np.where(regular, 0.0, np.nan)
@@ -246,25 +256,29 @@ def _rows(x_last: np.ndarray, pr: _Precision) -> _Rows:
 
 def _softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarray:
     with np.errstate(all="ignore"):
-        e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta
+        e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta + pr.lost(r.p)
+        v_lost = pr.lost(v)
         c = (r.p * v).sum(-1, keepdims=True)
-        e_c = ((np.abs(v) * e_p).sum(-1, keepdims=True)
+        e_c = ((np.abs(v) * e_p + r.p * v_lost + pr.lost(r.p * v)).sum(-1, keepdims=True)
                + (_sum_factor(r.n) + 1) * pr.ua * (r.p * np.abs(v)).sum(-1, keepdims=True)
                + pr.u * np.abs(c))
         g = r.p * (v - c)
-        b = e_p * np.abs(v - c) + r.p * (e_c + pr.u * np.abs(v - c)) + pr.u * np.abs(g) + pr.eta
+        b = (e_p * np.abs(v - c) + r.p * (e_c + pr.u * np.abs(v - c) + v_lost)
+             + pr.u * np.abs(g) + pr.eta + pr.lost(g))
     return np.where(r.finite, b, 0.0)   # exactly 0 at -inf logits, never NaN
 
 
 def _log_softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarray:
     with np.errstate(all="ignore"):
         # p recomputed as exp(log_softmax): its relative error is the latter's absolute error + 2u.
-        e_p = np.where(r.finite, (r.abs_ell + 2 * pr.u) * r.p, 0.0) + 2 * pr.eta
+        e_p = np.where(r.finite, (r.abs_ell + 2 * pr.u) * r.p, 0.0) + 2 * pr.eta + pr.lost(r.p)
         s = v.sum(-1, keepdims=True)
+        v_lost = pr.lost(v)
         g = v - r.p * s
-        return (e_p * np.abs(s) + r.p * (_sum_factor(r.n) * pr.ua * np.abs(v).sum(-1, keepdims=True)
-                                         + 2 * pr.u * np.abs(s))
-                + pr.u * np.abs(g) + pr.eta)
+        return (e_p * np.abs(s)
+                + r.p * (_sum_factor(r.n) * pr.ua * np.abs(v).sum(-1, keepdims=True) + 2 * pr.u * np.abs(s)
+                         + np.sum(v_lost + np.zeros_like(v), -1, keepdims=True))
+                + pr.u * np.abs(g) + pr.eta + pr.lost(r.p * s) + v_lost + pr.lost(g))
 
 
 def _work(dtype: str) -> np.dtype:
@@ -283,7 +297,8 @@ def attainable_error(op: str, inputs, *, flush_to_zero: bool = False) -> np.ndar
     elements that must match exactly: special-value rows, n = 1 rows, and softmax / its gradient
     at -inf logits. ``inputs`` is a ``reference.cases.CaseInput`` (``x``, ``cotangent``,
     ``target``, ``ce_options`` and ``axis`` are read). ``flush_to_zero``: the bound of the same
-    algorithm in flush-to-zero arithmetic, where underflow costs up to the smallest *normal*.
+    algorithm in flush-to-zero arithmetic, where every input, intermediate or output below the
+    normal range may lose all of itself.
 
     >>> from types import SimpleNamespace
     >>> inp = SimpleNamespace(x=np.array([0.0, -np.inf, 0.0], np.float16), axis=-1)
@@ -312,15 +327,16 @@ def _attainable(op: str, inputs, flush_to_zero: bool = False) -> tuple[np.ndarra
         r = _rows(_last(x, axis, work), pr)
         with np.errstate(all="ignore"):
             if op == "softmax":
-                b = np.where(r.finite, r.rel_p * r.p + 2 * pr.eta, 0.0)
+                b = np.where(r.finite, r.rel_p * r.p + 2 * pr.eta + pr.lost(r.p), 0.0)
             elif op == "log_softmax":
-                b = r.abs_ell + pr.eta
+                b = r.abs_ell + pr.eta + pr.lost(r.ell)
             elif op == "logsumexp":
-                b = (r.rho_s + 2 * pr.u * r.log_s + pr.u * np.abs(r.lse) + pr.eta)[..., 0]
+                b = (r.rho_s + 2 * pr.u * r.log_s + pr.u * np.abs(r.lse) + pr.eta + pr.lost(r.lse))[..., 0]
             elif op == "logsumexp_grad":
                 v = _to(inputs.cotangent, work)[..., None]
-                e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta
-                b = np.where(r.finite, e_p * np.abs(v) + pr.u * r.p * np.abs(v) + pr.eta, 0.0)
+                e_p = np.where(r.finite, r.rel_p * r.p, 0.0) + 2 * pr.eta + pr.lost(r.p)
+                b = np.where(r.finite, e_p * np.abs(v) + r.p * (pr.u * np.abs(v) + pr.lost(v))
+                             + pr.lost(r.p * v), 0.0)
             elif op == "softmax_vjp":
                 b = _softmax_vjp_bound(r, _last(inputs.cotangent, axis, work), pr)
             else:
@@ -348,22 +364,25 @@ def _cross_entropy_bound(op: str, inputs, pr: _Precision, work: np.dtype):
         if op == "cross_entropy":
             # Each sample is a dot product of the coefficients with log_softmax: the terms' errors,
             # the accumulation over C, and rounding of coefficients (weight * smoothed target).
-            term = np.abs(a) * (r.abs_ell + pr.eta
-                                + ((_sum_factor(C) + 1) * pr.ua + 2 * pr.u) * np.abs(r.ell))
+            term = (np.abs(a) * (r.abs_ell + pr.eta
+                                 + ((_sum_factor(C) + 1) * pr.ua + 2 * pr.u) * np.abs(r.ell))
+                    + pr.lost(a) * np.abs(r.ell))
             loss = -np.where(nz, a * r.ell, 0.0).sum(-1)
             e_k = np.where(nz, term, 0.0).sum(-1) + pr.u * np.abs(loss)
             # log_softmax below -max (a spread beyond the range) or a loss sum beyond it overflows
             # in the target dtype, though the reduced loss may be finite.
             over_k = (np.where(nz, np.abs(r.ell), 0.0) > big).any(-1) | (np.abs(loss) > big)
             if form.reduction == "none":
-                return (e_k + pr.eta).reshape(form.batch_shape), over_k.reshape(form.batch_shape)
+                return ((e_k + pr.eta + pr.lost(loss)).reshape(form.batch_shape),
+                        over_k.reshape(form.batch_shape))
             total = loss.sum()
             acc = e_k.sum() + L_N * pr.ua * np.abs(loss).sum()
             overflow = np.asarray(over_k.any() | (np.abs(loss).sum() > big))
             if not mean:
-                return np.asarray(acc + pr.u * abs(total) + pr.eta), overflow
+                return np.asarray(acc + pr.u * abs(total) + pr.eta + pr.lost(total)), overflow
             d = form.divisor
-            return np.asarray(acc / abs(d) + abs(total / d) * (rho_d + 2 * pr.u) + pr.eta), overflow
+            return (np.asarray(acc / abs(d) + abs(total / d) * (rho_d + 2 * pr.u) + pr.eta
+                               + pr.lost(total / d)), overflow)
         # The gradient is log_softmax's vjp with cotangent -coef / divisor, whose own rounding adds
         # a relative error rho_v to every use of it.
         v = -a / (form.divisor if mean else 1.0)
@@ -412,10 +431,10 @@ def compare(op: str, inputs, actual, exact) -> Comparison:
     """Grade one output of ``op`` on ``inputs`` against the reference's ``exact`` value.
 
     Checks dtype (the inputs' dtype) and shape, then the error ratio against
-    ``THRESHOLDS[dtype]``. Elements beyond the threshold that are within it for the same
-    algorithm in flush-to-zero arithmetic (subnormal inputs, intermediates or outputs read or
-    written as 0) are forgiven and flagged (``flushed_subnormals``): the suite reports that
-    deviation. See the module docstring for an example.
+    ``THRESHOLDS[dtype]``. Zeros beyond the threshold that are within it for the same algorithm
+    in flush-to-zero arithmetic (subnormal inputs, intermediates or outputs read or written as 0)
+    are forgiven and flagged (``flushed_subnormals``): the suite reports that deviation. See the
+    module docstring for an example.
     """
     dtype = getattr(inputs, "dtype", None) or dtype_name(np.asarray(inputs.x).dtype)
     a = np.asarray(actual)
@@ -432,8 +451,10 @@ def compare(op: str, inputs, actual, exact) -> Comparison:
     ulps = ulp_error(a, e, dtype)
     flushed = np.zeros(ratio.shape, bool)
     if ratio.max() > threshold:
+        # Only zeros: flushing makes values vanish. Accepting any value within the flush-to-zero
+        # bound would accept everything in float16, whose normal range starts at 6e-5.
         ftz = error_ratio(op, inputs, a, e, flush_to_zero=True)
-        flushed = (ratio > threshold) & (ftz <= threshold)
+        flushed = (ratio > threshold) & (ftz <= threshold) & (_to(a, np.dtype(np.float64)) == 0)
         ratio = np.where(flushed, ftz, ratio)
     worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
     if ratio[worst] == 0:
@@ -444,7 +465,7 @@ def compare(op: str, inputs, actual, exact) -> Comparison:
     where = f"at index {idx}: expected {_fmt(e[worst], dtype)}, got {_fmt(a[worst], dtype)}"
     head = (f"error ratio {max_ratio:.3g} <= {threshold:g} ({dtype})" if ok
             else f"error ratio {max_ratio:.3g} > {threshold:g} ({dtype})")
-    note = (f"; {int(flushed.sum())} elements within the threshold only with subnormals flushed to 0"
+    note = (f"; {int(flushed.sum())} zeros within the threshold only with subnormals flushed to 0"
             if flushed.any() else "")
     msg = f"{head}, worst {where} ({float(ulps[worst]):.3g} ULP){note}"
     return Comparison(ok, float(ulps.max()), float(np.median(ulps)), max_ratio, idx,

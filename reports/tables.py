@@ -241,13 +241,28 @@ def special_values(checks: pd.DataFrame, descriptions: dict[str, str] | None = N
     return matrix, explained
 
 
+def _sample_text(sample: str, n: int = 48) -> str:
+    """The value returned, short: 3 digits a number, cut at an element boundary."""
+    text = _short_values(sample)
+    if len(text) <= n:
+        return text
+    cut = text.rfind(", ", 0, n - 4)
+    return (text[:cut] if cut > 0 else text[: n - 4]) + ", …]"
+
+
 def _matrix_cell(g: pd.DataFrame) -> str:
-    """'✗ [nan, 1] [float16] · ✓ float32,float64': worst verdict, its value, then the others."""
+    """'✗ [nan, 1] [float16] · ✓ float32,float64': worst verdict, its value, then the others.
+
+    Dtypes the backend does not support are left out (the conformance table counts them)."""
+    supported = g[g["verdict"] != "unsupported"]
+    if supported.empty:
+        return SYMBOLS["unsupported"]
+    g = supported
     sev = g["verdict"].map(lambda v: SEVERITY.get(v, 0))
     worst = g.loc[sev.idxmax()]
     text = SYMBOLS.get(worst["verdict"], "?")
     if worst["value_sample"]:
-        text += " " + _clip(_short_values(worst["value_sample"]))
+        text += " " + _sample_text(worst["value_sample"])
     if worst["verdict"] == "deviation" and worst["deviation"]:
         text += f" ({worst['deviation']})"
     if g["verdict"].nunique() > 1:

@@ -69,8 +69,10 @@ from softmaxbench.suite.workloads import (
     SELECTABLE_OPS,
     InputPool,
     Workload,
+    cache_bytes,
     clear_host_pool,
     copy_workload,
+    pool_size,
     select,
 )
 
@@ -287,6 +289,7 @@ class BenchSession:
     copy_gbps: dict[tuple, float] = field(default_factory=dict)
     machine: str = field(default_factory=lambda: rec_mod.machine_info()["label"])
     note: str | None = None          # why there is nothing to run, shown as the skip reason
+    keep_pool: bool = False          # keep the host input pool for the next session (same workloads)
     _writer: rec_mod.ResultsWriter | None = None
 
     # pytest hooks (this object is registered as a plugin)
@@ -304,7 +307,7 @@ class BenchSession:
 
     def add(self, rec: dict) -> None:
         """Keep, write (flushed at once) and announce one record."""
-        rec_mod.validate_record(rec)
+        _validate(rec)
         self.records.append(rec)
         if self.out_dir is not None:
             if self._writer is None:
@@ -317,7 +320,8 @@ class BenchSession:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        clear_host_pool()
+        if not self.keep_pool:
+            clear_host_pool()
 
     @classmethod
     def from_env(cls) -> BenchSession:
@@ -351,6 +355,20 @@ class BenchSession:
             run = rec_mod.new_run("bench", shlex.join(sys.argv), threads=threads_n)
             rec_mod.write_run(session.out_dir, run)
         return session
+
+
+@functools.cache
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(rec_mod.schema("results"))
+
+
+def _validate(rec: dict) -> None:
+    """records.validate_record with the validator built once (it re-checks the schema each call)."""
+    err = next(iter(_validator().iter_errors(rec)), None)
+    if err is not None:
+        raise rec_mod.RecordError(f"invalid result record: {err.message}")
 
 
 @functools.cache
@@ -433,22 +451,27 @@ def _compile_seconds(backend: Backend, w: Workload) -> float | None:
     return None
 
 
-def _device_memory_problem(backend: Backend, need: int) -> str | None:
-    """Why ``need`` bytes will not fit on the backend's GPU (None: they fit or we cannot tell)."""
+def _device_memory_problem(backend: Backend, w: Workload, cache: int | None) -> str | None:
+    """Why w's input pool and outputs will not fit on the backend's GPU (None: they fit, or we
+    cannot tell). Caching allocators give their idle blocks back first, so they count as free."""
     if getattr(backend, "device", "cpu") != "gpu":
         return None
+    sets = pool_size(w.set_bytes, cache if cache is not None else cache_bytes(backend))
+    need = sets * w.set_bytes + 3 * w.input_bytes  # the pool, the output and an intermediate or two
     free = None
     framework = str(getattr(backend, "framework", "") or "")
     try:
         if framework.startswith("cupy"):
             import cupy
 
+            cupy.get_default_memory_pool().free_all_blocks()
             free = cupy.cuda.runtime.memGetInfo()[0]
-        elif "torch" in sys.modules or framework.startswith("torch"):
+        elif framework.startswith("torch"):
             import torch
 
+            torch.cuda.empty_cache()
             free = torch.cuda.mem_get_info()[0]
-    except Exception:
+    except Exception:  # no such device API here: let the op itself say so
         return None
     if free is not None and need > 0.8 * free:
         return f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on the device"
@@ -464,7 +487,7 @@ def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClo
     fn = getattr(b, w.op)
     kwargs = w.call_kwargs
     timer = timer_for(b)
-    problem = _device_memory_problem(b, 3 * w.set_bytes * 2)
+    problem = _device_memory_problem(b, w, s.cache)
     if problem:
         pytest.skip(f"{item.id}: {problem}")
     gc_was = gc.isenabled()
@@ -556,7 +579,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
               workloads: Sequence[Workload] | None = None, *, quick: bool = False, ops=None,
               dtypes=None, names=None, settings: Settings | None = None, threads: int | None = None,
               echo: Callable[[str], None] | None = print, pytest_json: bool = True,
-              command: str | None = None, copies: bool = True) -> tuple[int, list[dict]]:
+              command: str | None = None, copies: bool = True,
+              keep_pool: bool = False) -> tuple[int, list[dict]]:
     """Benchmark ``backends`` through pytest-benchmark; returns (exit code, records).
 
     The exit code is 1 when a workload raised (its record says why), else 0. With ``out_dir``,
@@ -570,7 +594,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
     saved_env = {v: os.environ.get(v) for v in _THREAD_VARS}
     torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     configure_threads(threads)
-    session = BenchSession(items=items, settings=settings, out_dir=out, threads=threads, echo=echo)
+    session = BenchSession(items=items, settings=settings, out_dir=out, threads=threads, echo=echo,
+                           keep_pool=keep_pool)
     run = None
     if out is not None:
         prepare_out_dir(out)
@@ -580,19 +605,26 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
                         "timers": sorted({timer_for(i.backend).name for i in items})}
         rec_mod.write_run(out, run)
     module = bench_module_path()
-    args = [str(module), "-p", "no:cacheprovider", "-p", "no:terminal", "-s",
+    # no:unraisableexception: it runs gc.collect() five times per session, a second or more in
+    # a process holding torch and jax; no:softmaxbench: the conformance plugin has no part here.
+    args = [str(module), "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:unraisableexception",
+            "-p", "no:softmaxbench", "-s",
             "--import-mode=importlib", "--rootdir", str(module.parent), "-c", os.devnull,
             "--benchmark-only", "--benchmark-disable-gc", "--benchmark-quiet",
             # pytest-benchmark's "nothing to save" when every workload raised: our records say why.
             "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning"]
     if out is not None and pytest_json:
         args.append(f"--benchmark-json={out / PYTEST_BENCHMARK_FILE}")
+    # A caller's PYTEST_ADDOPTS (-x, --junitxml, ...) is meant for its own session, not this one.
+    addopts = os.environ.pop("PYTEST_ADDOPTS", None)
     try:
         if items:
             pytest_rc = pytest.main(args, plugins=[session])
         else:
             pytest_rc = pytest.ExitCode.NO_TESTS_COLLECTED
     finally:
+        if addopts is not None:
+            os.environ["PYTEST_ADDOPTS"] = addopts
         session.close()
         for var, val in saved_env.items():
             if val is None:
@@ -674,6 +706,9 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     # Threads first: XLA and OpenMP read their settings when the frameworks are imported.
     for w in configure_threads(threads):
         click.echo(f"softmaxbench: warning: {w}", err=True)
+    # JAX takes 75% of a GPU's memory at start unless told otherwise; torch and CuPy (and the
+    # copy kernels) share the device in this process.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     try:
         chosen = resolve_backends(split_csv(backends), tuple(plugins))
     except LookupError as exc:

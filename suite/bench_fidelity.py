@@ -2,11 +2,11 @@
 
 Two claims, each printed with its figures:
 
-1. **Reproducible.** Two back-to-back runs of the bench (the real path: pytest,
-   pytest-benchmark, rotation, records) on the CPU backends agree within 5% in median GB/s at
-   shapes of 16 MiB and more. Each run of a (backend, workload) is made of several separate
-   bench sessions, and the two runs' sessions alternate (A B, B A, A B): a neighbour's job that
-   starts or stops during the check weighs on both runs alike.
+1. **Reproducible.** Two runs of the bench (the real path: pytest, pytest-benchmark,
+   rotation, records) on the CPU backends agree within 5% in median GB/s at shapes of 16 MiB
+   and more. Each run of a (backend, workload) is made of several complete harness
+   measurements, and the two runs' measurements alternate back to back (A B, B A, A B, ...):
+   a neighbour's job that starts or stops during the check weighs on both runs alike.
 2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
    harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
    times, medians); the difference is what the harness adds to every sample, and it is set
@@ -28,14 +28,14 @@ import argparse
 import json
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from softmaxbench.backends.base import Backend
 from softmaxbench.suite import bench
-from softmaxbench.suite.workloads import InputPool, Workload
+from softmaxbench.suite.workloads import InputPool, Workload, clear_host_pool
 
 REPRO_LIMIT = 0.05
 OVERHEAD_LIMIT = 0.02
@@ -53,7 +53,8 @@ SMALL_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-1MiB-r1024", "log_softmax", "float32", (256, 1024)),
     Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
 )
-REPRO_SETTINGS = bench.Settings(min_rounds=10, max_time=0.6, warmup_time=0.1)
+#: One measurement of a run: short, so that the two runs alternate quickly.
+REPRO_SETTINGS = bench.Settings(min_rounds=5, max_time=0.3, warmup_time=0.05, min_warmup=2)
 SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
 
 
@@ -95,40 +96,50 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
-                    out_dir: Path, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    chunks: int = 3, echo=print) -> list[dict]:
-    """Two bench runs per (backend, workload), interleaved; rows with both runs' median GB/s.
+def _alternating(chunks: int) -> list[str]:
+    """A B, B A, A B, ...: neither run is always first.
 
-    Each run is ``chunks`` separate bench sessions (own pytest session, input pool, warm-up),
-    and the two runs' sessions alternate A B, B A, A B ...: load that comes and goes during the
-    check lands on both runs alike instead of on whichever ran second. A run's median is over
-    all its samples, as pyperf pools the values of its worker processes.
+    >>> _alternating(3)
+    ['A', 'B', 'B', 'A', 'A', 'B']
+    """
+    return [r for c in range(chunks) for r in (("A", "B") if c % 2 == 0 else ("B", "A"))]
+
+
+def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
+                    out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
+                    chunks: int = 6, echo=print) -> list[dict]:
+    """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
+
+    Each run is ``chunks`` complete harness measurements of the workload (each its own
+    pytest-benchmark test with its own input pool, first call, warm-up and timed rounds), and
+    the two runs' measurements alternate A B, B A, A B, ... in one bench session: load that
+    comes and goes during the check lands on both runs alike instead of on whichever ran
+    second. A run's median is over all its samples, as pyperf pools its worker processes.
     """
     rows = []
     for w in workloads:
-        # The copy kernels are checked like the backends: they are timed by the same harness.
-        for b in [*bench.copy_kernels("cpu"), *backends]:
-            if w.dtype not in b.dtypes:
+        for b in backends:
+            if w.dtype not in b.dtypes or w.op not in b.supported_ops():
                 continue
-            wl = [bench.copy_workload(w)] if b.name.startswith("copy:") else [w]
-            samples: dict[str, list[float]] = {"a": [], "b": []}
-            nbytes = wl[0].bytes_moved
-            for c in range(chunks):
-                for run in (("a", "b") if c % 2 == 0 else ("b", "a")):
-                    target = out_dir / f"{run}{c}-{b.name.replace(':', '_')}-{w.id}"
-                    _, recs = bench.run_bench(target, [b], wl, settings=settings, threads=threads,
-                                              echo=None, pytest_json=False, copies=False)
-                    samples[run] += next((r["samples_s"] for r in recs if r.get("samples_s")), [])
-            a, b_ = (nbytes / statistics.median(samples[r]) / 1e9 if samples[r] else None for r in "ab")
+            order = _alternating(chunks)
+            parts = [replace(w, label=f"{w.label}@{run}{i}") for i, run in enumerate(order)]
+            target = out_dir / f"{b.name}-{w.id}" if out_dir else None
+            _, recs = bench.run_bench(target, [b], parts, settings=settings, threads=threads, echo=None,
+                                      pytest_json=False, copies=False, keep_pool=True)
+            samples: dict[str, list[float]] = {"A": [], "B": []}
+            for r in recs:
+                if r.get("samples_s"):
+                    samples[r["workload"].rsplit("@", 1)[1][0]] += r["samples_s"]
+            a, b_ = (w.bytes_moved / statistics.median(s) / 1e9 if s else None
+                     for s in (samples["A"], samples["B"]))
             diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
-            row = {"backend": b.name, "op": wl[0].op, "dtype": w.dtype, "workload": w.label,
-                   "gbps_a": a, "gbps_b": b_, "difference": diff, "samples": len(samples["a"]),
-                   "ok": diff is not None and diff <= REPRO_LIMIT}
-            rows.append(row)
+            rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
+                         "gbps_b": b_, "difference": diff, "samples": len(samples["A"]),
+                         "ok": diff is not None and diff <= REPRO_LIMIT})
             if echo:
-                echo(f"  {b.name:<16} {wl[0].op:<16} {w.label:<20} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
-                     f" ({len(samples['a'])} samples each): difference {_pct(diff)}")
+                echo(f"  {b.name:<14} {w.op:<16} {w.label:<19} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
+                     f" ({len(samples['A'])} samples each): difference {_pct(diff)}")
+        clear_host_pool()
     return rows
 
 
@@ -175,7 +186,7 @@ def _f(v) -> str:
 
 
 def _pct(v) -> str:
-    return "-" if v is None else f"{v:.1%}"
+    return "-" if v is None else f"{v:.1%}" if v >= 0.01 else f"{v:.3%}"
 
 
 def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> list[Backend]:
@@ -185,25 +196,19 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, echo=print) -> dict:
-    """Both checks; returns the figures (also what ``--json`` writes)."""
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, chunks: int = 6, echo=print) -> dict:
+    """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
+    session's results (none are written without it)."""
     bench.configure_threads(threads)
-    tmp = None
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="softmaxbench-fidelity-")
-        out_dir = Path(tmp.name)
-    try:
-        if echo:
-            echo(f"Reproducibility: two back-to-back bench runs per backend and workload "
-                 f"(>= 16 MiB, threads={threads}); limit {REPRO_LIMIT:.0%}")
-        repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, echo=echo)
-        if echo:
-            echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
-                 f"limit {OVERHEAD_LIMIT:.0%}")
-        over = overhead(backends, threads=threads, echo=echo)
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+    if echo:
+        echo(f"Reproducibility: two bench runs per backend and workload, {chunks} alternating measurements "
+             f"each (>= 16 MiB, threads={threads}); limit {REPRO_LIMIT:.0%}")
+    repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, chunks=chunks,
+                            echo=echo)
+    if echo:
+        echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
+             f"limit {OVERHEAD_LIMIT:.0%}")
+    over = overhead(backends, threads=threads, echo=echo)
     diffs = [r["difference"] for r in repro if r["difference"] is not None]
     result = {"threads": threads, "reproducibility": repro,
               "worst_difference": max(diffs, default=None),
@@ -224,6 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
     parser.add_argument("--out", default=None, help="keep the bench runs' results here")
+    parser.add_argument("--chunks", type=int, default=6,
+                        help="alternating measurements per run (default: 6)")
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -240,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("bench_fidelity: error: no CPU backend can run here", file=sys.stderr)
         return 2
     print(f"CPU backends: {', '.join(b.name for b in backends)}")
-    result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None)
+    result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None,
+                      chunks=max(1, args.chunks))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0 if result["ok"] else 1

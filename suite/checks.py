@@ -229,8 +229,8 @@ def rows_sum_bound(dtype: str, n: int, threshold: float) -> float:
     threshold * u * (2 + 2 log2 n) (the entropy of a row is at most log n), plus half a subnormal
     spacing per element for outputs below the normal range, which may also be flushed to zero.
 
-    >>> round(rows_sum_bound("float32", 1024, 4.0), 9)
-    1.05e-05
+    >>> f"{rows_sum_bound('float32', 1024, 4.0):.4g}"
+    '5.245e-06'
     """
     fi = finfo(dtype)
     u = 2.0 ** -(fi.nmant + 1)

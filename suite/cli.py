@@ -177,6 +177,8 @@ def run_cmd(**kwargs) -> int:
               help="Rows per backend x op x dtype instead of seconds: fully deterministic.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-len", default=16384, show_default=True, type=int, help="Longest row to try.")
+@click.option("--hypothesis", "hypothesis_examples", default=32, show_default=True, type=int, metavar="N",
+              help="Inputs hypothesis draws (target()-guided) before the guided search; 0: none.")
 @click.option("--out", default=None,
               help="Results dir [default: softmaxbench-results/hunt]; when given, cases go to OUT/found.")
 @click.option("--save/--no-save", default=True,

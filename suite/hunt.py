@@ -82,6 +82,8 @@ ELITE = 4
 SHRINK_EVALS = 64
 #: Examples hypothesis draws from reference.strategies before the guided search (--hypothesis).
 HYPOTHESIS_EXAMPLES = 32
+#: Examples per hypothesis run (a timed hunt stops between runs).
+HYPOTHESIS_CHUNK = 8
 #: The strategy categories with finite inputs worth maximising errors over.
 HYPOTHESIS_CATEGORIES = ("extreme", "distribution")
 #: Catalogue rows used as starting points per backend x op x dtype.
@@ -784,13 +786,14 @@ def catalogue_starts(space: SearchSpace, rng: np.random.Generator, case_names: S
 
 def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, examples: int,
                      max_evals: int | None = None, deadline: float = math.inf,
-                     categories: tuple[str, ...] = HYPOTHESIS_CATEGORIES) -> list[tuple[Candidate, Score]]:
+                     categories: tuple[str, ...] = HYPOTHESIS_CATEGORIES,
+                     chunk: int = HYPOTHESIS_CHUNK) -> list[tuple[Candidate, Score]]:
     """Score ``examples`` inputs drawn by hypothesis from ``reference.strategies``, guided by
     ``hypothesis.target()`` on the error ratio and the ULP error; returns every scored row.
 
-    Deterministic: ``@seed(seed)``, no example database, no deadline. Examples drawn after
-    ``max_evals`` rows or after ``deadline`` are skipped unevaluated, so a timed phase scores a
-    prefix of what a counted one scores.
+    Deterministic: runs of ``chunk`` examples, each with ``@seed((seed, run))``, no example
+    database, no deadline. It stops before a run once ``deadline`` has passed, and skips rows
+    beyond ``max_evals``, so a timed phase scores a prefix of what a counted one scores.
     """
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
@@ -798,14 +801,10 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
     from softmaxbench.reference.strategies import case_inputs
 
     scored: list[tuple[Candidate, Score]] = []
+    strategy = case_inputs(space.dtype, space.op, categories)
 
-    @hseed(seed)
-    @settings(max_examples=examples, database=None, deadline=None, derandomize=False,
-              phases=(Phase.generate, Phase.target), suppress_health_check=list(HealthCheck),
-              print_blob=False)
-    @given(case_inputs(space.dtype, space.op, categories))
     def probe(inputs) -> None:
-        if (max_evals is not None and len(scored) >= max_evals) or time.monotonic() >= deadline:
+        if max_evals is not None and len(scored) >= max_evals:
             return
         rows = rows_of(inputs, space, f"hypothesis:{inputs.case}", max_rows=None)
         if max_evals is not None:
@@ -818,7 +817,13 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
         target(min(max(sc[0] for sc in scores), 1e300), label="error_ratio")
         target(min(max(sc[1] for sc in scores), 1e300), label="ulp")
 
-    probe()
+    for run, start in enumerate(range(0, examples, chunk)):
+        if time.monotonic() >= deadline or (max_evals is not None and len(scored) >= max_evals):
+            break
+        settings_ = settings(max_examples=min(chunk, examples - start), database=None, deadline=None,
+                             phases=(Phase.generate, Phase.target), suppress_health_check=list(HealthCheck),
+                             print_blob=False)
+        hseed(zlib.crc32(f"{seed}/{run}".encode()))(settings_(given(strategy)(probe)))()
     return scored
 
 
@@ -958,7 +963,8 @@ def _writable(d: Path) -> bool:
 def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
               cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
               budget: float = 60.0, seed: int = 0, out: str | None = None, save: bool = True,
-              evals: int | None = None, max_len: int = 16384, **_: Any) -> int:
+              evals: int | None = None, max_len: int = 16384, hypothesis_examples: int = HYPOTHESIS_EXAMPLES,
+              **_: Any) -> int:
     """The ``hunt`` verb: search each selected backend x op x dtype, save and report findings.
 
     Results go to ``OUT/results.jsonl`` and ``OUT/run.json`` (OUT defaults to
@@ -979,6 +985,8 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
         raise InputError("--budget must be a positive number of seconds")
     if max_len < 2:
         raise InputError("--max-len must be at least 2")
+    if hypothesis_examples < 0:
+        raise InputError("--hypothesis must be 0 or more")
     op_list = split_csv(ops) or (list(OPS[:3]) if quick else list(OPS))
     bad = [o for o in op_list if o not in OPS]
     if bad:
@@ -1033,7 +1041,8 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
                         continue
                     r = hunt(b, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
                              found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
-                             case_names=case_names, max_len=max_len, catalogue_cache=cache, plugins=plugins)
+                             case_names=case_names, max_len=max_len, catalogue_cache=cache, plugins=plugins,
+                             hypothesis_examples=hypothesis_examples)
                     if not save:
                         r.found_dir = None
                     for rec in records(r, label):

@@ -26,7 +26,7 @@ ERROR_VERDICTS = ("error", "crash", "timeout")
 SKIPPED_VERDICTS = ("unsupported", "deviation")
 
 
-def testcase_name(rec: dict) -> str:
+def junit_name(rec: dict) -> str:
     """'<op>[<case>-<dtype>]', the way pytest names a parametrized test."""
     return f"{rec.get('op')}[{rec.get('case')}-{rec.get('dtype')}]"
 
@@ -45,7 +45,7 @@ def build_junit(records: Iterable[dict], *, strict: bool = False) -> ET.Element:
             suite = suites[backend] = ET.SubElement(root, "testsuite", name=f"softmaxbench.{backend}")
             suite.attrib.update({k: "0" for k in totals})
         case = ET.SubElement(suite, "testcase", classname=f"softmaxbench.{backend}.{rec.get('op')}",
-                             name=testcase_name(rec))
+                             name=junit_name(rec))
         if rec.get("duration_s") is not None:
             case.set("time", f"{rec['duration_s']:.6f}")
         verdict = rec.get("verdict")

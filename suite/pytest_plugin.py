@@ -34,6 +34,9 @@ from functools import cache
 
 import pytest
 
+#: Set by the --softmaxbench-full option for the session being configured.
+_FULL_OPTION = False
+
 
 class SoftmaxCheck:
     """One check, callable on a backend: passes, fails, xfails (deviation) or skips (unsupported)."""
@@ -112,7 +115,7 @@ def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = N
     """
     backend = _instance(backend_or_factory)
     if quick is None:
-        quick = os.environ.get("SOFTMAXBENCH_FULL", "") not in ("1", "true", "yes")
+        quick = not _full_requested()
     params = [pytest.param(backend, check, id=f"{backend.name}-{check!r}")
               for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick)]
     return pytest.mark.parametrize("backend, check", params)
@@ -129,5 +132,14 @@ def pytest_addoption(parser) -> None:
 def pytest_configure(config) -> None:
     # Test modules are imported (and their decorators run) after configure, so the option can
     # still choose the cases parametrize_with_checks enumerates.
-    if config.getoption("softmaxbench_full", default=False):
-        os.environ["SOFTMAXBENCH_FULL"] = "1"
+    global _FULL_OPTION
+    _FULL_OPTION = bool(config.getoption("softmaxbench_full", default=False))
+
+
+def pytest_unconfigure(config) -> None:
+    global _FULL_OPTION
+    _FULL_OPTION = False
+
+
+def _full_requested() -> bool:
+    return _FULL_OPTION or os.environ.get("SOFTMAXBENCH_FULL", "") in ("1", "true", "yes")

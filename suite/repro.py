@@ -7,10 +7,10 @@ to the reference.
 
 >>> from types import SimpleNamespace
 >>> import numpy as np
->>> inputs = SimpleNamespace(case="demo", dtype="float32", axis=-1, x=np.zeros((1, 3), np.float32),
-...                          cotangent=None, target=None, ce_options={},
-...                          numpy_source=lambda: "x = np.zeros((1, 3), np.float32)",
-...                          args=lambda op: ((np.zeros((1, 3), np.float32),), {"axis": -1}))
+>>> x = np.zeros((1, 3), np.float32)
+>>> inputs = SimpleNamespace(case="demo", dtype="float32", axis=-1, x=x, cotangent=None, target=None,
+...                          ce_options={}, numpy_source=lambda: "x = np.zeros((1, 3), np.float32)",
+...                          args=lambda op: ((x,), {"axis": -1}))
 >>> print(snippet("numpy", "softmax", inputs).splitlines()[-3])
 out = backend.to_numpy(backend.softmax(backend.asarray(x), axis=-1))
 """
@@ -29,8 +29,7 @@ _ARRAY_NAMES = ("x", "cotangent", "target", "weight")
 def snippet(backend: str, op: str, inputs, plugins: Sequence[str] = ()) -> str:
     """Python source that reproduces ``backend.<op>`` on ``inputs`` and prints it beside the reference."""
     source = inputs.numpy_source().rstrip()
-    lines = ["import numpy as np", "import ml_dtypes  # noqa: F401  (bfloat16 inputs)" if
-             "ml_dtypes" in source and "import ml_dtypes" not in source else None, source]
+    lines = [source]
     args, kwargs = inputs.args(op)
     named = {name: getattr(inputs, name, None) for name in ("x", "cotangent", "target")}
     named["weight"] = (inputs.ce_options or {}).get("weight")
@@ -53,14 +52,18 @@ def snippet(backend: str, op: str, inputs, plugins: Sequence[str] = ()) -> str:
     native = [f"backend.asarray({p})" if _is_array(a) else p for p, a in zip(pos, args)]
     native_kw = [f"{k}=backend.asarray({s})" if _is_array(kwargs[k]) else f"{k}={s}" for k, s in kw]
     ref_kw = [f"{k}={s}" for k, s in kw]
-    lines = [ln for ln in lines if ln is not None]
+    body = "\n".join(lines)
+    imports = [imp for imp in ("import ml_dtypes", "import numpy as np")
+               if imp.split()[1] in body and imp not in source]
+    lines = imports + lines
     lines += [
         "from softmaxbench.backends.registry import get",
         "from softmaxbench.reference import ops as reference",
         f"backend = get({backend!r}{plugin_arg})",
         f"out = backend.to_numpy(backend.{op}({', '.join(native + native_kw)}))",
         f"exact = reference.{op}({', '.join(pos + ref_kw)})",
-        "print('backend:  ', out, '\\nreference:', exact, sep='\\n')",
+        "print('backend:  ', out)",
+        "print('reference:', exact)",
     ]
     return "\n".join(lines) + "\n"
 

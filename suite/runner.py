@@ -251,8 +251,9 @@ class CheckRun:
 
     def __init__(self, out_dir: Path, backends: list, tasks: list[Task], case_objs: list, *,
                  plugins: Sequence[str], timeout: float, jobs: int, done: set, writer: ResultsWriter,
-                 display: PlainDisplay, threads: int):
+                 display: PlainDisplay, threads: int, machine: str | None = None):
         self.out_dir = out_dir
+        self.machine = machine
         self.cases = {c.name: c for c in case_objs}
         self.plugins = tuple(plugins)
         self.timeout = timeout
@@ -270,6 +271,8 @@ class CheckRun:
 
     # records
     def _write(self, run: _BackendRun, rec: dict) -> None:
+        if self.machine:
+            rec.setdefault("machine", self.machine)  # so merged results from a CI matrix stay apart
         self.writer.write(rec)
         run.counts[rec["verdict"]] += 1
         self.display.advance(run.backend.name, rec)
@@ -556,7 +559,8 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     interrupted = False
     with ResultsWriter(out) as writer:
         runner = CheckRun(out, chosen, tasks, case_objs, plugins=sel.plugins, timeout=timeout, jobs=jobs,
-                          done=done, writer=writer, display=disp, threads=threads)
+                          done=done, writer=writer, display=disp, threads=threads,
+                          machine=run_meta.get("machine", {}).get("label"))
         try:
             runner.execute()
         except KeyboardInterrupt:

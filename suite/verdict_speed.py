@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -33,17 +34,27 @@ def time_check(quick: bool, backends=CPU_MATRIX, out_dir: str | None = None, job
     from softmaxbench.suite.runner import run_check
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="softmaxbench-verdict-"))
+    load = os.getloadavg()[0]
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     code = run_check(out, backends=list(backends), quick=quick, display="none", jobs=jobs,
                      command=f"verdict_speed {'--quick' if quick else 'full'}")
     wall = time.perf_counter() - t0
+    cpu = _cpu_seconds() - cpu0
     records = read_results(out)
     run = read_run(out)
     return {"mode": "quick" if quick else "full", "wall_s": round(wall, 2), "exit_code": code,
             "records": len(records), "executed": sum(r["verdict"] != "unsupported" for r in records),
             "verdicts": dict(Counter(r["verdict"] for r in records)),
             "references_computed": run.get("references_computed"), "out": str(out),
+            "cpu_s": round(cpu, 1), "load_before": round(load, 2),
             "budget_s": BUDGETS_S["quick" if quick else "full"], "cores": os.cpu_count()}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the workers), user + system."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
             met = "within" if r["wall_s"] <= r["budget_s"] else "OVER"
             print(f"{r['mode']:5}: {r['wall_s']:7.1f} s wall ({met} the {r['budget_s']:g} s budget) for "
                   f"{r['records']} records ({r['executed']} executed, {rate:.0f}/s), "
-                  f"{r['references_computed']} reference results, {r['cores']} cores, exit {r['exit_code']}")
+                  f"{r['references_computed']} reference results, exit {r['exit_code']}")
+            print(f"       {r['cpu_s']:.0f} CPU-s on {r['cores']} cores; load average before: "
+                  f"{r['load_before']} (other processes slow the wall time down)")
             print(f"       verdicts: {r['verdicts']}  results: {r['out']}")
     if args.json:
         print(json.dumps(results, indent=1))

@@ -152,6 +152,8 @@ class WorkerHandle:
 
     def send_tasks(self, batch: list[tuple]) -> None:
         """Queue a batch: tuples (task_id, case, dtype, op, exact, reference_error, task)."""
+        if not self.inflight:  # an idle worker's silence so far was the parent's doing, not a hang
+            self.last_heard = time.monotonic()
         self.inflight.extend(batch)
         self._outbox.put(("tasks", [t[:6] for t in batch]))
 

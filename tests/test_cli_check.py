@@ -94,3 +94,12 @@ def test_console_script_prints_plain_lines_when_not_a_tty(tmp_path):
             in proc.stdout)
     assert "broken-all-zeros: done in" in proc.stdout
     assert (tmp_path / "results.jsonl").read_text().count("\n") == 2
+
+
+def test_rich_progress_display(tmp_path, capsys):
+    from softmaxbench.suite.runner import run_check
+
+    code = run_check(tmp_path, backends=["broken-baseline"], ops=["softmax"], dtypes=["float32"],
+                     cases=["dist_normal_scale_1", "special_nan_one"], plugins=[PLUGIN], display="rich")
+    out = capsys.readouterr().out
+    assert code == 0 and "broken-baseline" in out and "2/2" in out

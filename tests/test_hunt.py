@@ -78,6 +78,22 @@ def test_timed_search_tries_a_prefix_of_the_counted_one():
     assert counted.best["error_ratio"].cand.x.tobytes() == timed.best["error_ratio"].cand.x.tobytes()
 
 
+def test_hypothesis_phase_is_deterministic_and_bounded():
+    pytest.importorskip("softmaxbench.reference.strategies")
+    from softmaxbench.suite.hunt import hypothesis_phase
+
+    space = SearchSpace("softmax_vjp", "bfloat16")
+    runs = []
+    for seed in (5, 5, 6):
+        rows = hypothesis_phase(_toy_objective(), space, seed=seed, examples=12)
+        assert rows and all(c.how[0].startswith("hypothesis:") for c, _ in rows)
+        assert all(c.cotangent is not None and c.x.dtype == space.dt for c, _ in rows)
+        runs.append([c.x.tobytes() for c, _ in rows])
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+    capped = hypothesis_phase(_toy_objective(), space, seed=5, examples=12, max_evals=7)
+    assert [c.x.tobytes() for c, _ in capped] == runs[0][:7]
+
+
 def test_guided_search_climbs_where_random_sampling_cannot():
     space = SearchSpace("softmax", "float32")
     guided = search(_toy_objective(), space, seed=0, max_evals=BUDGET)
@@ -122,12 +138,14 @@ def reference_ready():
     pytest.importorskip("softmaxbench.suite.api")
 
 
+@pytest.mark.parametrize("examples", [0, 16], ids=["guided", "hypothesis+guided"])
 @pytest.mark.parametrize("broken", hunt_broken.BROKEN, ids=lambda c: c.name)
-def test_hunt_finds_the_fault_random_sampling_misses(broken, reference_ready, tmp_path):
+def test_hunt_finds_the_fault_random_sampling_misses(broken, examples, reference_ready, tmp_path):
     from softmaxbench.reference.metrics import THRESHOLDS
 
     b = broken()
-    found = hunt(b, "softmax", "float32", max_evals=BUDGET, seed=0, found_dir=tmp_path, use_catalogue=False)
+    found = hunt(b, "softmax", "float32", max_evals=BUDGET, seed=0, found_dir=tmp_path, use_catalogue=False,
+                 hypothesis_examples=examples)
     assert found.verdict == "fail", found.findings[0].record["message"]
     assert found.worst_ratio > THRESHOLDS["float32"]
     rand = search(ReferenceObjective(b, "softmax", "float32"), SearchSpace("softmax", "float32"),
@@ -143,17 +161,18 @@ def test_hunt_finds_the_fault_random_sampling_misses(broken, reference_ready, tm
 
 def test_hunt_of_a_correct_backend_finds_nothing(reference_ready, tmp_path):
     found = hunt(hunt_broken.CorrectSoftmax(), "softmax", "float32", max_evals=BUDGET, found_dir=tmp_path,
-                 use_catalogue=False)
+                 use_catalogue=False, hypothesis_examples=8)
     assert found.verdict == "pass"
     assert 0 < found.worst_ratio <= 1.0
 
 
 def test_findings_are_shrunk_but_still_fail(reference_ready):
     b = hunt_broken.LongRowSoftmax()
-    found = hunt(b, "softmax", "float32", max_evals=BUDGET, save=False, use_catalogue=False)
+    found = hunt(b, "softmax", "float32", max_evals=BUDGET, save=False, use_catalogue=False,
+                 hypothesis_examples=0)
     assert all(b.LIMIT < f.cand.n < 8192 and f.verdict == "fail" for f in found.findings)
     found = hunt(hunt_broken.NearTieSoftmax(), "softmax", "float32", max_evals=BUDGET, save=False,
-                 use_catalogue=False)
+                 use_catalogue=False, hypothesis_examples=0)
     assert all(f.cand.n <= 4 and f.verdict == "fail" for f in found.findings)
     assert all(f.cand.how[-1] == "shrink" for f in found.findings)
 
@@ -171,7 +190,8 @@ def _check(backend, case):
                                 "cross_entropy_grad"])
 def test_every_op_can_be_hunted(op, reference_ready):
     registry = pytest.importorskip("softmaxbench.backends.registry")
-    r = hunt(registry.get("numpy"), op, "float32", max_evals=48, save=False, use_catalogue=False)
+    r = hunt(registry.get("numpy"), op, "float32", max_evals=48, save=False, use_catalogue=False,
+             hypothesis_examples=4)
     assert r.evals == 48 and r.findings
     assert r.verdict in ("pass", "deviation"), r.findings[0].record["message"]
     assert all(f.record["found_by"] == "hunt" and f.record["repro"] for f in r.findings)
@@ -260,7 +280,8 @@ def test_cli_hunt_saves_cases_records_and_prints_the_table(reference_ready, tmp_
     from softmaxbench.suite.records import read_results, validate_record
 
     args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow,fine-softmax",
-            "--ops", "softmax", "--dtypes", "float32", "--evals", "120", "--out", str(tmp_path)]
+            "--ops", "softmax", "--dtypes", "float32", "--evals", "120", "--hypothesis", "8",
+            "--out", str(tmp_path)]
     code, out, err = _cli(args, capsys)
     assert code == 1, err                                   # a failing input was found
     assert "Max known error" in out and "broken-overflow" in out and "fine-softmax" in out

@@ -68,8 +68,8 @@ EXPECTED = {
                                for d in DTYPES],
     "broken-oom-killed-on-empty": [("softmax", "shape_empty_rows", d, "crash", None, "SIGKILL")
                                    for d in DTYPES],
-    "broken-hangs-on-rank4": [("softmax", "shape_rank4_axis1", d, "timeout", None, "no answer within")
-                              for d in DTYPES],
+    "broken-hangs-on-rank4": [("softmax", "shape_rank4_axis1", "float32", "timeout", None,
+                               "no answer within")],
 }
 #: Backends that kill or hang their worker on some inputs only: everywhere else (including the
 #: cases after the crash, run by a fresh worker) they must agree with the baseline, record for record.
@@ -89,7 +89,7 @@ def broken_run(tmp_path_factory):
     proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "check", "--plugin", PLUGIN,
                            "--backends", ",".join(names), "--ops", ",".join(OPS),
                            "--dtypes", ",".join(DTYPES),
-                           "--cases", ",".join(CASES), "--timeout", "2", "--out", str(out),
+                           "--cases", ",".join(CASES), "--timeout", "10", "--out", str(out),
                            "--junit-xml", str(out / "junit.xml")],
                           capture_output=True, text=True, timeout=900)
     records = read_results(out)

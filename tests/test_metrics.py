@@ -369,6 +369,29 @@ def test_flushed_subnormal_outputs_are_forgiven_and_flagged():
     assert not compare("softmax", i, wrong, e).ok
 
 
+def test_zeros_from_flushed_intermediates_are_forgiven_but_other_values_are_not():
+    # p_1 = e**-1 * tiny is subnormal; the gradient p_1 * (v_1 - c) = 50 p_1 is a normal number.
+    # Flush-to-zero arithmetic (XLA on CPU) reads p_1 as 0 and returns 0 there.
+    tiny = float(np.finfo(np.float32).tiny)
+    x = np.array([[0.0, np.log(tiny) - 1]], np.float32)
+    i = inp(x, cotangent=np.array([[0.0, 50.0]], np.float32))
+    e = exact("softmax_vjp", i)
+    assert abs(e[0, 1]) > tiny
+    got = rounded(e, "float32")
+    got[0, 1] = 0
+    c = compare("softmax_vjp", i, got, e)
+    assert c.ok and c.flushed_subnormals
+    got[0, 1] = 2 * e[0, 1]
+    assert not compare("softmax_vjp", i, got, e).ok
+    # float16's normal range starts at 6.1e-5: softmax over 32000 equal logits is all subnormal.
+    # Zeros are a flush; 15% too large is an error, flush or not.
+    i = inp(np.zeros((1, 32000), np.float16))
+    e = exact("softmax", i)
+    c = compare("softmax", i, np.zeros((1, 32000), np.float16), e)
+    assert c.ok and c.flushed_subnormals
+    assert not compare("softmax", i, rounded(e * 1.15, "float16"), e).ok
+
+
 def test_compare_reports_dtype_shape_and_the_worst_element():
     i = inp(sample("float32", (4, 8)))
     e = exact("softmax", i)

@@ -9,6 +9,7 @@ screenshot is not blank. Skipped, with the reason, only when chromium is not ins
 from __future__ import annotations
 
 import base64
+import fcntl
 import io
 import json
 import os
@@ -38,8 +39,13 @@ class Chromium:
         self._res_r, res_w = os.pipe()      # chromium writes replies/events on fd 4
 
         def wire_fds():                     # runs in the child, before exec
-            os.dup2(cmd_r, 3)
-            os.dup2(res_w, 4)
+            # Move both ends above 9 first: a pipe end may already be fd 3 or 4, where dup2 would
+            # either clobber the other end or be a no-op that leaves close-on-exec set.
+            high_r, high_w = fcntl.fcntl(cmd_r, fcntl.F_DUPFD, 10), fcntl.fcntl(res_w, fcntl.F_DUPFD, 10)
+            os.dup2(high_r, 3)
+            os.dup2(high_w, 4)
+            os.set_inheritable(3, True)
+            os.set_inheritable(4, True)
 
         self.proc = subprocess.Popen(
             [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -37,7 +37,7 @@ def isolation_run(tmp_path_factory):
              "broken-hangs-on-rank4"]
     t0 = time.monotonic()
     code = run_check(out, backends=names, ops=["softmax"], dtypes=["float32"], cases=CASES,
-                     plugins=[PLUGIN], timeout=2.0, junit_xml=out / "junit.xml", display="plain",
+                     plugins=[PLUGIN], timeout=5.0, junit_xml=out / "junit.xml", display="plain",
                      seed=7, command="pytest isolation run")
     return out, code, read_results(out), time.monotonic() - t0
 
@@ -60,7 +60,7 @@ def test_crashes_and_hangs_cost_only_their_own_cases(isolation_run):
     expected_bad = {"broken-abort-on-nan": ({"special_nan_one"}, "crash", "SIGABRT"),
                     "broken-segfault-on-inf": ({"special_posinf_one"}, "crash", "SIGSEGV"),
                     "broken-oom-killed-on-empty": ({"shape_empty_rows"}, "crash", "SIGKILL"),
-                    "broken-hangs-on-rank4": ({"shape_rank4_axis1"}, "timeout", "no answer within 2 s")}
+                    "broken-hangs-on-rank4": ({"shape_rank4_axis1"}, "timeout", "no answer within 5 s")}
     for backend, (bad_cases, verdict, words) in expected_bad.items():
         got = by_case(records, backend)
         for case, rec in got.items():

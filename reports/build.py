@@ -189,17 +189,24 @@ def write_report(dirs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
     return summary
 
 
-def report_main(results: Iterable[str], out: str, compare_json: str | None = None) -> int:
-    """The ``report`` verb: write the report, print where it is; exit 0, or 2 on bad input."""
+def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | str | None = (),
+                gate: bool = False, strict: bool = False) -> int:
+    """The ``report`` verb: write the report, print where it is.
+
+    Exit 0, or 2 on bad input; with ``gate``, 1 when the merged check records do not conform
+    (the same judgement as ``check``'s exit code: ``suite.records.gate``).
+    """
     import click
 
     from softmaxbench.suite.cli import EXIT_OK, InputError
+    from softmaxbench.suite.records import gate as conformance_gate
 
     def warn(msg: str) -> None:
         click.echo(f"softmaxbench: warning: {msg}", err=True)
 
+    paths = [compare_json] if isinstance(compare_json, str) else list(compare_json or ())
     try:
-        compare = load_compare(compare_json) if compare_json else None
+        compare = merge_compares([load_compare(p) for p in paths]) if paths else None
         summary = write_report(list(results), out, compare=compare, warn=warn)
     except RecordError as exc:
         raise InputError(str(exc)) from None
@@ -211,4 +218,27 @@ def report_main(results: Iterable[str], out: str, compare_json: str | None = Non
         bad = [f"{r['backend']}" for r in summary["backends"] if r["conforms"] is False]
         click.echo(f"not conforming: {', '.join(bad)}")
     sys.stdout.flush()
+    if gate:
+        checks = load_results(list(results)).checks  # deduplicated: a resumed check's last word
+        rc, lines = conformance_gate([{**r, "kind": "check"} for r in checks.to_dict("records")],
+                                     strict=strict)
+        for line in lines[:50]:
+            click.echo(f"gate: {line}", err=True)
+        if len(lines) > 50:
+            click.echo(f"gate: ... and {len(lines) - 50} more (see the report's failures table)", err=True)
+        click.echo(f"conformance gate: {'FAILED' if rc else 'passed'} ({len(lines)} offending checks)")
+        return rc
     return EXIT_OK
+
+
+def merge_compares(parts: list[dict | list]) -> dict | list:
+    """Several ``compare.json`` outputs (one per machine or backend group) as one table's data."""
+    if len(parts) == 1:
+        return parts[0]
+    rows: list[dict] = []
+    for part in parts:
+        part_rows = part.get("rows") if isinstance(part, dict) else part
+        if not isinstance(part_rows, list):
+            raise RecordError("--compare: not a softmaxbench compare output (expected a list of rows)")
+        rows.extend(part_rows)
+    return {"rows": rows}

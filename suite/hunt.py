@@ -11,8 +11,8 @@ the catalogue, then random rows), then generations of children of the worst inpu
 each made by one to three mutations chosen from a menu that knows where softmax kernels break:
 ULP nudges of the maximum, near-ties with the maximum, rows shifted or spread so that ``exp``
 lands near the dtype's overflow and underflow thresholds, row lengths at powers of two and
-beyond, resampled elements, cotangents that cancel (vjp) and targets at the extremes
-(cross-entropy). Mutations that produced new worst cases are chosen more often.
+beyond, reordered and resampled elements, cotangents that cancel (vjp) and targets at the
+extremes (cross-entropy). Mutations that produced new worst cases are chosen more often.
 
 Every new worst input is shrunk (shorter rows that keep the error), measured once more on its
 own with ``reference.metrics.compare`` (the numbers ``check`` will report), saved as a named
@@ -196,7 +196,7 @@ class SearchSpace:
         self.needs_target = op in CE_OPS
         self.mutations: tuple[str, ...] = (
             "nudge_max", "near_tie", "nudge_some", "overflow", "underflow", "spread_to_threshold",
-            "spread", "shift", "length", "resample")
+            "spread", "shift", "length", "resample", "permute")
         if self.needs_cotangent:
             self.mutations += ("cotangent",)
         if self.needs_target:
@@ -341,6 +341,15 @@ class SearchSpace:
             target = int(hits[0]) if hits.size else 0
         return replace(c, x=c.x[idx].copy(), target=target,
                        cotangent=None if c.cotangent is None else c.cotangent[idx].copy())
+
+    def _m_permute(self, rng, c: Candidate) -> Candidate:
+        """Reorder the row: blocked kernels and tail loops treat positions differently."""
+        order = np.argsort(c.x.astype(np.float64), kind="stable")
+        i = int(np.argmax(c.x))
+        rest = np.delete(np.arange(c.n), i)
+        idx = [order, order[::-1], np.arange(c.n)[::-1], np.roll(np.arange(c.n), int(rng.integers(1, c.n))),
+               np.append(rest, i), np.insert(rest, 0, i), rng.permutation(c.n)][int(rng.integers(7))]
+        return self._take(c, np.asarray(idx))
 
     def _m_resample(self, rng, c: Candidate) -> Candidate:
         if c.n < 2:

@@ -104,7 +104,7 @@ def test_guided_search_climbs_where_random_sampling_cannot():
 
 
 @pytest.mark.parametrize("name", ["nudge_max", "near_tie", "nudge_some", "overflow", "underflow",
-                                  "spread_to_threshold", "spread", "shift", "length", "resample",
+                                  "spread_to_threshold", "spread", "shift", "length", "resample", "permute",
                                   "cotangent", "target"])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 def test_mutations_keep_rows_finite_and_consistent(name, dtype):

@@ -54,7 +54,7 @@ SMALL_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
 )
 #: One measurement of a run: short, so that the two runs alternate quickly.
-REPRO_SETTINGS = bench.Settings(min_rounds=5, max_time=0.3, warmup_time=0.05, min_warmup=2)
+REPRO_SETTINGS = bench.Settings(min_rounds=4, max_time=0.2, warmup_time=0.02, min_warmup=1)
 SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
 
 
@@ -107,7 +107,7 @@ def _alternating(chunks: int) -> list[str]:
 
 def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
                     out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    chunks: int = 6, echo=print) -> list[dict]:
+                    chunks: int = 10, echo=print) -> list[dict]:
     """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
 
     Each run is ``chunks`` complete harness measurements of the workload (each its own
@@ -196,7 +196,7 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, chunks: int = 6, echo=print) -> dict:
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, chunks: int = 10, echo=print) -> dict:
     """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
     session's results (none are written without it)."""
     bench.configure_threads(threads)
@@ -229,8 +229,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
     parser.add_argument("--out", default=None, help="keep the bench runs' results here")
-    parser.add_argument("--chunks", type=int, default=6,
-                        help="alternating measurements per run (default: 6)")
+    parser.add_argument("--chunks", type=int, default=10,
+                        help="alternating measurements per run (default: 10)")
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.threads < 1:

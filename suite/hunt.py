@@ -315,11 +315,14 @@ class SearchSpace:
         if n_new > c.n:
             idx = np.concatenate([np.arange(c.n), rng.choice(c.n, n_new - c.n)])
             new = self._take(c, idx)
-            # Half the time, the added elements are fresh values instead of copies (copies of the
-            # max are ties; fresh values are a longer row of the same distribution).
-            if rng.random() < 0.5:
+            # The added elements are copies (ties when they copy the max), fresh values of the
+            # row's distribution, or values just below the max: a flat long row, where the sum's
+            # rounding error grows and every element carries weight.
+            fill = int(rng.integers(3))
+            if fill:
                 x = new.x.astype(np.float64)
-                x[c.n:] = rng.normal(x[:c.n].mean(), x[:c.n].std() + 1e-3, n_new - c.n)
+                x[c.n:] = (rng.normal(x[:c.n].mean(), x[:c.n].std() + 1e-3, n_new - c.n) if fill == 1
+                           else x[:c.n].max() - rng.exponential(1.0, n_new - c.n))
                 new = self._with_x(new, x)
             return new
         keep = self._keep(rng, c, n_new)

@@ -138,8 +138,9 @@ def _matches(entry: dict, o: Outcome) -> bool:
             and (not entry["dtypes"] or o.dtype in entry["dtypes"]))
 
 
-def assert_agrees(backend_name: str, outcomes: list[Outcome]) -> None:
-    """Every disagreement is a known failure, and every known failure in scope still happens."""
+def assert_agrees(backend_name: str, outcomes: list[Outcome], *, sampled: bool = False) -> None:
+    """Every disagreement is a known failure, and (unless the (op, dtype) pairs were ``sampled``, so
+    that an entry's failing pairs may not have been drawn) every known failure in scope still happens."""
     assert outcomes, "nothing was checked"
     known = [e for e in conventions.known_failures() if backend_name in e["backends"]]
     bad = [o for o in outcomes if o.verdict in ("fail", "error")]
@@ -149,7 +150,7 @@ def assert_agrees(backend_name: str, outcomes: list[Outcome]) -> None:
     stale = [e for e in in_scope if not any(_matches(e, o) for o in bad)]
     assert not unexplained, f"{len(unexplained)} disagreements with the reference:\n" + \
         "\n".join(map(str, unexplained[:40]))
-    assert not stale, "known failures that no longer happen (update conventions.toml):\n" + \
+    assert sampled or not stale, "known failures that no longer happen (update conventions.toml):\n" + \
         "\n".join(e["reason"] for e in stale)
 
 
@@ -182,7 +183,7 @@ def test_jax_cpu_agrees_with_reference_on_quick_cases():
     outcomes = run_catalogue(registry.get("jax-cpu"), cases, pick=_one_check_per_case)
     assert {o.dtype for o in outcomes} == {"float16", "bfloat16", "float32", "float64"}
     assert {o.op for o in outcomes} == set(OPS)
-    assert_agrees("jax-cpu", outcomes)
+    assert_agrees("jax-cpu", outcomes, sampled=True)
 
 
 @pytest.mark.slow
@@ -296,19 +297,24 @@ def test_textbook_cross_entropy_has_pytorch_semantics(opt):
 
 
 def test_jax_float64_results_are_float64_accurate():
-    """x64 is on: float64 in gives float64 out with float64 accuracy (float32 would be ~1e-7 off)."""
+    """x64 is on: float64 in gives float64 out, within the reference's float64 error bound, which
+    the same values computed in float32 (what JAX gives without x64) miss by far."""
+    from softmaxbench.reference.cases import DEFAULT_CE_OPTIONS, CaseInput
+
     b = registry.get("jax-cpu")
-    x = np.random.default_rng(1).normal(size=(8, 1000)) * 10
-    t = np.arange(8) % 1000
-    for op, args, kw in (("softmax", (x,), {"axis": -1}), ("log_softmax", (x,), {"axis": -1}),
-                         ("logsumexp", (x,), {"axis": -1}),
-                         ("cross_entropy", (x, t), {"reduction": "none"}),
-                         ("cross_entropy_grad", (x, t), {})):
-        out = np.asarray(b.to_numpy(getattr(b, op)(*map(b.asarray, args), **kw)))
-        exact = np.asarray(getattr(ref_ops, op)(*args, **kw), dtype=np.longdouble)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(8, 1000)) * 10
+    inputs = CaseInput("x64", "float64", -1, x, rng.normal(size=x.shape), np.arange(8) * 100,
+                       {**DEFAULT_CE_OPTIONS, "reduction": "none"})
+    for op in OPS:
+        args, kwargs = inputs.args(op)
+        out = np.asarray(b.to_numpy(getattr(b, op)(*map(b.asarray, args), **kwargs)))
+        exact = ref_ops.evaluate(op, inputs)
         assert out.dtype == np.float64, op
-        err = np.max(np.abs(out - exact) / np.maximum(np.abs(exact), 1e-300))
-        assert err < 1e-13, (op, float(err))
+        cmp = metrics.compare(op, inputs, out, exact)
+        assert cmp.ok, (op, cmp.message)
+        as_float32 = out.astype(np.float32).astype(np.float64)
+        assert not metrics.compare(op, inputs, as_float32, exact).ok, op
 
 
 def test_jax_compile_times_are_recorded_once_per_shape():

@@ -41,7 +41,8 @@ KINDS = {"warp": 0, "block": 1}
 WARP_ROW_MAX = 1024      # rows up to this many elements: one warp per row
 ROWS_PER_BLOCK = 8       # ... and this many rows per block
 BLOCK_THREADS = 256      # longer rows: one block of this many threads per row
-CACHE_LIMIT = 48 * 1024  # shared memory a block may use without opting in to more
+CACHE_LIMIT = 47 * 1024  # a block may use 48 KiB of shared memory without opting in to more;
+                         # 1 KiB stays for the reduction's static buffer
 CACHED_OPS = ("softmax", "log_softmax", "softmax_vjp", "log_softmax_vjp")
 SOURCE = "cupy_fused.cu"
 
@@ -137,6 +138,17 @@ class CuPyFused(CuPyDevice):
     name = "cupy-fused"
     dtypes = ("float16", "bfloat16", "float32", "float64")
     conventions = declared("cupy-fused")
+
+    def unavailable(self) -> str | None:
+        problem = super().unavailable()
+        if problem:
+            return problem
+        try:  # the kernels are compiled at run time: CuPy needs NVRTC, which its wheel does not carry
+            _cupy().cuda.nvrtc.getVersion()
+        except Exception as exc:
+            return (f"CuPy cannot load NVRTC to compile the kernels ({type(exc).__name__}); "
+                    "pip install nvidia-cuda-nvrtc-cu12")
+        return None
 
     def __init__(self) -> None:
         self.compile_times: dict[tuple[str, tuple[int, ...], str], float] = {}

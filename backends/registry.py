@@ -21,7 +21,7 @@ plugin list; :func:`clear_cache` forgets them.
 >>> get("nmupy")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-LookupError: unknown backend 'nmupy' (did you mean numpy?); known: numpy, scipy, ...
+LookupError: unknown backend 'nmupy' (did you mean numpy...); known: numpy, scipy, ...
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _instances(provider: Any) -> list[Any]:
     elif isinstance(provider, type(sys)):
         raise TypeError(f"module {provider.__name__} has no backends() function")
     produced = provider() if callable(provider) else provider
-    if isinstance(produced, Backend) or not isinstance(produced, Iterable):
+    if isinstance(produced, Backend | str | bytes) or not isinstance(produced, Iterable):
         produced = [produced]
     return list(produced)
 

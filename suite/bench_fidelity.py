@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -54,7 +55,7 @@ SMALL_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
 )
 #: One measurement of a run: short, so that the two runs alternate quickly.
-REPRO_SETTINGS = bench.Settings(min_rounds=4, max_time=0.2, warmup_time=0.02, min_warmup=1)
+REPRO_SETTINGS = bench.Settings(min_rounds=6, max_time=0.25, warmup_time=0.0, min_warmup=1)
 SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
 
 
@@ -96,49 +97,64 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-def _alternating(chunks: int) -> list[str]:
-    """A B, B A, A B, ...: neither run is always first.
+def relative_se_of_median(samples: Sequence[float]) -> float:
+    """Standard error of the median over the median, from the IQR (robust to preempted calls).
 
-    >>> _alternating(3)
-    ['A', 'B', 'B', 'A', 'A', 'B']
+    SE(median) ~ 1.2533 sigma / sqrt(n), with sigma ~ IQR / 1.349 for a normal core.
+
+    >>> round(relative_se_of_median([0.9, 1.0, 1.1] * 12), 4)
+    0.031
     """
-    return [r for c in range(chunks) for r in (("A", "B") if c % 2 == 0 else ("B", "A"))]
+    n = len(samples)
+    if n < 4:
+        return math.inf
+    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    return 1.2533 * (q3 - q1) / 1.349 / math.sqrt(n) / med if med > 0 else math.inf
 
 
 def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
                     out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    chunks: int = 10, echo=print) -> list[dict]:
+                    budget_s: float = 30.0, precision: float = 0.015, echo=print) -> list[dict]:
     """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
 
-    Each run is ``chunks`` complete harness measurements of the workload (each its own
-    pytest-benchmark test with its own input pool, first call, warm-up and timed rounds), and
-    the two runs' measurements alternate A B, B A, A B, ... in one bench session: load that
-    comes and goes during the check lands on both runs alike instead of on whichever ran
+    Each run is made of complete harness measurements of the workload (each its own
+    pytest-benchmark test with its own input pool, first call, warm-up and timed rounds); the
+    two runs' measurements alternate back to back, A B B A in one bench session, then B A A B,
+    and so on: load that comes and goes lands on both runs alike instead of on whichever ran
     second. A run's median is over all its samples, as pyperf pools its worker processes.
+
+    Enough rounds: sessions are added until the standard error of the two medians' difference
+    is under ``precision`` (1.5%: a 5% difference is then over three standard errors from none)
+    or ``budget_s`` is spent. The stopping rule looks at the uncertainty, never at the
+    difference itself.
     """
     rows = []
     for w in workloads:
         for b in backends:
             if w.dtype not in b.dtypes or w.op not in b.supported_ops():
                 continue
-            order = _alternating(chunks)
-            parts = [replace(w, label=f"{w.label}@{run}{i}") for i, run in enumerate(order)]
-            target = out_dir / f"{b.name}-{w.id}" if out_dir else None
-            _, recs = bench.run_bench(target, [b], parts, settings=settings, threads=threads, echo=None,
-                                      pytest_json=False, copies=False, keep_pool=True)
             samples: dict[str, list[float]] = {"A": [], "B": []}
-            for r in recs:
-                if r.get("samples_s"):
-                    samples[r["workload"].rsplit("@", 1)[1][0]] += r["samples_s"]
+            started, batch, se = time.perf_counter(), 0, math.inf
+            while batch < 2 or (se > precision and time.perf_counter() - started < budget_s):
+                order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
+                parts = [replace(w, label=f"{w.label}@{run}{batch}.{k}") for k, run in enumerate(order)]
+                target = out_dir / f"{b.name}-{w.id}-{batch}" if out_dir else None
+                _, recs = bench.run_bench(target, [b], parts, settings=settings, threads=threads, echo=None,
+                                          pytest_json=False, copies=False, keep_pool=True)
+                for r in recs:
+                    if r.get("samples_s"):
+                        samples[r["workload"].rsplit("@", 1)[1][0]] += r["samples_s"]
+                batch += 1
+                se = math.hypot(relative_se_of_median(samples["A"]), relative_se_of_median(samples["B"]))
             a, b_ = (w.bytes_moved / statistics.median(s) / 1e9 if s else None
                      for s in (samples["A"], samples["B"]))
             diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
             rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
-                         "gbps_b": b_, "difference": diff, "samples": len(samples["A"]),
-                         "ok": diff is not None and diff <= REPRO_LIMIT})
+                         "gbps_b": b_, "difference": diff, "standard_error": se,
+                         "samples": len(samples["A"]), "ok": diff is not None and diff <= REPRO_LIMIT})
             if echo:
                 echo(f"  {b.name:<14} {w.op:<16} {w.label:<19} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
-                     f" ({len(samples['A'])} samples each): difference {_pct(diff)}")
+                     f" ({len(samples['A'])} samples each, s.e. {_pct(se)}): difference {_pct(diff)}")
         clear_host_pool()
     return rows
 
@@ -196,14 +212,15 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, chunks: int = 10, echo=print) -> dict:
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 30.0,
+             echo=print) -> dict:
     """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
     session's results (none are written without it)."""
     bench.configure_threads(threads)
     if echo:
-        echo(f"Reproducibility: two bench runs per backend and workload, {chunks} alternating measurements "
-             f"each (>= 16 MiB, threads={threads}); limit {REPRO_LIMIT:.0%}")
-    repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, chunks=chunks,
+        echo(f"Reproducibility: two interleaved bench runs per backend and workload (>= 16 MiB, "
+             f"threads={threads}, up to {budget_s:g} s each); limit {REPRO_LIMIT:.0%}")
+    repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, budget_s=budget_s,
                             echo=echo)
     if echo:
         echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
@@ -229,8 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
     parser.add_argument("--out", default=None, help="keep the bench runs' results here")
-    parser.add_argument("--chunks", type=int, default=10,
-                        help="alternating measurements per run (default: 10)")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds at most per backend and workload pair of runs (default: 30)")
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.threads < 1:
@@ -248,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"CPU backends: {', '.join(b.name for b in backends)}")
     result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None,
-                      chunks=max(1, args.chunks))
+                      budget_s=args.budget)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0 if result["ok"] else 1

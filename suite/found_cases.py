@@ -30,6 +30,7 @@ import os
 import re
 import zlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,8 @@ MAX_CASES_PER_FILE = 8
 #: Arrays up to this many elements are stored as readable numbers; longer ones as zlib+base64.
 READABLE_MAX = 512
 CATEGORY = "found"
+#: Every found case's name starts with this (catalogue names never do).
+PREFIX = "found-"
 DEFAULT_CE_OPTIONS = {"reduction": "mean", "label_smoothing": 0.0, "ignore_index": None, "weight": None}
 
 
@@ -121,7 +124,7 @@ def content_hash(op: str, dtype: str, x, cotangent=None, target=None, ce_options
 
 def case_name(backend: str, op: str, dtype: str, x, cotangent=None, target=None, ce_options=None) -> str:
     """The regression case's name: ``found-<backend>-<op>-<dtype>-<content hash>``."""
-    return f"found-{backend}-{op}-{dtype}-{content_hash(op, dtype, x, cotangent, target, ce_options)}"
+    return f"{PREFIX}{backend}-{op}-{dtype}-{content_hash(op, dtype, x, cotangent, target, ce_options)}"
 
 
 def make_entry(op: str, dtype: str, x: np.ndarray, cotangent: np.ndarray | None = None,
@@ -274,12 +277,51 @@ def load_found_cases(dirs: list[str | os.PathLike] | None = None) -> list[FoundC
     return cases
 
 
+def _signature(dirs: list[str | os.PathLike] | None) -> tuple:
+    """The directories' files and modification times: the cache key of :func:`_index`."""
+    ds = default_dirs() if dirs is None else [Path(x) for x in dirs]
+    return tuple((str(d), tuple((p.name, p.stat().st_mtime_ns) for p in sorted(Path(d).glob("*.json"))))
+                 for d in ds if Path(d).is_dir())
+
+
+@lru_cache(maxsize=8)
+def _index(signature: tuple) -> dict[str, FoundCase]:
+    return {c.name: c for c in load_found_cases([d for d, _ in signature])}
+
+
 def found_case(name: str, dirs: list[str | os.PathLike] | None = None) -> FoundCase:
-    """The saved case called ``name`` (KeyError with a one-line message when absent)."""
-    for c in load_found_cases(dirs):
-        if c.name == name:
-            return c
-    raise KeyError(f"no found case named {name!r}")
+    """The saved case called ``name`` (KeyError with a one-line message when absent).
+
+    Cached until a file in ``dirs`` changes, so a check worker may look cases up per task.
+    """
+    case = _index(_signature(dirs)).get(name)
+    if case is None:
+        raise KeyError(f"no found case named {name!r}")
+    return case
+
+
+def get_case(name: str, dirs: list[str | os.PathLike] | None = None):
+    """A case by name: a found case (``found-...``) or a catalogue case (``reference.cases.get``).
+
+    What ``check`` looks names up with, so that saved regression cases run like the catalogue.
+
+    >>> get_case("found-no-such-case", dirs=[])
+    Traceback (most recent call last):
+    ...
+    KeyError: "no found case named 'found-no-such-case'"
+    """
+    if name.startswith(PREFIX):
+        return found_case(name, dirs)
+    from softmaxbench.reference.cases import get
+
+    return get(name)
+
+
+def all_cases(quick: bool = False, dirs: list[str | os.PathLike] | None = None) -> list:
+    """The catalogue followed by the found cases (the ``--quick`` subset of both when ``quick``)."""
+    from softmaxbench.reference.cases import catalogue
+
+    return [c for c in [*catalogue(), *_index(_signature(dirs)).values()] if c.quick or not quick]
 
 
 def cases_for(dirs: list[str | os.PathLike], backend: str, op: str, dtype: str) -> list[FoundCase]:

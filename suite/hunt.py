@@ -6,13 +6,22 @@ For each selected backend x op x dtype the hunt looks for the input row that max
 - the **ULP error over normal-range outputs** (``reference.metrics.ulp_error`` where the exact
   value is finite and at least the dtype's smallest normal number),
 
-with a guided local search: a short exploration phase (the saved cases of earlier hunts, rows of
-the catalogue, then random rows), then generations of children of the worst inputs found so far,
-each made by one to three mutations chosen from a menu that knows where softmax kernels break:
-ULP nudges of the maximum, near-ties with the maximum, rows shifted or spread so that ``exp``
-lands near the dtype's overflow and underflow thresholds, row lengths at powers of two and
-beyond, reordered and resampled elements, cotangents that cancel (vjp) and targets at the
-extremes (cross-entropy). Mutations that produced new worst cases are chosen more often.
+in three phases that share one budget:
+
+1. the saved cases of earlier hunts for this backend/op/dtype and a sample of catalogue rows;
+2. hypothesis: inputs drawn from ``reference.strategies`` ("extreme", "distribution"), with
+   ``hypothesis.target()`` fed both errors (``--hypothesis N`` examples; 0 skips the phase);
+3. a guided local search: random rows, then generations of children of the worst inputs found
+   so far, each made by one to three mutations from a menu that knows where kernels break:
+   ULP nudges of the maximum, near-ties with the maximum, rows shifted or spread so that ``exp``
+   lands near the dtype's overflow and underflow thresholds, row lengths at powers of two and
+   beyond, reordered and resampled elements, cotangents that cancel (vjp) and targets at the
+   extremes (cross-entropy). Mutations that produced new worst cases are chosen more often.
+
+Backends that compile per array shape (jax, torch.compile) pay a compile for every new row
+length; every call is padded to the same number of rows and random rows take their lengths
+from a fixed grid so that shapes recur, but such backends still need a larger ``--budget``
+(the hunt prints a note when a search got fewer rows than its exploration phase).
 
 Every new worst input is shrunk (shorter rows that keep the error), measured once more on its
 own with ``reference.metrics.compare`` (the numbers ``check`` will report), saved as a named
@@ -22,15 +31,18 @@ with ``found_by = "hunt"`` and a copy-paste ``repro`` to ``OUT/results.jsonl``.
 Budget and determinism
 ----------------------
 The sequence of inputs a hunt tries is a pure function of ``--seed``, the backend/op/dtype,
-the starting cases on disk, and the errors measured so far (a seeded NumPy ``Generator``, one
-stream per backend/op/dtype, so selecting more combinations never changes another's search).
+the starting cases on disk, and the errors measured so far (a seeded NumPy ``Generator`` and
+hypothesis runs under ``@seed`` without an example database, one stream per backend/op/dtype,
+so selecting more combinations never changes another's search).
 
 - ``--evals N`` bounds each search by N evaluated rows: the whole hunt is deterministic (given a
   deterministic backend); ``--budget`` is then ignored.
-- ``--budget SECONDS`` (the default mode) stops each search when its time is up. Machines and
+- ``--budget SECONDS`` (the default mode) stops each search when its time is up (the
+  hypothesis phase after at most a quarter of it, between runs of 8 examples). Machines and
   loads differ in how far they get, but the inputs tried are always a prefix of the same
-  sequence; each record stores the number of rows evaluated (``hunt_evals``), so
-  ``--evals <that number> --seed <same>`` replays a timed hunt exactly.
+  sequence; each record stores the rows evaluated (``hunt_evals``) and the hypothesis examples
+  drawn (``hunt_hypothesis``), so ``--evals <hunt_evals> --hypothesis <hunt_hypothesis>
+  --seed <same>`` replays a timed hunt of that backend/op/dtype exactly.
 
 Shrinking the findings takes at most 64 further rows each, and in the timed mode at most 15% of
 the budget each, or 2 s when that is more (so a timed hunt of one combination takes about
@@ -84,6 +96,8 @@ SHRINK_EVALS = 64
 HYPOTHESIS_EXAMPLES = 32
 #: Examples per hypothesis run (a timed hunt stops between runs).
 HYPOTHESIS_CHUNK = 8
+#: In the timed mode the hypothesis phase may take this share of --budget (its draws are slow).
+HYPOTHESIS_SHARE = 0.25
 #: The strategy categories with finite inputs worth maximising errors over.
 HYPOTHESIS_CATEGORIES = ("extreme", "distribution")
 #: Catalogue rows used as starting points per backend x op x dtype.
@@ -228,7 +242,8 @@ class SearchSpace:
 
     def mutate(self, rng: np.random.Generator, parent: Candidate, name: str) -> Candidate:
         """``parent`` changed by mutation ``name`` (one of ``self.mutations``)."""
-        child = getattr(self, f"_m_{name}")(rng, parent)
+        with np.errstate(all="ignore"):  # means/spreads of rows near ±max overflow; cast() clips them
+            child = getattr(self, f"_m_{name}")(rng, parent)
         return replace(child, how=_steps(parent.how, name))
 
     # -- the mutation menu. Each returns a new Candidate (how is set by mutate) ---------------
@@ -692,6 +707,7 @@ class HuntResult:
     findings: list[Finding]
     seed: int = 0
     found_dir: str | None = None
+    hypothesis_examples: int = 0     # examples the hypothesis phase drew (--hypothesis replays it)
 
     @property
     def worst_ratio(self) -> float | None:
@@ -799,13 +815,14 @@ def catalogue_starts(space: SearchSpace, rng: np.random.Generator, case_names: S
 def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, examples: int,
                      max_evals: int | None = None, deadline: float = math.inf,
                      categories: tuple[str, ...] = HYPOTHESIS_CATEGORIES,
-                     chunk: int = HYPOTHESIS_CHUNK) -> list[tuple[Candidate, Score]]:
+                     chunk: int = HYPOTHESIS_CHUNK) -> tuple[list[tuple[Candidate, Score]], int]:
     """Score ``examples`` inputs drawn by hypothesis from ``reference.strategies``, guided by
-    ``hypothesis.target()`` on the error ratio and the ULP error; returns every scored row.
+    ``hypothesis.target()`` on the error ratio and the ULP error.
 
-    Deterministic: runs of ``chunk`` examples, each with ``@seed((seed, run))``, no example
-    database, no deadline. It stops before a run once ``deadline`` has passed, and skips rows
-    beyond ``max_evals``, so a timed phase scores a prefix of what a counted one scores.
+    Returns every scored row and the number of examples drawn. Deterministic: runs of ``chunk``
+    examples, each under ``@seed``, no example database, no deadline. It stops before a run once
+    ``deadline`` has passed and skips rows beyond ``max_evals``, so a timed phase that drew K
+    examples scores exactly what ``examples=K`` scores.
     """
     from hypothesis import HealthCheck, Phase, given, settings, target
     from hypothesis import seed as hseed
@@ -829,14 +846,16 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
         target(min(max(sc[0] for sc in scores), 1e300), label="error_ratio")
         target(min(max(sc[1] for sc in scores), 1e300), label="ulp")
 
+    drawn = 0
     for run, start in enumerate(range(0, examples, chunk)):
         if time.monotonic() >= deadline or (max_evals is not None and len(scored) >= max_evals):
             break
+        drawn += min(chunk, examples - start)
         settings_ = settings(max_examples=min(chunk, examples - start), database=None, deadline=None,
                              phases=(Phase.generate, Phase.target), suppress_health_check=list(HealthCheck),
                              print_blob=False)
         hseed(zlib.crc32(f"{seed}/{run}".encode()))(settings_(given(strategy)(probe)))()
-    return scored
+    return scored, drawn
 
 
 def found_starts(dirs: Sequence[Path], backend: str, op: str, dtype: str) -> list[Candidate]:
@@ -890,10 +909,14 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
         chunk = starts[i:i + POPULATION]
         prior += zip(chunk, evaluate(objective, chunk))
     # Phase 2: hypothesis, drawing from the strategies of reference.strategies.
+    drawn = 0
     if hypothesis_examples > 0:
         hseed = int(np.random.SeedSequence(key).generate_state(1)[0])
-        prior += hypothesis_phase(objective, space, seed=hseed, examples=hypothesis_examples,
-                                  deadline=deadline, max_evals=None if timed else max_evals - len(prior))
+        rows, drawn = hypothesis_phase(
+            objective, space, seed=hseed, examples=hypothesis_examples,
+            deadline=min(deadline, t0 + HYPOTHESIS_SHARE * budget_s) if timed else math.inf,
+            max_evals=None if timed else max_evals - len(prior))
+        prior += rows
     # Phase 3: random rows, then the guided local search from the worst rows so far.
     left = max(0.0, deadline - time.monotonic()) if timed else None
     res = search(objective, space, seed=key, max_evals=max_evals, budget_s=left, prior=prior)
@@ -924,7 +947,7 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
             _, saved = found_cases.save_found_case(found_dir, backend.name, op, dtype, entry)
         findings.append(Finding(obj, c, rec, ev.score(obj), name, saved))
     return HuntResult(backend.name, getattr(backend, "device", "cpu"), op, dtype, res.evals, res.elapsed_s,
-                      res.stopped_by, findings, seed, None if found_dir is None else str(found_dir))
+                      res.stopped_by, findings, seed, None if found_dir is None else str(found_dir), drawn)
 
 
 # -- records, repro, table --------------------------------------------------------------------
@@ -932,14 +955,16 @@ def records(result: HuntResult, machine: str | None = None) -> list[dict]:
     """The ``check`` records of a hunt's findings (``found_by`` "hunt"), for ``OUT/results.jsonl``.
 
     Beyond the check record's fields: ``hunt_objective`` (what the search maximised),
-    ``hunt_evals`` (rows it evaluated: ``--evals`` replays it) and ``seed``.
+    ``hunt_evals`` and ``hunt_hypothesis`` (rows evaluated, hypothesis examples drawn:
+    ``--evals``/``--hypothesis`` replay the search) and ``seed``.
     """
     out = []
     for f in result.findings:
         rec = dict(f.record)
         how = f"worst {f.objective} found by hunt ({f.cand.describe()})"
         rec.update(machine=machine, found_by="hunt", hunt_objective=f.objective, hunt_evals=result.evals,
-                   seed=result.seed, message=f"{how}: {rec['message']}" if rec.get("message") else how)
+                   hunt_hypothesis=result.hypothesis_examples, seed=result.seed,
+                   message=f"{how}: {rec['message']}" if rec.get("message") else how)
         if result.found_dir and f.saved:
             rec["repro"] = f"# saved as {f.case} in {result.found_dir}\n{rec['repro']}"
         out.append(rec)
@@ -1076,7 +1101,8 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     click.echo(table(results))
     click.echo(f"\nrecords: {out_dir / 'results.jsonl'}" + (f"; saved cases: {found_dir}" if save else ""))
     if evals is None:
-        click.echo("replay exactly: add --evals <evals of the row> --seed " + str(seed))
+        click.echo("replay one row exactly: --evals <hunt_evals> --hypothesis <hunt_hypothesis> "
+                   f"--seed {seed} (fields of its records)")
     return 1 if any(r.verdict in ("fail", "error") for r in results) else 0
 
 

@@ -85,12 +85,13 @@ def test_hypothesis_phase_is_deterministic_and_bounded():
     space = SearchSpace("softmax_vjp", "bfloat16")
     runs = []
     for seed in (5, 5, 6):
-        rows = hypothesis_phase(_toy_objective(), space, seed=seed, examples=12)
+        rows, drawn = hypothesis_phase(_toy_objective(), space, seed=seed, examples=12)
+        assert drawn == 12
         assert rows and all(c.how[0].startswith("hypothesis:") for c, _ in rows)
         assert all(c.cotangent is not None and c.x.dtype == space.dt for c, _ in rows)
         runs.append([c.x.tobytes() for c, _ in rows])
     assert runs[0] == runs[1] and runs[0] != runs[2]
-    capped = hypothesis_phase(_toy_objective(), space, seed=5, examples=12, max_evals=7)
+    capped, _ = hypothesis_phase(_toy_objective(), space, seed=5, examples=12, max_evals=7)
     assert [c.x.tobytes() for c, _ in capped] == runs[0][:7]
 
 
@@ -164,6 +165,16 @@ def test_hunt_of_a_correct_backend_finds_nothing(reference_ready, tmp_path):
                  use_catalogue=False, hypothesis_examples=8)
     assert found.verdict == "pass"
     assert 0 < found.worst_ratio <= 1.0
+
+
+def test_timed_hunt_is_replayed_by_its_counts(reference_ready):
+    b = hunt_broken.CorrectSoftmax()
+    timed = hunt(b, "softmax", "float32", budget_s=1.0, save=False, use_catalogue=False,
+                 hypothesis_examples=16)
+    assert timed.stopped_by == "time"
+    again = hunt(b, "softmax", "float32", max_evals=timed.evals, save=False, use_catalogue=False,
+                 hypothesis_examples=timed.hypothesis_examples)
+    assert [f.case for f in again.findings] == [f.case for f in timed.findings]
 
 
 def test_findings_are_shrunk_but_still_fail(reference_ready):
@@ -240,6 +251,21 @@ def test_found_case_has_the_case_interface(tmp_path):
         assert type(getattr(fc, attr)) is type(getattr(catalogue_case, attr)), attr
     assert isinstance(fc.build("float32"), cases_mod.CaseInput)
     assert set(catalogue_case.summary()) - set(fc.summary()) <= {"size", "ce_options", "weighted"}
+
+
+def test_check_can_look_found_cases_up_by_name(tmp_path, monkeypatch):
+    pytest.importorskip("softmaxbench.reference.cases")
+    e = found_cases.make_entry("softmax", "float32", np.array([[0.0, 1.0]], np.float32), backend="n",
+                               objective="error_ratio", max_error_ratio=9.0, max_ulp=1.0, verdict="fail")
+    found_cases.save_found_case(tmp_path, "n", "softmax", "float32", e)
+    monkeypatch.setenv(found_cases.ENV_DIRS, str(tmp_path))
+    assert found_cases.get_case(e["name"]).build("float32").x.tolist() == [[0.0, 1.0]]
+    catalogue_name = found_cases.all_cases()[0].name
+    assert found_cases.get_case(catalogue_name).name == catalogue_name
+    quick = {c.name for c in found_cases.all_cases(quick=True)}
+    assert e["name"] in quick                          # a failing regression case runs in --quick
+    with pytest.raises(KeyError):
+        found_cases.get_case("found-missing")
 
 
 def test_file_keeps_only_the_worst_cases(tmp_path):

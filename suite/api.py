@@ -138,7 +138,7 @@ def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: s
             try:
                 from softmaxbench.suite.repro import snippet
 
-                repro = snippet(backend.name, op, inputs, plugins)
+                repro = snippet(backend, op, inputs, plugins)
             except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict
                 repro = f"# repro unavailable: {type(exc).__name__}: {exc}"
         show = actual is not None and (verdict != "pass" or category == "special")
@@ -210,7 +210,10 @@ def _call_and_judge(backend, op, inputs, exact, arrays, before, record, expect_e
             elif name == "unit_interval":
                 checks.check_unit_interval(op, inputs, actual, exact)
             elif name == "rows_sum_to_one":
-                checks.check_rows_sum_to_one(op, inputs, actual, exact)
+                # Its bound is the sum of the element bounds: when the values pass, so does every
+                # row, so it is only run to name the row property a failing output breaks.
+                if any(n == "values" for n, _ in failures):
+                    checks.check_rows_sum_to_one(op, inputs, actual, exact)
             elif name == "input_not_mutated":
                 checks.check_input_not_mutated(op, inputs, before)
                 after = {n: np.asarray(backend.to_numpy(v)) for n, v in native_named.items()}

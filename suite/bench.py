@@ -510,7 +510,8 @@ def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClo
         if gc_was:
             gc.enable()
     estimate = float(np.median(warm))
-    rounds = int(min(s.max_rounds, max(s.min_rounds, math.ceil(s.max_time / max(estimate, 1e-9)))))
+    # As many rounds as fill max_time, within [min_rounds, max_rounds]; min_rounds wins a conflict.
+    rounds = int(max(s.min_rounds, min(s.max_rounds, math.ceil(s.max_time / max(estimate, 1e-9)))))
 
     samples: list[float] = []
 
@@ -602,13 +603,15 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
         run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
                               threads=threads)
         run["bench"] = {"settings": settings.__dict__, "workloads": len(items),
-                        "timers": sorted({timer_for(i.backend).name for i in items})}
+                        "timers": sorted({timer_for(i.backend).name for i in items}),
+                        "load_average_at_start": _load_average()}
         rec_mod.write_run(out, run)
     module = bench_module_path()
     # no:unraisableexception: it runs gc.collect() five times per session, a second or more in
-    # a process holding torch and jax; no:softmaxbench: the conformance plugin has no part here.
+    # a process holding torch and jax; no:softmaxbench, no:hypothesispytest: the conformance
+    # plugin and hypothesis (seconds to import) have no part in timing.
     args = [str(module), "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:unraisableexception",
-            "-p", "no:softmaxbench", "-s",
+            "-p", "no:softmaxbench", "-p", "no:hypothesispytest", "-s",
             "--import-mode=importlib", "--rootdir", str(module.parent), "-c", os.devnull,
             "--benchmark-only", "--benchmark-disable-gc", "--benchmark-quiet",
             # pytest-benchmark's "nothing to save" when every workload raised: our records say why.
@@ -739,9 +742,21 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     if wide:
         click.echo(f"{wide} of {len(records)} workloads had a wide spread (coefficient of variation > 5%): "
                    "the machine was busy or the workload is short; see 'warning' in results.jsonl.")
+        load, cores = _load_average(), os.cpu_count() or 1
+        if load is not None and load > cores:
+            click.echo(f"The load average is {load:.1f} on {cores} cores: other jobs held the cores. "
+                       "Threaded frameworks suffer most (a thread waits for a core at every barrier); "
+                       "--threads 1 measures them more steadily.")
     click.echo(f"results: {Path(out) / rec_mod.RESULTS_FILE}; "
                f"pytest-benchmark: {Path(out) / PYTEST_BENCHMARK_FILE}")
     return rc
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not on this platform
+        return None
 
 
 def load_pytest_benchmark(path: str | os.PathLike) -> dict:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -114,7 +115,7 @@ def relative_se_of_median(samples: Sequence[float]) -> float:
 
 def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
                     out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    budget_s: float = 30.0, precision: float = 0.015, echo=print) -> list[dict]:
+                    budget_s: float = 20.0, precision: float = 0.015, echo=print) -> list[dict]:
     """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
 
     Each run is made of complete harness measurements of the workload (each its own
@@ -197,6 +198,14 @@ def overhead(backends: Sequence[Backend], *, threads: int | None, repeats: int =
             "ok": bool(ops) and all(o["ok"] for o in ops)}
 
 
+def _load() -> float | None:
+    """1-minute load average (the other jobs this check shares the machine with)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def _f(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
@@ -212,12 +221,14 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 30.0,
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 20.0,
              echo=print) -> dict:
     """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
     session's results (none are written without it)."""
     bench.configure_threads(threads)
+    load_before = _load()
     if echo:
+        echo(f"machine: {os.cpu_count()} cores, load average {load_before}")
         echo(f"Reproducibility: two interleaved bench runs per backend and workload (>= 16 MiB, "
              f"threads={threads}, up to {budget_s:g} s each); limit {REPRO_LIMIT:.0%}")
     repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, budget_s=budget_s,
@@ -227,7 +238,7 @@ def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: P
              f"limit {OVERHEAD_LIMIT:.0%}")
     over = overhead(backends, threads=threads, echo=echo)
     diffs = [r["difference"] for r in repro if r["difference"] is not None]
-    result = {"threads": threads, "reproducibility": repro,
+    result = {"threads": threads, "load_average": [load_before, _load()], "reproducibility": repro,
               "worst_difference": max(diffs, default=None),
               "reproducible": bool(repro) and all(r["ok"] for r in repro), "overhead": over}
     result["ok"] = result["reproducible"] and over["ok"]
@@ -236,6 +247,8 @@ def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: P
              f"{'holds' if result['reproducible'] else 'DOES NOT HOLD'}")
         echo(f"worst harness overhead at 1 MiB: {_pct(over['worst'])} (limit {OVERHEAD_LIMIT:.0%}) -> "
              f"{'holds' if over['ok'] else 'DOES NOT HOLD'}")
+        echo(f"load average before / after: {result['load_average'][0]} / {result['load_average'][1]} "
+             f"(above {os.cpu_count()}, jobs wait for a core, this check's too)")
     return result
 
 
@@ -246,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
     parser.add_argument("--out", default=None, help="keep the bench runs' results here")
-    parser.add_argument("--budget", type=float, default=30.0,
-                        help="seconds at most per backend and workload pair of runs (default: 30)")
+    parser.add_argument("--budget", type=float, default=20.0,
+                        help="seconds at most per backend and workload pair of runs (default: 20)")
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.threads < 1:

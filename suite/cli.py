@@ -187,6 +187,7 @@ def run_cmd(**kwargs) -> int:
               help="Results dir [default: softmaxbench-results/hunt]; when given, cases go to OUT/found.")
 @click.option("--save/--no-save", default=True,
               help="Save new worst cases as regression cases (default: in reference/found/).")
+@click.option("--fresh", is_flag=True, help="Do not start from saved cases (replay an earlier hunt).")
 def hunt_cmd(**kwargs) -> int:
     """Search for inputs that maximise each backend's error ratio and ULP error; save the worst
     as regression cases that check runs, and print the max-known-error table. --cases: catalogue

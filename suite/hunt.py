@@ -878,8 +878,11 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
          use_catalogue: bool = True, case_names: Sequence[str] | None = None, max_len: int = 16384,
          start_len: int = 1024, save: bool = True, objective: Objective | None = None,
          catalogue_cache: dict | None = None, plugins: Sequence[str] = (),
-         hypothesis_examples: int = HYPOTHESIS_EXAMPLES) -> HuntResult:
+         hypothesis_examples: int = HYPOTHESIS_EXAMPLES, use_saved: bool = True) -> HuntResult:
     """Hunt one backend x op x dtype; save new worst cases to ``found_dir`` when ``save``.
+
+    Starts from the saved cases in ``found_dir`` and ``start_dirs`` (unless not ``use_saved``)
+    and, when ``use_catalogue``, a sample of catalogue rows (of ``case_names``, default all).
 
     >>> from softmaxbench.backends.registry import get
     >>> r = hunt(get("numpy"), "softmax", "float32", max_evals=64, save=False, use_catalogue=False)
@@ -892,7 +895,8 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     space = SearchSpace(op, dtype, max_len=max_len, start_len=start_len)
     key = stream_seed(seed, backend.name, op, dtype)
     objective = objective or ReferenceObjective(backend, op, dtype)
-    starts = found_starts([*([Path(found_dir)] if found_dir else []), *start_dirs], backend.name, op, dtype)
+    starts = found_starts([*([Path(found_dir)] if found_dir else []), *start_dirs], backend.name, op,
+                          dtype) if use_saved else []
     if use_catalogue:
         starts += catalogue_starts(space, np.random.default_rng([*key, 1]), case_names, cache=catalogue_cache)
     # One untimed call first, so the budget is not spent on imports and the first compile.
@@ -1001,7 +1005,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
               cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
               budget: float = 60.0, seed: int = 0, out: str | None = None, save: bool = True,
               evals: int | None = None, max_len: int = 16384, hypothesis_examples: int = HYPOTHESIS_EXAMPLES,
-              **_: Any) -> int:
+              fresh: bool = False, **_: Any) -> int:
     """The ``hunt`` verb: search each selected backend x op x dtype, save and report findings.
 
     Results go to ``OUT/results.jsonl`` and ``OUT/run.json`` (OUT defaults to
@@ -1079,7 +1083,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
                     r = hunt(b, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
                              found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
                              case_names=case_names, max_len=max_len, catalogue_cache=cache, plugins=plugins,
-                             hypothesis_examples=hypothesis_examples)
+                             hypothesis_examples=hypothesis_examples, use_saved=not fresh)
                     if not save:
                         r.found_dir = None
                     for rec in records(r, label):

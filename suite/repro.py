@@ -26,8 +26,12 @@ import numpy as np
 _ARRAY_NAMES = ("x", "cotangent", "target", "weight")
 
 
-def snippet(backend: str, op: str, inputs, plugins: Sequence[str] = ()) -> str:
-    """Python source that reproduces ``backend.<op>`` on ``inputs`` and prints it beside the reference."""
+def snippet(backend, op: str, inputs, plugins: Sequence[str] = ()) -> str:
+    """Python source that reproduces ``backend.<op>`` on ``inputs`` and prints it beside the reference.
+
+    ``backend`` is a backend name, or a Backend instance: one that discovery does not know by its
+    name (a backend handed to the pytest plugin directly) is rebuilt from its class instead.
+    """
     source = inputs.numpy_source().rstrip()
     lines = [source]
     args, kwargs = inputs.args(op)
@@ -57,15 +61,32 @@ def snippet(backend: str, op: str, inputs, plugins: Sequence[str] = ()) -> str:
                if imp.split()[1] in body and imp not in source]
     lines = imports + lines
     lines += [
-        "from softmaxbench.backends.registry import get",
+        *backend_lookup(backend, plugin_arg, plugins),
         "from softmaxbench.reference import ops as reference",
-        f"backend = get({backend!r}{plugin_arg})",
         f"out = backend.to_numpy(backend.{op}({', '.join(native + native_kw)}))",
         f"exact = reference.{op}({', '.join(pos + ref_kw)})",
         "print('backend:  ', out)",
         "print('reference:', exact)",
     ]
     return "\n".join(lines) + "\n"
+
+
+def backend_lookup(backend, plugin_arg: str, plugins: Sequence[str]) -> list[str]:
+    """Source lines that set ``backend``: by name through discovery, or from its class."""
+    name = backend if isinstance(backend, str) else backend.name
+    by_name = ["from softmaxbench.backends.registry import get", f"backend = get({name!r}{plugin_arg})"]
+    if isinstance(backend, str):
+        return by_name
+    try:
+        from softmaxbench.backends.registry import get
+
+        if type(get(name, plugins=tuple(plugins))) is type(backend):
+            return by_name
+    except LookupError:
+        pass
+    cls = type(backend)
+    return [f"from {cls.__module__} import {cls.__qualname__.split('.')[0]}",
+            f"backend = {cls.__qualname__}()  # {name!r} is not registered: built from its class"]
 
 
 def _defines(source: str, name: str) -> bool:

@@ -132,7 +132,9 @@ def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tup
         if entry is None:
             close = difflib.get_close_matches(name, list(by_name), n=3)
             hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise _input_error(f"unknown backend {name!r}; {hint}see 'softmaxbench list'")
+            broken = [e.unavailable for e in entries if e.backend is None and e.origin.startswith("plugin")]
+            why = f" ({'; '.join(broken)})" if broken else ""
+            raise _input_error(f"unknown backend {name!r}{why}; {hint}see 'softmaxbench list'")
         reason = why_not(entry)
         if reason:
             raise _input_error(f"backend {name!r} is unavailable here: {reason}")
@@ -584,12 +586,14 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
 
         write_junit([r for r in records if r.get("backend") in names], junit_xml, strict=strict)
 
-    print(summary_table(summary))
-    for name, s in summary.items():
-        if s["deviations"]:
-            devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
-            print(f"{name}: deviations ({'counted as failures, --strict' if strict else 'accepted'}): {devs}")
-    print(f"{len(records)} records in {out / RESULTS_FILE} ({elapsed:.1f} s)")
+    if display != "none":
+        print(summary_table(summary))
+        for name, s in summary.items():
+            if s["deviations"]:
+                devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
+                how = "counted as failures, --strict" if strict else "accepted"
+                print(f"{name}: deviations ({how}): {devs}")
+        print(f"{len(records)} records in {out / RESULTS_FILE} ({elapsed:.1f} s)")
     if interrupted:
         print(f"interrupted; finish with: softmaxbench check --resume {out}", file=sys.stderr)
         return 130

@@ -6,8 +6,11 @@ A workload is one op on one shape in one dtype. The sets:
   from 64 to 262144, so throughput can be read against both size and row length;
 - ``llm``: tokens x LLM vocabulary sizes (32000, 50257, 128256, 151936, 262144);
 - ``gpu``: rows of 1024 to 262144 columns up to several GiB in total (GPU devices only);
-- ``quick``: a small representative subset of the CPU sets (every op, float32, one cache-sized
-  and one memory-sized shape), so ``softmaxbench bench --quick`` ends in a couple of minutes.
+- ``quick``: a small representative subset (every op, float32, a 1 MiB and a 16 MiB shape, the
+  smallest LLM vocabulary), so ``softmaxbench bench --quick`` ends in a couple of minutes.
+
+Inputs rotate (:class:`InputPool`) over twice the last-level cache, so every size measures
+memory, not cache.
 
 GB/s counts the fewest bytes the op must move (:func:`bytes_moved`), never what an
 implementation happens to move, so that a fused kernel and a multi-pass one are measured
@@ -197,9 +200,9 @@ def gpu_workloads(ops=BENCH_OPS, dtypes=DTYPES) -> list[Workload]:
             + _llm(GPU_LLM_TOKENS, ops, dtypes, GPU_MAX_BYTES))
 
 
-#: --quick: (label, shape in float32) per op. One shape that fits the caches once (1 MiB) for the
-#: forward ops, one memory-sized shape (16 MiB) for every op, and the smallest LLM vocabulary for
-#: cross-entropy: every op and both regimes, small enough for a couple of minutes on 2 cores.
+#: --quick: (op, label, shape) in float32. A small shape (1 MiB: where per-call overheads show)
+#: for softmax, a larger one (16 MiB) for every softmax op, the smallest LLM vocabulary for
+#: cross-entropy: every op, small enough for a couple of minutes on 2 cores.
 _QUICK: tuple[tuple[str, str, tuple[int, int]], ...] = (
     ("softmax", "sweep-1MiB-r1024", (256, 1024)),
     ("softmax", "sweep-16MiB-r1024", (4096, 1024)),

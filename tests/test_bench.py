@@ -213,6 +213,19 @@ def test_gpu_backends_get_cuda_event_timers(monkeypatch, framework, kind, cls):
     assert log == ["device-sync", "record", "op", "record", "event-sync"]
 
 
+def test_gpu_workloads_that_do_not_fit_are_skipped(monkeypatch):
+    free = {"bytes": 64 * 2**30}
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(empty_cache=lambda: None,
+                                                            mem_get_info=lambda: (free["bytes"], 80 * 2**30)))
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    gpu = type("G", (Backend,), {"device": "gpu", "framework": "torch"})()
+    w = Workload("gpu-4GiB-r1024", "softmax_vjp", "float32", (2**20, 1024))  # 8 GiB per input set
+    assert bench._device_memory_problem(gpu, w, cache=50 * MiB) is None  # 2 sets + outputs: 28 GiB
+    free["bytes"] = 16 * 2**30
+    assert "GiB free" in bench._device_memory_problem(gpu, w, cache=50 * MiB)
+    assert bench._device_memory_problem(TinyNumpy(), w, cache=None) is None  # CPU: not asked
+
+
 def test_timer_choice_by_device_and_framework():
     cpu_torch = type("T", (Backend,), {"framework": "torch", "device": "cpu"})()
     gpu_jax = type("J", (Backend,), {"framework": "jax", "device": "gpu"})()
@@ -349,7 +362,8 @@ def test_module_runs_under_plain_pytest(tmp_path):
                SOFTMAXBENCH_BENCH_MIN_ROUNDS="3", SOFTMAXBENCH_BENCH_OUT=str(tmp_path / "out"),
                SOFTMAXBENCH_CACHE_BYTES="1M")
     proc = subprocess.run([sys.executable, "-m", "pytest", str(bench.bench_module_path()), "--benchmark-only",
-                           "-p", "no:cacheprovider", "-q", f"--benchmark-json={tmp_path / 'pb.json'}"],
+                           "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q",
+                           f"--benchmark-json={tmp_path / 'pb.json'}"],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     names = [b["name"] for b in json.loads((tmp_path / "pb.json").read_text())["benchmarks"]]

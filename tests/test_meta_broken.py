@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -137,30 +138,34 @@ def test_a_confined_bug_costs_only_its_own_cases(broken_run, backend):
 
 
 # -- no false alarms -------------------------------------------------------------------------------
-#: Documented findings: places where a real framework (or the textbook NumPy algorithm the numpy
-#: backend is) really is wrong, each reproduced with the framework alone. Key: (backend, op or "*",
-#: case, dtype or "*"); only verdicts fail and error are excused, never a crash or a timeout.
-KNOWN_FINDINGS: dict[tuple[str, str, str, str], str] = {
-    ("numpy", "*", "shape_empty_rows", "*"):
-        "x.max(axis) of a zero-length axis raises ValueError (no identity for maximum)",
-    ("numpy", "logsumexp", "special_neginf_all", "*"):
-        "max + log(sum(exp(x - max))) is -inf - -inf = NaN for an all -inf row; logsumexp is -inf",
-    ("numpy", "logsumexp", "special_masked_rank4", "*"): "as special_neginf_all: fully masked rows",
-    ("scipy", "*", "shape_empty_rows", "*"):
-        "scipy.special.softmax/log_softmax raise ValueError on a zero-length axis (SciPy 1.17)",
-    ("scipy", "log_softmax", "special_posinf_one", "*"):
-        "scipy.special.log_softmax([0, inf, 1]) is [-inf, nan, -inf]: neither the limit nor a NaN row",
-    ("scipy", "log_softmax", "special_posinf_several", "*"):
-        "scipy.special.log_softmax([inf, inf, 1]) is [nan, nan, -inf] instead of a NaN row",
-    ("scipy", "log_softmax", "extreme_float16_cast_overflow", "float16"): "the +inf rows, as above",
-    ("scipy", "cross_entropy", "special_posinf_several", "*"): "built on scipy's log_softmax, as above",
-    ("jax-cpu", "*", "shape_scalar", "*"):
-        "jax.nn.softmax / logsumexp reject axis=-1 on a 0-d array (ValueError: axis out of bounds)",
-    ("jax-cpu", "log_softmax_vjp", "dist_normal_scale_1000", "bfloat16"):
-        "jax.vjp of log_softmax in bfloat16: error ratio 19.6 (computed in bfloat16)",
-    ("jax-cpu", "log_softmax_vjp", "extreme_outputs_subnormal", "float16"):
-        "jax.vjp of log_softmax in float16 with subnormal outputs: error ratio 5.2",
-}
+#: Documented findings: where a real framework (or the textbook NumPy algorithm the numpy backend
+#: is) really is wrong, each reproduced with the framework alone. Entries are (backend, op, case,
+#: dtype) fnmatch patterns and the reason; only fail and error are excused, never crash or timeout.
+KNOWN_FINDINGS: list[tuple[str, str, str, str, str]] = [
+    *[("numpy", "*", case, "*", "x.max(axis) of a zero-length axis raises ValueError")
+      for case in ("shape_empty", "shape_empty_rows", "shape_empty_axis0")],
+    *[("numpy", "logsumexp", case, "*", "max + log(sum(exp(x - max))) is -inf - -inf = NaN for an all "
+       "-inf row, where logsumexp is -inf")
+      for case in ("special_neginf_all", "special_masked_rank4", "special_padding_mask")],
+    ("numpy", "*", "dist_equal_float16_65536", "float16",
+     "np.sum accumulates float16 in float16: 65536 * exp(0) overflows to inf (max 65504)"),
+    ("numpy", "*", "shape_vocab_32000_axis0", "float16",
+     "a strided float16 reduction sums sequentially in float16 (no pairwise summation): ratio 12-35"),
+    *[("scipy", "*", case, "*", "scipy.special.softmax/log_softmax raise ValueError on an empty axis")
+      for case in ("shape_empty", "shape_empty_rows", "shape_empty_axis0")],
+    ("scipy", "log_softmax", "special_posinf_*", "*",
+     "scipy.special.log_softmax([0, inf, 1]) is [-inf, nan, -inf]: neither the limit nor a NaN row"),
+    ("scipy", "log_softmax", "extreme_float16_cast_overflow", "float16", "its +inf rows, as above"),
+    ("scipy", "cross_entropy", "special_posinf_several", "*", "built on scipy's log_softmax, as above"),
+    ("scipy", "*", "dist_equal_float16_65536", "float16", "float16 accumulation overflows, as numpy"),
+    ("scipy", "*", "shape_vocab_32000_axis0", "float16", "sequential float16 summation, as numpy"),
+    ("torch-cpu", "*", "dist_equal_float16_65536", "float16",
+     "torch.log_softmax(torch.zeros(2, 65536, dtype=torch.float16), -1) is -inf (torch 2.13 CPU)"),
+    ("jax-cpu", "*", "shape_scalar", "*",
+     "jax.nn.softmax / logsumexp reject axis=-1 on a 0-d array (ValueError: axis out of bounds)"),
+    ("jax-cpu", "log_softmax_vjp", "*", "*16",
+     "jax.vjp of log_softmax in float16/bfloat16 computes in the input dtype: error ratio 5-20"),
+]
 CPU_FRAMEWORKS = ("numpy", "scipy", "torch-cpu", "jax-cpu")
 
 
@@ -169,8 +174,9 @@ def _false_alarms(out: Path) -> list[str]:
     for r in read_results(out):
         if r["verdict"] not in FAILING:
             continue
-        keys = [(r["backend"], op, r["case"], d) for op in (r["op"], "*") for d in (r["dtype"], "*")]
-        if r["verdict"] in ("fail", "error") and any(k in KNOWN_FINDINGS for k in keys):
+        known = any(fnmatch(r["backend"], b) and fnmatch(r["op"], o) and fnmatch(r["case"], c)
+                    and fnmatch(r["dtype"], d) for b, o, c, d, _ in KNOWN_FINDINGS)
+        if r["verdict"] in ("fail", "error") and known:
             continue
         alarms.append(f"{r['verdict']}: {r['backend']} {r['op']} {r['case']} {r['dtype']}: {r['message']}")
     return alarms

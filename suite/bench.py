@@ -638,6 +638,12 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
             sys.modules["torch"].set_num_threads(torch_threads)
     if pytest_rc in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise RuntimeError(f"pytest could not run the benchmark module (exit {int(pytest_rc)})")
+    if pytest_rc == pytest.ExitCode.INTERRUPTED:
+        # pytest swallowed the Ctrl-C; the caller must see it. The finished records are on disk.
+        if run is not None:
+            run["interrupted"] = True
+            rec_mod.write_run(out, run)
+        raise KeyboardInterrupt
     if run is not None:
         run["finished"] = rec_mod.now_iso()
         rec_mod.write_run(out, run)
@@ -733,10 +739,17 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     n_work = sum(not i.is_copy for i in items)
     click.echo(f"softmaxbench bench: {n_work} workloads on {len(runnable)} backends"
                f"{' (quick)' if quick else ''} -> {out}", err=True)
-    rc, records = run_bench(out, runnable, quick=quick, ops=op_list, dtypes=dtype_list, names=names,
-                            settings=Settings.for_run(quick, min_rounds), threads=threads,
-                            echo=lambda line: click.echo(line, err=True),
-                            command=shlex.join(["softmaxbench", "bench", *sys.argv[2:]]))
+    try:
+        rc, records = run_bench(out, runnable, quick=quick, ops=op_list, dtypes=dtype_list, names=names,
+                                settings=Settings.for_run(quick, min_rounds), threads=threads,
+                                echo=lambda line: click.echo(line, err=True),
+                                command=shlex.join(["softmaxbench", "bench", *sys.argv[2:]]))
+    except KeyboardInterrupt:
+        done = rec_mod.read_results(out) if (Path(out) / rec_mod.RESULTS_FILE).is_file() else []
+        click.echo(table(done))
+        click.echo(f"softmaxbench bench: interrupted; the {len(done)} finished workloads are in {out}",
+                   err=True)
+        return 130
     click.echo(table(records))
     wide = sum(1 for r in records if r.get("warning"))
     if wide:

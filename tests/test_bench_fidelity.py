@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,8 +68,12 @@ def test_harness_overhead_is_small_against_1mib_ops():
 
 @pytest.mark.slow
 def test_fidelity_claims_hold_on_the_cpu_backends():
-    """The whole check (minutes; needs a machine that is not oversubscribed)."""
+    """The whole check (minutes). Its claims are about the harness on a machine whose cores are not
+    all taken by other jobs: with more runnable jobs than cores, every sample measures the queue."""
     pytest.importorskip("softmaxbench.backends.registry")
+    load, cores = os.getloadavg()[0], os.cpu_count() or 1
+    if load > cores:
+        pytest.skip(f"load average {load:.1f} on {cores} cores: the machine is oversubscribed")
     proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.bench_fidelity"], capture_output=True,
                           text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:]

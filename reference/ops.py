@@ -163,18 +163,27 @@ def _mpmath_to_quad(values: Any) -> np.ndarray:
 def _quad_to_longdouble(q: np.ndarray) -> np.ndarray:
     """binary128 -> np.longdouble, rounded once (within 0.5 ULP of longdouble plus 2**-106).
 
-    numpy-quaddtype's own cast to longdouble goes through float64 (losing 11 bits), so the
-    significand is split into two float64 pieces that longdouble adds exactly, then scaled.
+    numpy-quaddtype's own cast to longdouble goes through float64 (losing 11 bits), so each
+    value is split into two float64 pieces hi + lo that longdouble adds exactly. Values whose
+    pieces leave float64's normal range (beyond it, or below 2**-969) and NaN go through
+    frexp/ldexp instead.
     """
     q = np.asarray(q)
     with np.errstate(all="ignore"):
-        mant, exponent = np.frexp(q)
-        hi = mant.astype(np.float64)
-        lo = (mant - hi.astype(_quad_dtype())).astype(np.float64)
-        lo = np.where(np.isfinite(hi), lo, 0.0)     # inf/nan: inf - inf would make a NaN
-        out = hi.astype(np.longdouble) + lo.astype(np.longdouble)
-        out = np.where(lo == 0, hi.astype(np.longdouble), out)   # keeps the sign of -0.0
-        return np.ldexp(out, exponent.astype(np.int64))
+        hi = q.astype(np.float64)
+        lo = (q - hi.astype(_quad_dtype())).astype(np.float64)
+        out = hi.astype(np.longdouble)
+        np.add(out, lo, out=out, where=lo != 0)     # where: keeps the sign of -0.0
+        odd = ~np.isfinite(lo) | (np.abs(hi) < 2.0**-969)     # (zeros too: cheap, and exact)
+        if odd.any():
+            mant, exponent = np.frexp(q[odd])
+            mhi = mant.astype(np.float64)
+            mlo = (mant - mhi.astype(_quad_dtype())).astype(np.float64)
+            mlo = np.where(np.isfinite(mhi), mlo, 0.0)   # inf/nan: inf - inf would make a NaN
+            scaled = mhi.astype(np.longdouble)
+            np.add(scaled, mlo, out=scaled, where=mlo != 0)
+            out[odd] = np.ldexp(scaled, exponent.astype(np.int64))
+    return out
 
 
 def _to_carry(values: np.ndarray, top: _Tier) -> np.ndarray:
@@ -313,7 +322,7 @@ def _normalise(t: _Tier, x: np.ndarray) -> tuple:
 
 def _k_softmax(t: _Tier, tol: float, x: np.ndarray) -> tuple:
     _, _, e, s, _ = _normalise(t, t.asarray(x))
-    return [e / s], None
+    return [e * (1 / s)], None          # one division per row: binary128 division is slow
 
 
 def _k_log_softmax(t: _Tier, tol: float, x: np.ndarray) -> tuple:
@@ -577,6 +586,9 @@ def cross_entropy(logits: np.ndarray, target: np.ndarray, *, reduction: str = "m
 
     ``target``: int class indices of shape ``logits.shape[:-1]`` or probabilities of the
     logits' shape. Raises ValueError for a class index outside [0, C) that is not ignore_index.
+    The sum over samples ("sum", "mean") is taken in the first working precision (float64 or
+    binary128): exact enough unless per-sample losses of opposite signs cancel, which needs
+    negative weights or targets.
 
     >>> import numpy as np
     >>> x = np.log(np.array([[0.5, 0.25, 0.25]]))

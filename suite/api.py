@@ -7,9 +7,12 @@ three entry points give the same verdicts. :func:`plan` turns a selection into t
 (case, dtype, op) keys to check, :class:`ReferenceCache` computes each reference result once.
 
 >>> from softmaxbench.suite.api import run_checks
->>> records = run_checks(["numpy"], ops=["softmax"], dtypes=["float32"], quick=True)  # doctest: +SKIP
->>> {r["verdict"] for r in records}                                                    # doctest: +SKIP
-{'pass'}
+>>> records = run_checks(["numpy"], ops=["softmax", "log_softmax"], dtypes=["float32"],
+...                      cases=["dist_normal_scale_1", "special_posinf_one"])
+>>> [(r["op"], r["case"], r["verdict"], r["deviation"]) for r in records]   # doctest: +NORMALIZE_WHITESPACE
+[('softmax', 'dist_normal_scale_1', 'pass', None), ('log_softmax', 'dist_normal_scale_1', 'pass', None),
+ ('softmax', 'special_posinf_one', 'deviation', 'nan_row_for_posinf'),
+ ('log_softmax', 'special_posinf_one', 'deviation', 'nan_row_for_posinf')]
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ from softmaxbench.suite.records import new_record
 
 @dataclass(frozen=True)
 class Task:
-    """One (case, dtype, op) to check; the reference result travels with it (None when the case
-    expects an error, ``reference_error`` when the reference itself could not compute it)."""
+    """One (case, dtype, op) to check: the key of a record (with the backend) and of a reference."""
 
     case: str
     dtype: str

@@ -4,13 +4,17 @@ Two claims, each printed with its figures:
 
 1. **Reproducible.** Two runs of the bench (the real path: pytest, pytest-benchmark,
    rotation, records) on the CPU backends agree within 5% in median GB/s at shapes of 16 MiB
-   and more. Each run of a (backend, workload) is made of several complete harness
-   measurements, and the two runs' measurements alternate back to back (A B, B A, A B, ...):
-   a neighbour's job that starts or stops during the check weighs on both runs alike.
+   and more. Each run of a (backend, workload) is made of complete harness measurements, and
+   the two runs' measurements alternate back to back (A B B A, then B A A B, ...): a
+   neighbour's job that starts or stops during the check weighs on both runs alike. Rounds are
+   added until the standard error of the difference is 1.5% (or a time budget is spent).
 2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
    harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
    times, medians); the difference is what the harness adds to every sample, and it is set
    against the median time of each CPU backend's 1 MiB ops.
+
+The machine's load average is printed with the figures: with more runnable jobs than cores, a
+sample measures the run queue as much as the op, and no method makes two runs agree closely.
 
 Exit 0 when both hold, 1 when one does not. ``--threads 1`` is the default: on a small machine
 shared with other jobs, a second framework thread waits for a core someone else holds, and that

@@ -11,7 +11,7 @@ to the reference.
 >>> inputs = SimpleNamespace(case="demo", dtype="float32", axis=-1, x=x, cotangent=None, target=None,
 ...                          ce_options={}, numpy_source=lambda: "x = np.zeros((1, 3), np.float32)",
 ...                          args=lambda op: ((x,), {"axis": -1}))
->>> print(snippet("numpy", "softmax", inputs).splitlines()[-3])
+>>> print(snippet("numpy", "softmax", inputs).splitlines()[-4])
 out = backend.to_numpy(backend.softmax(backend.asarray(x), axis=-1))
 """
 

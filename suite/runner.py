@@ -19,6 +19,7 @@ backend conforms (no fail, error, crash or timeout; no deviation either under ``
 from __future__ import annotations
 
 import os
+import resource
 import shlex
 import sys
 import time
@@ -513,6 +514,8 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     selection is read from DIR/run.json and what DIR/results.jsonl holds is not redone.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise _input_error(f"--out {out}: exists and is not a directory")
     if timeout is None or not timeout > 0:
         raise _input_error(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if jobs is not None and jobs < 1:
@@ -538,9 +541,9 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
 
     if not resume:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in (out / RESULTS_FILE, out / "junit.xml"):
-            if stale.exists():
-                stale.unlink()
+        # A fresh run replaces the previous one's records and worker logs (never appends to them).
+        for stale in [out / RESULTS_FILE, *(out / "logs").glob("*.log")]:
+            stale.unlink(missing_ok=True)
         run_meta = new_run("check", command, seed=seed, threads=threads)
         run_meta["options"] = sel.as_dict()
     run_meta["status"] = "running"
@@ -574,8 +577,11 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     records = read_results(out)
     names = [b.name for b in chosen]
     summary = summarize(records, names, strict)
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete",
                     duration_s=round(elapsed, 3), references_computed=runner.cache.computed,
+                    cpu_s={"parent": round(me.ru_utime + me.ru_stime, 1),
+                           "workers": round(kids.ru_utime + kids.ru_stime, 1)},
                     summary={n: {"counts": s["counts"], "conforms": s["conforms"]}
                              for n, s in summary.items()})
     conforms = all(s["conforms"] for s in summary.values())

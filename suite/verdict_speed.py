@@ -47,7 +47,7 @@ def time_check(quick: bool, backends=CPU_MATRIX, out_dir: str | None = None, job
             "records": len(records), "executed": sum(r["verdict"] != "unsupported" for r in records),
             "verdicts": dict(Counter(r["verdict"] for r in records)),
             "references_computed": run.get("references_computed"), "out": str(out),
-            "cpu_s": round(cpu, 1), "load_before": round(load, 2),
+            "cpu_s": round(cpu, 1), "load_before": round(load, 2), "cpu_split_s": run.get("cpu_s"),
             "budget_s": BUDGETS_S["quick" if quick else "full"], "cores": os.cpu_count()}
 
 
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{r['mode']:5}: {r['wall_s']:7.1f} s wall ({met} the {r['budget_s']:g} s budget) for "
                   f"{r['records']} records ({r['executed']} executed, {rate:.0f}/s), "
                   f"{r['references_computed']} reference results, exit {r['exit_code']}")
-            print(f"       {r['cpu_s']:.0f} CPU-s on {r['cores']} cores; load average before: "
-                  f"{r['load_before']} (other processes slow the wall time down)")
+            print(f"       {r['cpu_s']:.0f} CPU-s on {r['cores']} cores (this process's lifetime split: "
+                  f"{r['cpu_split_s']}); load average before: {r['load_before']}")
             print(f"       verdicts: {r['verdicts']}  results: {r['out']}")
     if args.json:
         print(json.dumps(results, indent=1))

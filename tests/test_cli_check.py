@@ -60,6 +60,12 @@ def test_missing_plugin_file_and_unavailable_backend(tmp_path, capsys):
     assert err.count("\n") == 1
 
 
+def test_out_must_be_a_directory(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code, _, err = run([*SMALL, "--backends", "broken-baseline", "--out", str(tmp_path / "file")], capsys)
+    assert code == 2 and "is not a directory" in err and err.count("\n") == 1
+
+
 def test_resume_does_not_take_a_new_selection(tmp_path, capsys):
     code, _, err = run(["--resume", str(tmp_path), "--backends", "numpy"], capsys)
     assert code == 2 and "do not combine it with --backends" in err

@@ -325,3 +325,25 @@ def test_evaluate_dispatches_every_reference_op() -> None:
         np.testing.assert_array_equal(ops.evaluate(op, inputs), getattr(ops, op)(*args, **kwargs))
     with pytest.raises(ValueError, match="unknown op"):
         ops.evaluate("softplus", inputs)
+
+
+def _longdouble_to_mpf(value):
+    import mpmath
+
+    mant, e = np.frexp(np.longdouble(value))
+    hi = float(mant)
+    lo = float(mant - np.longdouble(hi))
+    return mpmath.ldexp(mpmath.fadd(hi, lo, exact=True), int(e))
+
+
+def test_float64_results_beyond_float64_range_keep_longdouble_precision() -> None:
+    import mpmath
+
+    got = ops.softmax(np.array([0.0, -800.0, -11000.0]))    # e**-800 ~ 3.7e-348, e**-11000 ~ 1e-4778
+    with mpmath.workdps(40):
+        total = 1 + mpmath.exp(-800) + mpmath.exp(-11000)
+        for value, exponent in ((got[1], -800), (got[2], -11000)):
+            exact = mpmath.exp(exponent) / total
+            assert abs(_longdouble_to_mpf(value) - exact) < exact * 2.0**-63
+    big = np.finfo(np.float64).max
+    assert ops.log_softmax(np.array([big, -big]))[1] == -2 * np.longdouble(big)   # beyond float64

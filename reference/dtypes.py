@@ -24,7 +24,8 @@ PRECISION_TIER: dict[str, str] = {
     "float16": "float64 arithmetic (42 extra bits)",
     "bfloat16": "float64 arithmetic (45 extra bits)",
     "float32": "float64 arithmetic (29 extra bits)",
-    "float64": "np.longdouble (x87 80-bit, 64-bit significand) with exact two-sum argument splitting",
+    "float64": ("IEEE binary128 (numpy-quaddtype), rounded once to np.longdouble (64-bit significand); "
+                "rows whose cancellation exceeds the bound escalate to mpmath at 50 digits"),
 }
 
 

@@ -72,6 +72,7 @@ def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str
         return
 
     from softmaxbench.reference.cases import get as get_case
+    from softmaxbench.suite.records import new_record
 
     inputs_cache: OrderedDict[tuple[str, str], object] = OrderedDict()
     while True:
@@ -89,9 +90,16 @@ def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str
                 inputs_cache[key] = case.build(dtype)
                 while len(inputs_cache) > 2:
                     inputs_cache.popitem(last=False)
-            record = check_one(backend, op, inputs_cache[key], exact, category=case.category,
-                               expect_error=case.expect_error, reference_error=reference_error,
-                               conventions=conventions, plugins=plugins)
+            try:
+                record = check_one(backend, op, inputs_cache[key], exact, category=case.category,
+                                   expect_error=case.expect_error, reference_error=reference_error,
+                                   conventions=conventions, plugins=plugins)
+            except Exception as exc:  # noqa: BLE001 - a bug of the suite, not a crash of the backend
+                record = new_record("check", backend=backend.name, device=backend.device, op=op,
+                                    case=case_name, category=case.category, dtype=dtype,
+                                    shape=list(case.shape), axis=case.axis, verdict="error",
+                                    message=f"softmaxbench could not judge this case (a suite bug): "
+                                            f"{type(exc).__name__}: {exc}")
             conn.send(("result", task_id, record, time.monotonic()))
 
 

@@ -130,8 +130,10 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
 
     Enough rounds: sessions are added until the standard error of the two medians' difference
     is under ``precision`` (1.5%: a 5% difference is then over three standard errors from none)
-    or ``budget_s`` is spent. The stopping rule looks at the uncertainty, never at the
-    difference itself.
+    or ``budget_s`` is spent. The standard error is taken from the spread of the measurements'
+    medians, not of the samples: samples of one measurement share the machine's state of the
+    moment, so they are not independent. The stopping rule looks at the uncertainty, never at
+    the difference itself.
     """
     rows = []
     for w in workloads:
@@ -139,6 +141,7 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
             if w.dtype not in b.dtypes or w.op not in b.supported_ops():
                 continue
             samples: dict[str, list[float]] = {"A": [], "B": []}
+            medians: dict[str, list[float]] = {"A": [], "B": []}  # one per measurement
             started, batch, se = time.perf_counter(), 0, math.inf
             while batch < 2 or (se > precision and time.perf_counter() - started < budget_s):
                 order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
@@ -148,18 +151,22 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
                                           pytest_json=False, copies=False, keep_pool=True)
                 for r in recs:
                     if r.get("samples_s"):
-                        samples[r["workload"].rsplit("@", 1)[1][0]] += r["samples_s"]
+                        run = r["workload"].rsplit("@", 1)[1][0]
+                        samples[run] += r["samples_s"]
+                        medians[run].append(r["median_s"])
                 batch += 1
-                se = math.hypot(relative_se_of_median(samples["A"]), relative_se_of_median(samples["B"]))
+                se = math.hypot(relative_se_of_median(medians["A"]), relative_se_of_median(medians["B"]))
             a, b_ = (w.bytes_moved / statistics.median(s) / 1e9 if s else None
                      for s in (samples["A"], samples["B"]))
             diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
             rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
                          "gbps_b": b_, "difference": diff, "standard_error": se,
-                         "samples": len(samples["A"]), "ok": diff is not None and diff <= REPRO_LIMIT})
+                         "samples": len(samples["A"]), "measurements": len(medians["A"]),
+                         "ok": diff is not None and diff <= REPRO_LIMIT})
             if echo:
                 echo(f"  {b.name:<14} {w.op:<16} {w.label:<19} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
-                     f" ({len(samples['A'])} samples each, s.e. {_pct(se)}): difference {_pct(diff)}")
+                     f" ({len(medians['A'])} measurements, {len(samples['A'])} samples each; "
+                     f"s.e. {_pct(se)}): difference {_pct(diff)}")
         clear_host_pool()
     return rows
 

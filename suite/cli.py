@@ -105,8 +105,8 @@ def list_cmd(plugins: tuple[str, ...], as_json: bool) -> None:
 @click.option("--junit-xml", default=None, metavar="PATH", help="Also write JUnit XML.")
 @click.option("--seed", default=0, show_default=True, help="Seed recorded in run.json.")
 @click.option("--jobs", default=None, type=int, metavar="N",
-              help="Backends checked at once, each in its own worker process (default: all, up to "
-                   "max(4, cores)).")
+              help="Worker processes at once (default: one per backend, up to max(4, cores); a "
+                   "backend left alone gets more while cores are free).")
 def check_cmd(**kwargs) -> int:
     """Check backends against the reference; write DIR/results.jsonl and DIR/run.json."""
     from softmaxbench.suite.runner import check_main

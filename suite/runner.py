@@ -47,6 +47,8 @@ from softmaxbench.suite.worker import THREAD_VARIABLES, WorkerHandle
 #: Tasks per worker round-trip, and the most reference bytes one batch carries.
 BATCH_TASKS = 24
 BATCH_BYTES = 64 * 2**20
+#: A backend gets another worker (when a slot is free) only with this many tasks left per worker.
+HELP_MIN_TASKS = 4 * BATCH_TASKS
 #: How long a worker may take to import its framework and build the backend.
 STARTUP_LIMIT_S = 180.0
 #: Verdict columns of the summary table, in order.
@@ -242,11 +244,14 @@ class _BackendRun:
     backend: object
     pending: deque                      # (task_id, Task) or prepared tuples, in order
     total: int
-    handle: WorkerHandle | None = None
+    handles: list = field(default_factory=list)  # live WorkerHandles (several when cores are free)
     counts: Counter = field(default_factory=Counter)
     started: float = 0.0
     startup_failures: int = 0
     done: bool = False
+
+    def busy(self) -> bool:
+        return bool(self.pending) or any(h.inflight for h in self.handles)
 
 
 class CheckRun:
@@ -266,7 +271,6 @@ class CheckRun:
         self.cache = ReferenceCache()
         self.threads = threads
         self.runs: list[_BackendRun] = []
-        self.inline_records = 0
         for b in backends:
             todo = [t for t in tasks if (b.name, t.op, t.case, t.dtype) not in done]
             self.runs.append(_BackendRun(b, deque(enumerate(todo)), len(todo)))
@@ -319,45 +323,49 @@ class CheckRun:
         exact, why = self.cache.result(task)
         return (task_id, task.case, task.dtype, task.op, exact, why, task)
 
-    def _dispatch(self, run: _BackendRun) -> None:
+    def _dispatch(self, run: _BackendRun, h: WorkerHandle) -> None:
         batch, size = [], 0
         while run.pending and len(batch) < BATCH_TASKS and size < BATCH_BYTES:
             item = self._prepare(run.pending.popleft())
             batch.append(item)
             size += item[4].nbytes if item[4] is not None else 0
         if batch:
-            run.handle.send_tasks(batch)
+            h.send_tasks(batch)
 
     # worker life cycle
-    def _start_worker(self, run: _BackendRun) -> None:
-        if run.handle is None:
-            self.logs.mkdir(parents=True, exist_ok=True)
-            env = {k: str(self.threads) for k in THREAD_VARIABLES}
-            env.update(jit_cache_env())
-            if self.threads == 1:  # XLA's CPU backend spreads every op over all cores otherwise
-                env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
-            run.handle = WorkerHandle(run.backend.name, plugins=self.plugins, env=env,
-                                      log_path=self.logs / f"{_safe(run.backend.name)}.log")
-        run.handle.start()
+    def _new_worker(self, run: _BackendRun) -> WorkerHandle:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        env = {k: str(self.threads) for k in THREAD_VARIABLES}
+        env.update(jit_cache_env())
+        if self.threads == 1:  # XLA's CPU backend spreads every op over all cores otherwise
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
+        suffix = f"-{len(run.handles)}" if run.handles else ""
+        h = WorkerHandle(run.backend.name, plugins=self.plugins, env=env,
+                         log_path=self.logs / f"{_safe(run.backend.name)}{suffix}.log")
+        run.handles.append(h)
+        h.start()
+        return h
 
     def _finish(self, run: _BackendRun) -> None:
-        if run.handle is not None:
-            run.handle.stop()
+        for h in run.handles:
+            h.stop()
+        run.handles.clear()
         run.done = True
         self.display.finish(run.backend.name, run.counts, time.monotonic() - run.started)
 
     def _fail_rest(self, run: _BackendRun, verdict: str, message: str) -> None:
-        items = list(run.handle.inflight) + list(run.pending) if run.handle else list(run.pending)
+        items = [item for h in run.handles for item in h.inflight] + list(run.pending)
         run.pending.clear()
-        if run.handle:
-            run.handle.inflight.clear()
+        for h in run.handles:
+            h.inflight.clear()
+            h.kill()
+        run.handles.clear()
         for item in items:
             task = item[-1] if len(item) > 2 else item[1]
             self._write(run, self._parent_record(run, task, verdict, message))
 
-    def _lost_worker(self, run: _BackendRun, verdict: str, note: str) -> None:
-        """The worker died or hung: the task it was on gets ``verdict``, the rest are requeued."""
-        h = run.handle
+    def _lost_worker(self, run: _BackendRun, h: WorkerHandle, verdict: str, note: str) -> None:
+        """A worker died or hung: the task it was on gets ``verdict``, its others are requeued."""
         if not h.ready:
             run.startup_failures += 1
             h.kill()
@@ -369,18 +377,18 @@ class CheckRun:
         h.kill()
         if h.inflight:
             item = h.inflight.popleft()
-            task = item[-1]
             what = (f"no answer within {self.timeout:g} s (the case hung); the worker was killed"
                     if verdict == "timeout" else note)
-            self._write(run, self._parent_record(run, task, verdict, what + "; the remaining cases ran "
-                                                 "in a fresh worker"))
+            self._write(run, self._parent_record(run, item[-1], verdict, what + "; the remaining cases "
+                                                 "ran in a fresh worker"))
             run.pending.extendleft(reversed(h.inflight))
             h.inflight.clear()
         if run.pending:
             h.start()
+        else:
+            run.handles.remove(h)
 
-    def _handle_messages(self, run: _BackendRun) -> None:
-        h = run.handle
+    def _handle_messages(self, run: _BackendRun, h: WorkerHandle) -> None:
         dead = not h.alive()  # before draining: a dead worker's last messages are all buffered then
         eof = False
         for msg in h.poll_messages():
@@ -398,23 +406,32 @@ class CheckRun:
                 h.last_heard = time.monotonic()
                 run.startup_failures = 0
             elif kind == "dead":
-                h.kill()
                 self._fail_rest(run, "error", msg[1])
                 return
             elif kind == "eof":
                 eof = True
         if eof or dead:
-            self._lost_worker(run, "crash", h.death_note("while running this case" if h.ready
-                                                         else "while loading the backend"))
+            self._lost_worker(run, h, "crash", h.death_note("while running this case" if h.ready
+                                                            else "while loading the backend"))
 
-    def _check_silence(self, run: _BackendRun, now: float) -> None:
-        h = run.handle
+    def _check_silence(self, run: _BackendRun, h: WorkerHandle, now: float) -> None:
         if h.ready and h.inflight and now - h.last_heard > self.timeout:
-            self._lost_worker(run, "timeout", "")
+            self._lost_worker(run, h, "timeout", "")
         elif not h.ready and now - h.last_heard > max(STARTUP_LIMIT_S, self.timeout):
             run.startup_failures = 1
-            self._lost_worker(run, "timeout", f"loading the backend took over "
-                                              f"{max(STARTUP_LIMIT_S, self.timeout):g} s")
+            self._lost_worker(run, h, "timeout", f"loading the backend took over "
+                                                 f"{max(STARTUP_LIMIT_S, self.timeout):g} s")
+
+    def _help_the_slowest(self, active: list[_BackendRun]) -> None:
+        """When backends finished and worker slots are free, give the backend with the most work
+        left another worker: the run ends with the slowest backend, not with an idle core."""
+        live = sum(len(r.handles) for r in active)
+        if live >= min(self.jobs, os.cpu_count() or 1) or not active:
+            return
+        run = max(active, key=lambda r: len(r.pending))
+        if (len(run.pending) >= HELP_MIN_TASKS * len(run.handles) and run.startup_failures == 0
+                and all(h.ready for h in run.handles)):
+            self._new_worker(run)
 
     def execute(self) -> None:
         """Run every backend's tasks to the end (KeyboardInterrupt: workers are killed first)."""
@@ -422,36 +439,41 @@ class CheckRun:
         active: list[_BackendRun] = []
         try:
             while waiting or active:
-                while waiting and len(active) < self.jobs:
+                while waiting and sum(len(r.handles) for r in active) < self.jobs:
                     run = waiting.popleft()
                     run.started = time.monotonic()
                     self.display.start(run.backend.name, run.total)
                     self._unsupported_first(run)
                     if run.pending:
-                        self._start_worker(run)
+                        self._new_worker(run)
                         active.append(run)
                     else:
                         self._finish(run)
+                if not waiting:
+                    self._help_the_slowest(active)
                 for run in active:
-                    h = run.handle
-                    if h.ready and run.pending and len(h.inflight) <= BATCH_TASKS // 2:
-                        self._dispatch(run)
-                conns = [r.handle.conn for r in active if r.handle.conn is not None]
-                sentinels = [r.handle.proc.sentinel for r in active if r.handle.proc is not None]
-                wait(conns + sentinels, timeout=0.25)
+                    for h in run.handles:
+                        if h.ready and run.pending and len(h.inflight) <= BATCH_TASKS // 2:
+                            self._dispatch(run, h)
+                handles = [h for r in active for h in r.handles]
+                wait([h.conn for h in handles if h.conn is not None]
+                     + [h.proc.sentinel for h in handles if h.proc is not None], timeout=0.25)
                 now = time.monotonic()
                 for run in list(active):
-                    if run.handle.conn is not None:
-                        self._handle_messages(run)
-                    if not run.done and run.handle.alive():
-                        self._check_silence(run, now)
-                    if not run.pending and not run.handle.inflight:
+                    for h in list(run.handles):
+                        if h not in run.handles:  # a _fail_rest above took it away
+                            continue
+                        if h.conn is not None:
+                            self._handle_messages(run, h)
+                        if h in run.handles and h.alive():
+                            self._check_silence(run, h, now)
+                    if not run.busy():
                         self._finish(run)
                         active.remove(run)
         finally:
             for run in active:
-                if run.handle is not None:
-                    run.handle.kill()
+                for h in run.handles:
+                    h.kill()
 
 
 def jit_cache_env() -> dict[str, str]:

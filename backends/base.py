@@ -74,6 +74,10 @@ class Backend:
     dtypes: ClassVar[tuple[str, ...]] = ("float16", "bfloat16", "float32", "float64")
     framework: ClassVar[str] = "numpy"
     conventions: ClassVar[tuple[str, ...]] = ()
+    #: Why this backend is left out of an unqualified ``check`` (None: it is checked by default).
+    #: For backends whose cost per case is far above the others' (torch.compile compiles once
+    #: per shape, minutes over the catalogue); naming it with ``--backends`` always checks it.
+    default_check_skip: ClassVar[str | None] = None
 
     # -- environment -------------------------------------------------------------------------
     def unavailable(self) -> str | None:

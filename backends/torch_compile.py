@@ -128,6 +128,8 @@ class TorchCompileCPU(TorchCompile):
     """torch.compile on the CPU (inductor's C++/OpenMP code; needs a C++ compiler)."""
 
     name = "torch-compile"
+    default_check_skip = ("compiles once per shape and dtype (about 1000 s for the quick catalogue on "
+                          "2 cores); check it with --backends torch-compile")
     device = "cpu"
     torch_device = "cpu"
     conventions = declared("torch-compile")
@@ -147,6 +149,7 @@ class TorchCompileCUDA(TorchCompile):
     """torch.compile on the current CUDA device (inductor's Triton kernels)."""
 
     name = "torch-compile-cuda"
+    default_check_skip = "compiles once per shape and dtype; check it with --backends torch-compile-cuda"
     device = "gpu"
     torch_device = "cuda"
     conventions = declared("torch-compile-cuda")

@@ -41,12 +41,13 @@ class Task:
 
 # -- selection ----------------------------------------------------------------------------------
 def select_cases(cases: Sequence[str] | None = None, quick: bool = False) -> list:
-    """Case objects by name (KeyError with close names for an unknown one), or the catalogue."""
-    from softmaxbench.reference import cases as catalogue
+    """Case objects by name (KeyError with close names for an unknown one), or the catalogue
+    followed by the regression cases saved by ``softmaxbench hunt`` (``suite.found_cases``)."""
+    from softmaxbench.suite import found_cases
 
     if cases:
-        return [catalogue.get(name) for name in cases]
-    return [c for c in catalogue.catalogue() if c.quick or not quick]
+        return [found_cases.get_case(name) for name in cases]
+    return found_cases.all_cases(quick=quick)
 
 
 def plan(case_objs: Iterable, ops: Sequence[str] | None = None,
@@ -88,9 +89,9 @@ class ReferenceCache:
         """The CaseInput of ``case`` in ``dtype`` (a few kept: tasks come grouped by case)."""
         key = (case, dtype)
         if key not in self._inputs:
-            from softmaxbench.reference.cases import get
+            from softmaxbench.suite.found_cases import get_case
 
-            self._inputs[key] = get(case).build(dtype)
+            self._inputs[key] = get_case(case).build(dtype)
             while len(self._inputs) > 4:
                 self._inputs.popitem(last=False)
         self._inputs.move_to_end(key)
@@ -118,6 +119,13 @@ class ReferenceCache:
 
 
 # -- one check ----------------------------------------------------------------------------------
+def found_by(case_name: str) -> str:
+    """'hunt' for a regression case saved by ``softmaxbench hunt``, else 'catalogue'."""
+    from softmaxbench.suite.found_cases import PREFIX
+
+    return "hunt" if case_name.startswith(PREFIX) else "catalogue"
+
+
 def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: str | None = None,
               expect_error: bool = False, reference_error: str | None = None,
               conventions: dict | None = None, plugins: Sequence[str] = ()) -> dict:
@@ -129,7 +137,7 @@ def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: s
     """
     base = dict(backend=backend.name, device=backend.device, op=op, case=inputs.case,
                 category=category, dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
-                axis=int(inputs.axis), found_by="catalogue")
+                axis=int(inputs.axis), found_by=found_by(inputs.case))
 
     def record(verdict: str, message: str | None = None, *, check: str | None = None,
                deviation: str | None = None, metrics: dict | None = None, actual=None,

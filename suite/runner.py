@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from softmaxbench.suite.api import ReferenceCache, Task, check_one, plan, select_cases, supports
+from softmaxbench.suite.api import ReferenceCache, Task, check_one, found_by, plan, select_cases, supports
 from softmaxbench.suite.records import (
     FAILING,
     RESULTS_FILE,
@@ -103,7 +103,7 @@ def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tup
     """The backend instances to check and {name: why} of the unavailable ones left out.
 
     Explicitly requested names must exist and be available here (else InputError); without
-    ``names`` every available backend is taken.
+    ``names`` every available backend is taken, except those that declare ``default_check_skip``.
     """
     import difflib
 
@@ -121,7 +121,7 @@ def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str]) -> tup
     if not names:
         chosen, skipped = [], {}
         for e in entries:
-            reason = why_not(e)
+            reason = why_not(e) or getattr(e.backend, "default_check_skip", None)
             if reason:
                 skipped[e.name] = reason
             else:
@@ -298,7 +298,7 @@ class CheckRun:
                           case=task.case, category=case.category, dtype=task.dtype,
                           shape=[int(n) for n in inputs.x.shape], axis=int(inputs.axis), check=None,
                           verdict=verdict, deviation=None, max_ulp=None, median_ulp=None,
-                          max_error_ratio=None, message=message, repro=repro, found_by="catalogue",
+                          max_error_ratio=None, message=message, repro=repro, found_by=found_by(task.case),
                           value_sample=None, duration_s=None)
 
     # task preparation
@@ -581,7 +581,7 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
 
     disp = make_display(display)
     if skipped:
-        disp.note("not checked (unavailable here): " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+        disp.note("not checked: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
     t0 = time.monotonic()
     interrupted = False
     with ResultsWriter(out) as writer:

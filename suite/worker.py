@@ -71,7 +71,7 @@ def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str
                            f"{type(exc).__name__}: {exc}"))
         return
 
-    from softmaxbench.reference.cases import get as get_case
+    from softmaxbench.suite.found_cases import get_case
     from softmaxbench.suite.records import new_record
 
     inputs_cache: OrderedDict[tuple[str, str], object] = OrderedDict()
@@ -205,6 +205,10 @@ class WorkerHandle:
 
     def death_note(self, during: str = "") -> str:
         """Why the worker process ended ('killed by SIGSEGV <during> (Fatal Python error: ...)')."""
+        if self.proc is not None and self.proc.exitcode is None:
+            # The pipe can report EOF before the dead process is reaped: give it a moment, so
+            # that a kill is named (SIGKILL, SIGSEGV) rather than reported as silence.
+            self.proc.join(timeout=2)
         code = self.proc.exitcode if self.proc is not None else None
         if code is None:
             what = "the worker stopped answering"

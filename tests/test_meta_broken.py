@@ -158,6 +158,10 @@ KNOWN_FINDINGS: list[tuple[str, str, str, str, str]] = [
     ("scipy", "log_softmax", "extreme_float16_cast_overflow", "float16", "its +inf rows, as above"),
     ("scipy", "cross_entropy", "special_posinf_several", "*", "built on scipy's log_softmax, as above"),
     ("scipy", "*", "dist_equal_float16_65536", "float16", "float16 accumulation overflows, as numpy"),
+    *[(b, "*_vjp", "found-*", "float16",
+       "found by `softmaxbench hunt`: the analytic float16 vjp sums sum(v) / <y, v> in float16, which "
+       "overflows to inf for large cotangents (e.g. -2083.4 expected, -inf returned)")
+      for b in ("numpy", "scipy")],
     ("scipy", "*", "shape_vocab_32000_axis0", "float16", "sequential float16 summation, as numpy"),
     ("torch-cpu", "*", "dist_equal_float16_65536", "float16",
      "torch.log_softmax(torch.zeros(2, 65536, dtype=torch.float16), -1) is -inf (torch 2.13 CPU)"),

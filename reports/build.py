@@ -63,6 +63,8 @@ def build_tables(res: Results, compare: dict | list | None = None) -> list[table
     special, deviations = tables.special_values(res.checks, _deviation_descriptions())
     out = [tables.conformance(res.checks), tables.accuracy(res.checks), special, deviations,
            tables.gradient_accuracy(res.checks), tables.failures(res.checks), tables.throughput(res.bench)]
+    if not res.checks.empty and (res.checks["found_by"] == "hunt").any():
+        out.append(tables.max_known_error(res.checks))
     if compare is not None:
         try:
             out.append(tables.compare_table(compare))

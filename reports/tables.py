@@ -353,6 +353,39 @@ def failures(checks: pd.DataFrame) -> Table:
                       "copy-paste repro of each.", cell_class=_verdict_class)
 
 
+def max_known_error(checks: pd.DataFrame) -> Table:
+    """The worst error found by search per backend, op and dtype (Zimmermann-style table).
+
+    From the records of the regression cases ``softmaxbench hunt`` saved (``found_by == "hunt"``,
+    whether written by the hunt itself or by a later ``check``). A missing metric on a fail or
+    error counts as infinite (the output was NaN/inf where a value exists). The CSV keeps the
+    copy-paste repro of the worst-ratio input.
+    """
+    cols = ["machine", "backend", "op", "dtype", "worst error ratio", "case (ratio)", "worst ULP",
+            "case (ULP)", "verdict", "repro"]
+    found = checks[checks["found_by"] == "hunt"] if "found_by" in checks else checks.iloc[0:0]
+    rows = []
+    for (machine, backend, op, dtype), g in found.groupby(["machine", "backend", "op", "dtype"], sort=False):
+        bad = g["verdict"].isin(["fail", "error"])
+        ratio = pd.to_numeric(g["max_error_ratio"], errors="coerce").where(
+            ~(bad & g["max_error_ratio"].isna()), float("inf"))
+        ulp = pd.to_numeric(g["max_ulp"], errors="coerce").where(~(bad & g["max_ulp"].isna()), float("inf"))
+        r_i = ratio.fillna(-1).idxmax()
+        u_i = ulp.fillna(-1).idxmax()
+        rows.append({"machine": machine, "backend": backend, "op": op, "dtype": dtype,
+                     "worst error ratio": ratio[r_i], "case (ratio)": g.at[r_i, "case"],
+                     "worst ULP": ulp[u_i], "case (ULP)": g.at[u_i, "case"],
+                     "verdict": g.at[r_i, "verdict"], "repro": g.at[r_i, "repro"]})
+    df = pd.DataFrame(rows, columns=cols)
+    if not df.empty:
+        df = _sort(df, ["machine", "backend", "op", "dtype"])
+    view = _strings(df.drop(columns="repro"), {"worst error ratio": fmt_num, "worst ULP": fmt_num})
+    return Table("max_known_error", "Max known error (found by search)", df, view,
+                 note="Worst error ratio and worst ULP error over the inputs `softmaxbench hunt` found "
+                      "and saved (reference/found/). max_known_error.csv has the repro of each "
+                      "worst-ratio input.", cell_class=_verdict_class)
+
+
 _RUN_FIELDS = (
     ("machine", lambda r: (r.get("machine") or {}).get("label")),
     ("hostname", lambda r: (r.get("machine") or {}).get("hostname")),

@@ -102,7 +102,24 @@ class HostTimer(Timer):
         return t1 - t0
 
 
-class TorchEventTimer(Timer):
+class _CudaEventTimer(Timer):
+    """CUDA events recorded around the call on the current stream: the device's own clock."""
+
+    def _elapsed_ms(self) -> float:
+        raise NotImplementedError
+
+    def time(self, fn: Callable, args: Sequence, kwargs: dict) -> float:
+        if self.backend is not None:
+            self.backend.synchronize()
+        self._start.record()
+        out = fn(*args, **kwargs)
+        self._end.record()
+        self._end.synchronize()
+        del out
+        return self._elapsed_ms() / 1e3  # ms -> s
+
+
+class TorchEventTimer(_CudaEventTimer):
     """CUDA events of torch recorded around the call on the current stream."""
 
     name = "torch.cuda.Event"
@@ -114,18 +131,11 @@ class TorchEventTimer(Timer):
         self._start = torch.cuda.Event(enable_timing=True)
         self._end = torch.cuda.Event(enable_timing=True)
 
-    def time(self, fn: Callable, args: Sequence, kwargs: dict) -> float:
-        if self.backend is not None:
-            self.backend.synchronize()
-        self._start.record()
-        out = fn(*args, **kwargs)
-        self._end.record()
-        self._end.synchronize()
-        del out
-        return self._start.elapsed_time(self._end) / 1e3  # ms -> s
+    def _elapsed_ms(self) -> float:
+        return self._start.elapsed_time(self._end)
 
 
-class CupyEventTimer(Timer):
+class CupyEventTimer(_CudaEventTimer):
     """CUDA events of CuPy recorded around the call on the current stream."""
 
     name = "cupy.cuda.Event"
@@ -138,15 +148,8 @@ class CupyEventTimer(Timer):
         self._start = cupy.cuda.Event()
         self._end = cupy.cuda.Event()
 
-    def time(self, fn: Callable, args: Sequence, kwargs: dict) -> float:
-        if self.backend is not None:
-            self.backend.synchronize()
-        self._start.record()
-        out = fn(*args, **kwargs)
-        self._end.record()
-        self._end.synchronize()
-        del out
-        return self._cupy.cuda.get_elapsed_time(self._start, self._end) / 1e3  # ms -> s
+    def _elapsed_ms(self) -> float:
+        return self._cupy.cuda.get_elapsed_time(self._start, self._end)
 
 
 def timer_for(backend) -> Timer:

@@ -164,7 +164,7 @@ def check_values(op: str, inputs, actual: np.ndarray, exact: np.ndarray, *,
     if cmp.ok:  # equal once subnormals count as zero: the accepted flush-to-zero convention
         raise CheckFailure("deviation", _deviation_message("flushed_subnormals", conventions, op),
                            deviation="flushed_subnormals", metrics=measured)
-    name = _matching_alternative(op, inputs, actual, exact)
+    name = matching_alternative(op, inputs, actual, exact)
     if name is not None:
         raise CheckFailure("deviation", _deviation_message(name, conventions, op), deviation=name,
                            metrics=measured)
@@ -172,7 +172,7 @@ def check_values(op: str, inputs, actual: np.ndarray, exact: np.ndarray, *,
     raise CheckFailure("fail", f"{op}: {cmp.message}" + (f"; {hint}" if hint else ""), metrics=measured)
 
 
-def _matching_alternative(op: str, inputs, actual, exact) -> str | None:
+def matching_alternative(op: str, inputs, actual, exact) -> str | None:
     """Name of the accepted convention (or '+'-joined set of them) that ``actual`` follows."""
     from softmaxbench.reference import metrics, special
 

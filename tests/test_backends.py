@@ -13,7 +13,6 @@ cases and the full catalogue under ``-m slow``.
 from __future__ import annotations
 
 import fnmatch
-import itertools
 import warnings
 from dataclasses import dataclass
 from math import prod
@@ -25,6 +24,7 @@ import pytest
 from softmaxbench.backends import conventions, registry
 from softmaxbench.backends.base import OPS
 from softmaxbench.reference.dtypes import np_dtype
+from softmaxbench.suite.checks import matching_alternative
 
 cases_mod = pytest.importorskip("softmaxbench.reference.cases")
 ref_ops = pytest.importorskip("softmaxbench.reference.ops")
@@ -70,14 +70,6 @@ def _exact(case, op: str, dtype: str, inputs) -> np.ndarray:
     return _EXACT[key]
 
 
-def _merge(exact: np.ndarray, alts: list[np.ndarray]) -> np.ndarray:
-    merged = np.array(exact, copy=True)
-    for alt in alts:
-        differs = ~((alt == exact) | (np.isnan(alt) & np.isnan(exact)))
-        merged[differs] = alt[differs]
-    return merged
-
-
 def judge(backend, case, op: str, dtype: str, declared: dict) -> Outcome:
     """Run ``op`` of ``backend`` on the case and grade it like the suite's value check does."""
     inputs = _inputs(case, dtype)
@@ -103,15 +95,12 @@ def judge(backend, case, op: str, dtype: str, declared: dict) -> Outcome:
     cmp = metrics.compare(op, inputs, actual, exact)
     if cmp.ok:
         return out
-    alts = special.alternatives(op, inputs, exact)
-    for k in range(1, len(alts) + 1):
-        for combo in itertools.combinations(alts, k):
-            expected = alts[combo[0]] if k == 1 else _merge(exact, [alts[n] for n in combo])
-            if metrics.compare(op, inputs, actual, expected).ok:
-                undeclared = [n for n in combo if n not in declared]
-                out.verdict = "fail" if undeclared else "deviation"
-                out.detail = "+".join(combo) + (f" (not declared: {undeclared})" if undeclared else "")
-                return out
+    matched = matching_alternative(op, inputs, actual, exact)  # the suite's own convention matcher
+    if matched is not None:
+        undeclared = [n for n in matched.split("+") if n not in declared]
+        out.verdict = "fail" if undeclared else "deviation"
+        out.detail = matched + (f" (not declared: {undeclared})" if undeclared else "")
+        return out
     out.verdict, out.detail = "fail", cmp.message[:200]
     return out
 

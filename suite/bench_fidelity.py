@@ -7,7 +7,10 @@ Two claims, each printed with its figures:
    and more. Each run of a (backend, workload) is made of complete harness measurements, and
    the two runs' measurements alternate back to back (A B B A, then B A A B, ...): a
    neighbour's job that starts or stops during the check weighs on both runs alike. Rounds are
-   added until the standard error of the difference is 1.5% (or a time budget is spent).
+   added until the standard error of the paired difference is 1.5% (or a time budget is spent).
+   Pairing matters: on a shared virtual machine even a plain 64 MiB copy into a reused buffer
+   drifts by 10-20% in phases of a second or so, and such phases cancel between A and B of one
+   session, not between two runs minutes apart.
 2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
    harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
    times, medians); the difference is what the harness adds to every sample, and it is set
@@ -60,7 +63,7 @@ SMALL_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
 )
 #: One measurement of a run: short, so that the two runs alternate quickly.
-REPRO_SETTINGS = bench.Settings(min_rounds=6, max_time=0.25, warmup_time=0.0, min_warmup=1)
+REPRO_SETTINGS = bench.Settings(min_rounds=4, max_time=0.2, warmup_time=0.0, min_warmup=1)
 SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
 
 
@@ -102,70 +105,101 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-def relative_se_of_median(samples: Sequence[float]) -> float:
-    """Standard error of the median over the median, from the IQR (robust to preempted calls).
+def paired_standard_error(log_ratios: Sequence[float]) -> float:
+    """Standard error of the mean of per-session log(A/B): the uncertainty of the runs' difference
+    once what the two runs shared (the machine's state during one session) has cancelled.
 
-    SE(median) ~ 1.2533 sigma / sqrt(n), with sigma ~ IQR / 1.349 for a normal core.
-
-    >>> round(relative_se_of_median([0.9, 1.0, 1.1] * 12), 4)
-    0.031
+    >>> round(paired_standard_error([0.02, -0.02, 0.02, -0.02, 0.02, -0.02]), 4)
+    0.0089
+    >>> paired_standard_error([0.02])
+    inf
     """
-    n = len(samples)
-    if n < 4:
-        return math.inf
-    q1, med, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    return 1.2533 * (q3 - q1) / 1.349 / math.sqrt(n) / med if med > 0 else math.inf
+    n = len(log_ratios)
+    return statistics.stdev(log_ratios) / math.sqrt(n) if n >= 2 else math.inf
+
+
+def run_times(sessions: Sequence[dict[str, Sequence[float]]]) -> tuple[float | None, float | None, float]:
+    """Each run's time and the standard error of their ratio, from sessions of samples.
+
+    ``sessions`` holds, per bench session, run A's and run B's samples (seconds). A run's time
+    is its median in each session, averaged geometrically over the sessions where both ran;
+    the standard error is that of the mean paired log(A/B) (see :func:`reproducibility`).
+
+    >>> a, b, se = run_times([{"A": [1.0, 1.1, 1.0], "B": [1.1, 1.0, 1.1]},
+    ...                       {"A": [2.0, 2.2, 2.0], "B": [2.2, 2.0, 2.2]}])
+    >>> round(a, 3), round(b, 3), round(se, 3)
+    (1.414, 1.556, 0.0)
+    """
+    both = [sn for sn in sessions if sn.get("A") and sn.get("B")]
+    if not both:
+        return None, None, math.inf
+    logs = {run: [math.log(statistics.median(sn[run])) for sn in both] for run in ("A", "B")}
+    se = paired_standard_error([la - lb for la, lb in zip(logs["A"], logs["B"], strict=True)])
+    return math.exp(statistics.fmean(logs["A"])), math.exp(statistics.fmean(logs["B"])), se
 
 
 def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
                     out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    budget_s: float = 20.0, precision: float = 0.015, echo=print) -> list[dict]:
+                    budget_s: float = 30.0, precision: float = 0.015, echo=print) -> list[dict]:
     """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
 
     Each run is made of complete harness measurements of the workload (each its own
     pytest-benchmark test with its own input pool, first call, warm-up and timed rounds); the
     two runs' measurements alternate back to back, A B B A in one bench session, then B A A B,
     and so on: load that comes and goes lands on both runs alike instead of on whichever ran
-    second. A run's median is over all its samples, as pyperf pools its worker processes.
+    second.
 
-    Enough rounds: sessions are added until the standard error of the two medians' difference
-    is under ``precision`` (1.5%: a 5% difference is then over three standard errors from none)
-    or ``budget_s`` is spent. The standard error is taken from the spread of the measurements'
-    medians, not of the samples: samples of one measurement share the machine's state of the
-    moment, so they are not independent. The stopping rule looks at the uncertainty, never at
-    the difference itself.
+    A run's figure is its median time in each session, averaged (geometrically) over the
+    sessions, turned into GB/s. Not the median of all its samples pooled: this machine's memory
+    bandwidth has states (a 64 MiB torch-compile VJP takes 120 ms for seconds on end, then
+    96 ms), the pooled samples are bimodal, and their median sits on the edge between the
+    modes, where two more slow samples in one run move it by 20%. The per-session median is
+    stable (A and B of one session see the same state), and the average weighs each state by
+    the time the run spent in it. The difference of the two figures is then exactly the mean
+    paired log(A/B) that the stopping rule measures.
+
+    Enough rounds: sessions are added (four at least, in pairs) until the standard error of the runs'
+    difference is under ``precision`` (1.5%: a 5% difference is then over three standard errors
+    from none) or ``budget_s`` is spent. The standard error is taken from the sessions' paired
+    log(A/B) (A's and B's samples of one session), not from the spread of the samples or of each
+    run alone: samples of one measurement share the machine's state of the moment, so they are
+    not independent, and the slow drift of a shared machine is common to A and B of a session.
+    The stopping rule looks at the uncertainty, never at the difference itself.
     """
     rows = []
     for w in workloads:
         for b in backends:
             if w.dtype not in b.dtypes or w.op not in b.supported_ops():
                 continue
-            samples: dict[str, list[float]] = {"A": [], "B": []}
-            medians: dict[str, list[float]] = {"A": [], "B": []}  # one per measurement
+            sessions: list[dict[str, list[float]]] = []  # per session, each run's samples
+            measurements = {"A": 0, "B": 0}
             started, batch, se = time.perf_counter(), 0, math.inf
-            while batch < 2 or (se > precision and time.perf_counter() - started < budget_s):
+            # An even number of sessions, four at least: A and B then hold each place in a
+            # session equally often (a session's first measurement can pay for what warms up).
+            while batch < 4 or batch % 2 or (se > precision and time.perf_counter() - started < budget_s):
                 order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
                 parts = [replace(w, label=f"{w.label}@{run}{batch}.{k}") for k, run in enumerate(order)]
                 target = out_dir / f"{b.name}-{w.id}-{batch}" if out_dir else None
                 _, recs = bench.run_bench(target, [b], parts, settings=settings, threads=threads, echo=None,
                                           pytest_json=False, copies=False, keep_pool=True)
+                sessions.append({"A": [], "B": []})
                 for r in recs:
                     if r.get("samples_s"):
                         run = r["workload"].rsplit("@", 1)[1][0]
-                        samples[run] += r["samples_s"]
-                        medians[run].append(r["median_s"])
+                        sessions[-1][run] += r["samples_s"]
+                        measurements[run] += 1
                 batch += 1
-                se = math.hypot(relative_se_of_median(medians["A"]), relative_se_of_median(medians["B"]))
-            a, b_ = (w.bytes_moved / statistics.median(s) / 1e9 if s else None
-                     for s in (samples["A"], samples["B"]))
+                *_, se = run_times(sessions)
+            a, b_ = (w.bytes_moved / t / 1e9 if t else None for t in run_times(sessions)[:2])
             diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
+            n_samples = sum(len(sn["A"]) for sn in sessions)
             rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
                          "gbps_b": b_, "difference": diff, "standard_error": se,
-                         "samples": len(samples["A"]), "measurements": len(medians["A"]),
+                         "samples": n_samples, "measurements": measurements["A"], "sessions": len(sessions),
                          "ok": diff is not None and diff <= REPRO_LIMIT})
             if echo:
                 echo(f"  {b.name:<14} {w.op:<16} {w.label:<19} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
-                     f" ({len(medians['A'])} measurements, {len(samples['A'])} samples each; "
+                     f" ({measurements['A']} measurements, {n_samples} samples each; "
                      f"s.e. {_pct(se)}): difference {_pct(diff)}")
         clear_host_pool()
     return rows
@@ -232,7 +266,7 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 20.0,
+             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 30.0,
              echo=print) -> dict:
     """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
     session's results (none are written without it)."""
@@ -270,8 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
     parser.add_argument("--out", default=None, help="keep the bench runs' results here")
-    parser.add_argument("--budget", type=float, default=20.0,
-                        help="seconds at most per backend and workload pair of runs (default: 20)")
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds at most per backend and workload pair of runs (default: 30)")
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
     if args.threads < 1:

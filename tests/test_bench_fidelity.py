@@ -37,11 +37,41 @@ def test_noop_backend_does_nothing():
     assert set(noop.supported_ops()) >= {"softmax", "log_softmax", "softmax_vjp", "cross_entropy_grad"}
 
 
-def test_standard_error_of_the_median_shrinks_with_samples():
+def test_paired_standard_error_sees_the_difference_not_the_shared_drift():
     rng = np.random.default_rng(0)
-    few, many = rng.normal(1, 0.1, 16), rng.normal(1, 0.1, 1600)
-    assert bench_fidelity.relative_se_of_median(many) < bench_fidelity.relative_se_of_median(few) / 5
-    assert bench_fidelity.relative_se_of_median([1.0, 2.0]) == float("inf")
+    drift = rng.normal(0, 0.2, 40)                       # the machine's state, shared by A and B
+    a, b = np.exp(drift + rng.normal(0, 0.01, 40)), np.exp(drift + rng.normal(0, 0.01, 40))
+    se = bench_fidelity.paired_standard_error(np.log(a / b))
+    assert se < 0.01 / np.sqrt(40) * 2                   # the drift cancelled
+    assert np.std(np.log(a)) / np.sqrt(40) > 10 * se     # while each run alone is far noisier
+    few = bench_fidelity.paired_standard_error(rng.normal(0, 0.05, 4))
+    many = bench_fidelity.paired_standard_error(rng.normal(0, 0.05, 400))
+    assert many < few / 5
+    assert bench_fidelity.paired_standard_error([0.1]) == float("inf")
+
+
+def test_run_times_are_stable_when_the_machine_switches_between_two_speeds():
+    """The case that made pooled medians disagree by 15-20% here: the machine is fast (96 ms)
+    or slow (120 ms) for seconds at a time, and run A happened to get more slow samples."""
+    rng = np.random.default_rng(1)
+
+    def samples(state, n):
+        return list((0.096 if state == "fast" else 0.120) * (1 + rng.normal(0, 0.005, n)))
+
+    states = ["slow", "slow", "fast", "fast", "fast"]
+    # Within a session both runs see the machine's state, but A's 6 extra samples in the slow
+    # sessions tip the pooled median into the slow mode.
+    sessions = [{"A": samples(st, 14 if st == "slow" else 8), "B": samples(st, 8)} for st in states]
+    pooled = [np.median(sum((sn[run] for sn in sessions), [])) for run in ("A", "B")]
+    assert abs(pooled[0] - pooled[1]) / np.mean(pooled) > 0.15        # the trap
+    a, b, se = bench_fidelity.run_times(sessions)
+    assert abs(a - b) / ((a + b) / 2) < 0.01 and se < 0.01
+    assert 0.096 < a < 0.120                                          # weighs both states
+    # A real 10% difference is still seen, whatever the states.
+    slower = [{"A": [x * 1.1 for x in sn["A"]], "B": sn["B"]} for sn in sessions]
+    a, b, se = bench_fidelity.run_times(slower)
+    assert a / b == pytest.approx(1.1, rel=0.01)
+    assert bench_fidelity.run_times([{"A": [1.0], "B": []}]) == (None, None, float("inf"))
 
 
 def test_two_interleaved_runs_are_compared():
@@ -49,8 +79,9 @@ def test_two_interleaved_runs_are_compared():
     settings = bench.Settings(min_rounds=5, max_time=0.01, warmup_time=0.0, min_warmup=1)
     (row,) = bench_fidelity.reproducibility([TinyNumpy()], [w], out_dir=None, threads=1, settings=settings,
                                             budget_s=0.0, echo=None)
-    # Two sessions (A B B A, B A A B) at least: 4 measurements of 5 rounds per run.
-    assert row["samples"] >= 20 and row["gbps_a"] > 0 and row["gbps_b"] > 0
+    # Four sessions (A B B A, B A A B, twice) at least: 8 measurements of 5 rounds per run.
+    assert row["sessions"] == 4 and row["measurements"] == 8 and row["samples"] >= 40
+    assert row["gbps_a"] > 0 and row["gbps_b"] > 0
     assert row["difference"] == pytest.approx(abs(row["gbps_a"] - row["gbps_b"]) /
                                               ((row["gbps_a"] + row["gbps_b"]) / 2))
     assert row["difference"] < 0.5  # two runs of the same work, whatever the machine's load

@@ -42,6 +42,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+from scipy.stats import mstats
+
 from softmaxbench.backends.base import Backend
 from softmaxbench.suite import bench
 from softmaxbench.suite.workloads import InputPool, Workload, clear_host_pool
@@ -105,37 +108,40 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-def paired_standard_error(log_ratios: Sequence[float]) -> float:
-    """Standard error of the mean of per-session log(A/B): the uncertainty of the runs' difference
-    once what the two runs shared (the machine's state during one session) has cancelled.
-
-    >>> round(paired_standard_error([0.02, -0.02, 0.02, -0.02, 0.02, -0.02]), 4)
-    0.0089
-    >>> paired_standard_error([0.02])
-    inf
-    """
-    n = len(log_ratios)
-    return statistics.stdev(log_ratios) / math.sqrt(n) if n >= 2 else math.inf
+#: Share of sessions trimmed from each end of the paired log(A/B) (Yuen's 20% trimmed mean).
+TRIM = 0.2
 
 
 def run_times(sessions: Sequence[dict[str, Sequence[float]]]) -> tuple[float | None, float | None, float]:
-    """Each run's time and the standard error of their ratio, from sessions of samples.
+    """Each run's time and the standard error of their log ratio, from sessions of samples.
 
-    ``sessions`` holds, per bench session, run A's and run B's samples (seconds). A run's time
-    is its median in each session, averaged geometrically over the sessions where both ran;
-    the standard error is that of the mean paired log(A/B) (see :func:`reproducibility`).
+    ``sessions`` holds, per bench session, run A's and run B's samples (seconds). Per session,
+    each run's median and their log ratio log(A/B): A and B of one session saw the same machine.
+    The sessions whose ratio is among the 20% highest or the 20% lowest are set aside (a 20%
+    trimmed mean: one measurement that lands on a host hiccup, 185 ms among 115 ms ones, makes
+    a ratio of 1.5 that would otherwise swing the mean by 5%), and a run's time is its
+    session medians averaged geometrically over the sessions kept. So A's time over B's is
+    exactly the trimmed mean ratio, and the standard error is Yuen's, from the winsorized
+    variance (``scipy.stats.mstats.trimmed_stde``).
 
     >>> a, b, se = run_times([{"A": [1.0, 1.1, 1.0], "B": [1.1, 1.0, 1.1]},
     ...                       {"A": [2.0, 2.2, 2.0], "B": [2.2, 2.0, 2.2]}])
     >>> round(a, 3), round(b, 3), round(se, 3)
     (1.414, 1.556, 0.0)
+    >>> run_times([{"A": [1.0], "B": [1.0]}])[2]
+    inf
     """
     both = [sn for sn in sessions if sn.get("A") and sn.get("B")]
     if not both:
         return None, None, math.inf
-    logs = {run: [math.log(statistics.median(sn[run])) for sn in both] for run in ("A", "B")}
-    se = paired_standard_error([la - lb for la, lb in zip(logs["A"], logs["B"], strict=True)])
-    return math.exp(statistics.fmean(logs["A"])), math.exp(statistics.fmean(logs["B"])), se
+    log_a = np.log([statistics.median(sn["A"]) for sn in both])
+    log_b = np.log([statistics.median(sn["B"]) for sn in both])
+    ratios = log_a - log_b
+    n = len(ratios)
+    cut = int(TRIM * n)
+    keep = np.argsort(ratios, kind="stable")[cut:n - cut]
+    se = float(mstats.trimmed_stde(ratios, limits=(TRIM, TRIM))) if n >= 2 else math.inf
+    return math.exp(log_a[keep].mean()), math.exp(log_b[keep].mean()), se
 
 
 def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
@@ -149,14 +155,13 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
     and so on: load that comes and goes lands on both runs alike instead of on whichever ran
     second.
 
-    A run's figure is its median time in each session, averaged (geometrically) over the
-    sessions, turned into GB/s. Not the median of all its samples pooled: this machine's memory
-    bandwidth has states (a 64 MiB torch-compile VJP takes 120 ms for seconds on end, then
-    96 ms), the pooled samples are bimodal, and their median sits on the edge between the
-    modes, where two more slow samples in one run move it by 20%. The per-session median is
-    stable (A and B of one session see the same state), and the average weighs each state by
-    the time the run spent in it. The difference of the two figures is then exactly the mean
-    paired log(A/B) that the stopping rule measures.
+    A run's figure is its median time in each session, averaged (geometrically, 20% trimmed on
+    the paired ratio: :func:`run_times`) over the sessions, turned into GB/s. Not the median of
+    all its samples pooled: this machine's memory bandwidth has states (a 64 MiB torch-compile
+    VJP takes 120 ms for seconds on end, then 96 ms), the pooled samples are bimodal, and their
+    median sits on the edge between the modes, where two more slow samples in one run move it
+    by 20%. The per-session median is stable (A and B of one session see the same state), and
+    the average weighs each state by the time the run spent in it.
 
     Enough rounds: sessions are added (four at least, in pairs) until the standard error of the runs'
     difference is under ``precision`` (1.5%: a 5% difference is then over three standard errors

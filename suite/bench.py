@@ -63,6 +63,7 @@ import pytest
 from softmaxbench.backends.base import Backend
 from softmaxbench.reference.dtypes import DTYPES
 from softmaxbench.suite import records as rec_mod
+from softmaxbench.suite.threads import THREAD_VARIABLES, configure_threads, threads_used, torch_threads
 from softmaxbench.suite.timers import HarnessClock, summarize, timer_for
 from softmaxbench.suite.workloads import (
     COPY_OP,
@@ -217,57 +218,6 @@ def copy_kernels(device: str) -> list[Backend]:
     except ImportError:
         pass
     return kernels
-
-
-# ---------------------------------------------------------------------------------------------
-# Threads
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_XLA_ONE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-
-
-def configure_threads(n: int | None) -> list[str]:
-    """Set the threads of the CPU frameworks before they are used; returns warnings.
-
-    OpenMP/MKL/OpenBLAS read their variables at import, torch also takes ``set_num_threads``.
-    XLA (JAX) has flags for one thread only, read when jax is first imported.
-    """
-    warnings: list[str] = []
-    if n is None:
-        return warnings
-    for var in _THREAD_VARS:
-        os.environ[var] = str(n)
-    if n == 1:
-        if "jax" in sys.modules:
-            warnings.append("jax was imported before --threads was applied; its threads are unchanged")
-        elif _XLA_ONE_THREAD not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _XLA_ONE_THREAD).strip()
-    elif _has("jax"):
-        warnings.append(f"XLA has no flag for {n} threads; jax uses all {os.cpu_count()} cores")
-    _torch_threads(n)
-    return warnings
-
-
-def _torch_threads(n: int | None) -> None:
-    if n is not None and "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-
-
-def threads_used(backend: Backend) -> int | None:
-    """Threads the backend's framework computes with on the CPU (None on a GPU)."""
-    if getattr(backend, "device", "cpu") == "gpu":
-        return None
-    framework = str(getattr(backend, "framework", "") or "")
-    if framework.startswith("torch") and "torch" in sys.modules:
-        return int(sys.modules["torch"].get_num_threads())
-    if framework.startswith("jax"):
-        return 1 if "xla_cpu_multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "") else os.cpu_count()
-    if framework in ("numpy", "scipy"):
-        return 1  # NumPy's ufuncs and reductions run on one thread
-    env = os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env and env.isdigit() else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -481,7 +431,7 @@ def _device_memory_problem(backend: Backend, w: Workload, cache: int | None) -> 
 def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClock = CLOCK) -> dict:
     """Time one item with pytest-benchmark's ``benchmark`` fixture; add and return its record."""
     b, w, s = item.backend, item.workload, session.settings
-    _torch_threads(session.threads)
+    torch_threads(session.threads)
     rec = _base_record(session, item)
     started = time.perf_counter()
     fn = getattr(b, w.op)
@@ -592,8 +542,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
                  copies=copies)
     settings = settings or Settings.for_run(quick)
     out = Path(out_dir) if out_dir is not None else None
-    saved_env = {v: os.environ.get(v) for v in _THREAD_VARS}
-    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    saved_env = {v: os.environ.get(v) for v in (*THREAD_VARIABLES, "XLA_FLAGS")}
+    torch_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     configure_threads(threads)
     session = BenchSession(items=items, settings=settings, out_dir=out, threads=threads, echo=echo,
                            keep_pool=keep_pool)
@@ -634,8 +584,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
                 os.environ.pop(var, None)
             else:
                 os.environ[var] = val
-        if torch_threads is not None:
-            sys.modules["torch"].set_num_threads(torch_threads)
+        if torch_before is not None:
+            sys.modules["torch"].set_num_threads(torch_before)
     if pytest_rc in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
         raise RuntimeError(f"pytest could not run the benchmark module (exit {int(pytest_rc)})")
     if pytest_rc == pytest.ExitCode.INTERRUPTED:

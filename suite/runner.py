@@ -42,7 +42,8 @@ from softmaxbench.suite.records import (
     read_run,
     write_run,
 )
-from softmaxbench.suite.worker import THREAD_VARIABLES, WorkerHandle
+from softmaxbench.suite.threads import thread_env
+from softmaxbench.suite.worker import WorkerHandle
 
 #: Tasks per worker round-trip, and the most reference bytes one batch carries.
 BATCH_TASKS = 24
@@ -335,10 +336,8 @@ class CheckRun:
     # worker life cycle
     def _new_worker(self, run: _BackendRun) -> WorkerHandle:
         self.logs.mkdir(parents=True, exist_ok=True)
-        env = {k: str(self.threads) for k in THREAD_VARIABLES}
+        env = thread_env(self.threads)
         env.update(jit_cache_env())
-        if self.threads == 1:  # XLA's CPU backend spreads every op over all cores otherwise
-            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
         suffix = f"-{len(run.handles)}" if run.handles else ""
         h = WorkerHandle(run.backend.name, plugins=self.plugins, env=env,
                          log_path=self.logs / f"{_safe(run.backend.name)}{suffix}.log")

@@ -32,10 +32,6 @@ import time
 from collections import OrderedDict, deque
 from pathlib import Path
 
-#: Environment every worker gets unless the user set it: how many threads each framework may use
-#: (the runner splits the cores between the workers running at once) is filled in by the runner.
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-
 
 def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str, str],
                 log_path: str | None) -> None:

@@ -20,6 +20,7 @@ import pytest
 from softmaxbench.backends.base import Backend
 from softmaxbench.suite import bench, timers, workloads
 from softmaxbench.suite.records import RESULTS_FILE, read_results, read_run, validate_record
+from softmaxbench.suite.threads import THREAD_VARIABLES
 from softmaxbench.suite.workloads import MiB, Workload
 
 TINY = Settings = bench.Settings(min_rounds=8, max_rounds=200, max_time=0.02, warmup_time=0.005,
@@ -308,7 +309,7 @@ def test_wide_spread_is_flagged(tmp_path):
 
 def test_threads_are_applied_and_recorded(monkeypatch):
     torch = pytest.importorskip("torch")
-    for var in bench._THREAD_VARS + ("XLA_FLAGS",):
+    for var in THREAD_VARIABLES + ("XLA_FLAGS",):
         monkeypatch.delenv(var, raising=False)
     before = torch.get_num_threads()
 

@@ -4,9 +4,10 @@ Two claims, each printed with its figures:
 
 1. **Reproducible.** Two runs of the bench (the real path: pytest, pytest-benchmark,
    rotation, records) on the CPU backends agree within 5% in median GB/s at shapes of 16 MiB
-   and more. Each run of a (backend, workload) is made of complete harness measurements, and
-   the two runs' measurements alternate back to back (A B B A, then B A A B, ...): a
-   neighbour's job that starts or stops during the check weighs on both runs alike. Rounds are
+   and more. Each (backend, workload) pair runs in a fresh process, as a user's bench does;
+   each run is made of complete harness measurements, and the two runs' measurements
+   alternate back to back (A B B A, then B A A B, ...): a neighbour's job that starts or
+   stops during the check weighs on both runs alike. Rounds are
    added until the standard error of the paired difference is 1.5% (or a time budget is spent).
    Pairing matters: on a shared virtual machine even a plain 64 MiB copy into a reused buffer
    drifts by 10-20% in phases of a second or so, and such phases cancel between A and B of one
@@ -32,8 +33,10 @@ True
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import statistics
 import sys
@@ -210,6 +213,46 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
     return rows
 
 
+def _pair_child(name: str, plugins: Sequence[str], w: Workload, threads: int | None, out_dir: Path | None,
+                settings: bench.Settings, budget_s: float, quiet: bool) -> list[dict]:
+    """One (backend, workload) pair's two runs, in a process of its own (see below)."""
+    bench.configure_threads(threads)
+    (backend,) = cpu_backends([name], plugins)
+    rows = reproducibility([backend], [w], out_dir=out_dir, threads=threads, settings=settings,
+                           budget_s=budget_s, echo=None if quiet else _echo_flush)
+    return [{**r, "pid": os.getpid()} for r in rows]
+
+
+def _echo_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+def reproducibility_apart(names: Sequence[str], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
+                          plugins: Sequence[str] = (), out_dir: Path | None, threads: int | None,
+                          settings: bench.Settings = REPRO_SETTINGS, budget_s: float = 30.0,
+                          quiet: bool = False) -> list[dict]:
+    """:func:`reproducibility` for each (backend, workload) pair in a fresh process, as a user's
+    ``softmaxbench bench`` runs.
+
+    Why: a large op's time depends on what the process did before. A 64 MiB torch VJP
+    allocates its outputs afresh on every call, and 60% of its time is the kernel's page
+    faults for them (``getrusage``: 3.0 s system against 1.9 s user over 40 calls; torch's
+    ``THP_MEM_ALLOC_ENABLE=1`` halves the time). After other workloads have run in the same
+    process, the allocator's state makes that cost come and go, and the two runs' difference
+    swung by 5-8% with a standard error as large; in a fresh process the same pair agreed
+    within 1% with a 0.6% standard error.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    rows: list[dict] = []
+    for w in workloads:
+        for name in names:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+                job = pool.submit(_pair_child, name, tuple(plugins), w, threads, out_dir, settings, budget_s,
+                                  quiet)
+                rows += job.result()
+    return rows
+
+
 def overhead(backends: Sequence[Backend], *, threads: int | None, repeats: int = 3,
              workloads: Sequence[Workload] = SMALL_WORKLOADS, echo=print) -> dict:
     """The harness's added time per sample (no-op through the harness minus no-op in a bare loop),
@@ -272,17 +315,22 @@ def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> li
 
 def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
              repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 30.0,
-             echo=print) -> dict:
+             fresh_processes: bool = False, plugins: Sequence[str] = (), echo=print) -> dict:
     """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
-    session's results (none are written without it)."""
+    session's results (none are written without it). ``fresh_processes``: each pair of runs in a
+    process of its own (the command line does; the backends are then found again by name)."""
     bench.configure_threads(threads)
     load_before = _load()
     if echo:
         echo(f"machine: {os.cpu_count()} cores, load average {load_before}")
         echo(f"Reproducibility: two interleaved bench runs per backend and workload (>= 16 MiB, "
              f"threads={threads}, up to {budget_s:g} s each); limit {REPRO_LIMIT:.0%}")
-    repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads, budget_s=budget_s,
-                            echo=echo)
+    if fresh_processes:
+        repro = reproducibility_apart([b.name for b in backends], repro_workloads, plugins=plugins,
+                                      out_dir=out_dir, threads=threads, budget_s=budget_s, quiet=echo is None)
+    else:
+        repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads,
+                                budget_s=budget_s, echo=echo)
     if echo:
         echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
              f"limit {OVERHEAD_LIMIT:.0%}")
@@ -328,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     print(f"CPU backends: {', '.join(b.name for b in backends)}")
     result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None,
-                      budget_s=args.budget)
+                      budget_s=args.budget, fresh_processes=True, plugins=args.plugin)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
     return 0 if result["ok"] else 1

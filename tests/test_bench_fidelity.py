@@ -105,6 +105,17 @@ def test_two_interleaved_runs_are_compared():
     assert row["ok"] == (row["difference"] <= bench_fidelity.REPRO_LIMIT)
 
 
+def test_each_pair_of_runs_gets_a_fresh_process():
+    w = Workload("sweep-tiny", "softmax", "float32", (64, 1024))
+    settings = bench.Settings(min_rounds=5, max_time=0.01, warmup_time=0.0, min_warmup=1)
+    rows = bench_fidelity.reproducibility_apart(["numpy", "scipy"], [w], out_dir=None, threads=1,
+                                                settings=settings, budget_s=0.0, quiet=True)
+    assert [r["backend"] for r in rows] == ["numpy", "scipy"]
+    pids = {r["pid"] for r in rows}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert all(r["sessions"] == 4 and r["gbps_a"] > 0 and r["difference"] is not None for r in rows)
+
+
 def test_harness_overhead_is_small_against_1mib_ops():
     over = bench_fidelity.overhead([TinyNumpy()], threads=1, repeats=1, echo=None)
     assert over["noop_harness_s"] < 20e-6 and over["noop_bare_s"] < 20e-6  # microseconds, not more

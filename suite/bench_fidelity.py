@@ -118,27 +118,33 @@ TRIM = 0.2
 def run_times(sessions: Sequence[dict[str, Sequence[float]]]) -> tuple[float | None, float | None, float]:
     """Each run's time and the standard error of their log ratio, from sessions of samples.
 
-    ``sessions`` holds, per bench session, run A's and run B's samples (seconds). Per session,
-    each run's median and their log ratio log(A/B): A and B of one session saw the same machine.
-    The sessions whose ratio is among the 20% highest or the 20% lowest are set aside (a 20%
+    ``sessions`` holds, per bench session, run A's and run B's samples (seconds), in the order
+    they ran: A B B A, B A A B, A B B A, ... Two consecutive sessions make a block in which A and
+    B each held every place once, so what comes with a place (the first measurement of a
+    session paying for what warms up) cancels within the block. Per block, each run's time is
+    the geometric mean of its two session medians (A and B of one session saw the same machine),
+    and the block's log ratio is log(A/B).
+
+    The blocks whose ratio is among the 20% highest or the 20% lowest are set aside (a 20%
     trimmed mean: one measurement that lands on a host hiccup, 185 ms among 115 ms ones, makes
-    a ratio of 1.5 that would otherwise swing the mean by 5%), and a run's time is its
-    session medians averaged geometrically over the sessions kept. So A's time over B's is
-    exactly the trimmed mean ratio, and the standard error is Yuen's, from the winsorized
-    variance (``scipy.stats.mstats.trimmed_stde``).
+    a ratio of 1.5 that would otherwise swing the mean by 5%), and a run's time is averaged
+    geometrically over the blocks kept. So A's time over B's is exactly the trimmed mean ratio,
+    and the standard error is Yuen's, from the winsorized variance
+    (``scipy.stats.mstats.trimmed_stde``). A lone last session (an odd count) is left out.
 
     >>> a, b, se = run_times([{"A": [1.0, 1.1, 1.0], "B": [1.1, 1.0, 1.1]},
-    ...                       {"A": [2.0, 2.2, 2.0], "B": [2.2, 2.0, 2.2]}])
+    ...                       {"A": [2.2, 2.0, 2.2], "B": [2.0, 2.2, 2.0]}] * 2)
     >>> round(a, 3), round(b, 3), round(se, 3)
-    (1.414, 1.556, 0.0)
-    >>> run_times([{"A": [1.0], "B": [1.0]}])[2]
+    (1.483, 1.483, 0.0)
+    >>> run_times([{"A": [1.0], "B": [1.0]}] * 3)[2]
     inf
     """
     both = [sn for sn in sessions if sn.get("A") and sn.get("B")]
-    if not both:
+    blocks = list(zip(both[0::2], both[1::2], strict=False))
+    if not blocks:
         return None, None, math.inf
-    log_a = np.log([statistics.median(sn["A"]) for sn in both])
-    log_b = np.log([statistics.median(sn["B"]) for sn in both])
+    log_a = np.array([np.log([statistics.median(sn["A"]) for sn in blk]).mean() for blk in blocks])
+    log_b = np.array([np.log([statistics.median(sn["B"]) for sn in blk]).mean() for blk in blocks])
     ratios = log_a - log_b
     n = len(ratios)
     cut = int(TRIM * n)
@@ -166,8 +172,8 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
     by 20%. The per-session median is stable (A and B of one session see the same state), and
     the average weighs each state by the time the run spent in it.
 
-    Enough rounds: sessions are added (four at least, in pairs) until the standard error of the runs'
-    difference is under ``precision`` (1.5%: a 5% difference is then over three standard errors
+    Enough rounds: sessions are added (six at least, in pairs) until the standard error of the
+    runs' difference is under ``precision`` (1.5%: a 5% difference is then over three standard errors
     from none) or ``budget_s`` is spent. The standard error is taken from the sessions' paired
     log(A/B) (A's and B's samples of one session), not from the spread of the samples or of each
     run alone: samples of one measurement share the machine's state of the moment, so they are
@@ -182,9 +188,8 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
             sessions: list[dict[str, list[float]]] = []  # per session, each run's samples
             measurements = {"A": 0, "B": 0}
             started, batch, se = time.perf_counter(), 0, math.inf
-            # An even number of sessions, four at least: A and B then hold each place in a
-            # session equally often (a session's first measurement can pay for what warms up).
-            while batch < 4 or batch % 2 or (se > precision and time.perf_counter() - started < budget_s):
+            # Whole blocks of two sessions (see run_times), three blocks at least.
+            while batch < 6 or batch % 2 or (se > precision and time.perf_counter() - started < budget_s):
                 order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
                 parts = [replace(w, label=f"{w.label}@{run}{batch}.{k}") for k, run in enumerate(order)]
                 target = out_dir / f"{b.name}-{w.id}-{batch}" if out_dir else None

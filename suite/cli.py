@@ -118,7 +118,7 @@ def check_cmd(**kwargs) -> int:
 @selection_options
 @click.option("--out", default="softmaxbench-results/bench", show_default=True, help="Results directory.")
 @click.option("--threads", default=None, type=int,
-              help="Threads for the CPU frameworks (torch, OpenMP; XLA: 1 only). Default: theirs.")
+              help="Threads for the CPU frameworks (torch, OpenMP, XLA via NPROC). Default: theirs.")
 @click.option("--min-rounds", default=None, type=int, help="Fewest timed rounds per workload.")
 def bench_cmd(**kwargs) -> int:
     """Throughput in GB/s and as a fraction of the measured copy bandwidth.

@@ -7,9 +7,8 @@ Two claims, each printed with its figures:
    and more. Each (backend, workload) pair runs in a fresh process, as a user's bench does;
    each run is made of complete harness measurements, and the two runs' measurements
    alternate back to back (A B B A, then B A A B, ...): a neighbour's job that starts or
-   stops during the check weighs on both runs alike. Rounds are
-   added until the standard error of the paired difference is 1.5% (or a time budget is spent).
-   Pairing matters: on a shared virtual machine even a plain 64 MiB copy into a reused buffer
+   stops during the check weighs on both runs alike. Sessions are added until the standard
+   error of the paired difference is 1.5% (or a time budget is spent). Pairing matters: on a shared virtual machine even a plain 64 MiB copy into a reused buffer
    drifts by 10-20% in phases of a second or so, and such phases cancel between A and B of one
    session, not between two runs minutes apart.
 2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
@@ -164,21 +163,21 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
     and so on: load that comes and goes lands on both runs alike instead of on whichever ran
     second.
 
-    A run's figure is its median time in each session, averaged (geometrically, 20% trimmed on
-    the paired ratio: :func:`run_times`) over the sessions, turned into GB/s. Not the median of
+    A run's figure is its median time in each session, averaged (geometrically, over blocks of
+    two sessions, 20% trimmed on the paired ratio: :func:`run_times`), turned into GB/s. Not the median of
     all its samples pooled: this machine's memory bandwidth has states (a 64 MiB torch-compile
     VJP takes 120 ms for seconds on end, then 96 ms), the pooled samples are bimodal, and their
     median sits on the edge between the modes, where two more slow samples in one run move it
     by 20%. The per-session median is stable (A and B of one session see the same state), and
     the average weighs each state by the time the run spent in it.
 
-    Enough rounds: sessions are added (six at least, in pairs) until the standard error of the
-    runs' difference is under ``precision`` (1.5%: a 5% difference is then over three standard errors
-    from none) or ``budget_s`` is spent. The standard error is taken from the sessions' paired
-    log(A/B) (A's and B's samples of one session), not from the spread of the samples or of each
-    run alone: samples of one measurement share the machine's state of the moment, so they are
-    not independent, and the slow drift of a shared machine is common to A and B of a session.
-    The stopping rule looks at the uncertainty, never at the difference itself.
+    Enough rounds: after one uncounted warm-up session, sessions are added (six at least, in
+    pairs) until the standard error of the runs' difference is under ``precision`` (1.5%: a 5%
+    difference is then over three standard errors from none) or ``budget_s`` is spent. The
+    standard error is taken from the blocks' paired log(A/B), not from the spread of the samples
+    or of each run alone: samples of one measurement share the machine's state of the moment,
+    so they are not independent, and the slow drift of a shared machine is common to A and B of
+    a session. The stopping rule looks at the uncertainty, never at the difference itself.
     """
     rows = []
     for w in workloads:

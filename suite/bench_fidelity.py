@@ -8,9 +8,10 @@ Two claims, each printed with its figures:
    each run is made of complete harness measurements, and the two runs' measurements
    alternate back to back (A B B A, then B A A B, ...): a neighbour's job that starts or
    stops during the check weighs on both runs alike. Sessions are added until the standard
-   error of the paired difference is 1.5% (or a time budget is spent). Pairing matters: on a shared virtual machine even a plain 64 MiB copy into a reused buffer
-   drifts by 10-20% in phases of a second or so, and such phases cancel between A and B of one
-   session, not between two runs minutes apart.
+   error of the paired difference is 1.5% (or a time budget is spent). Pairing matters: on a
+   shared virtual machine even a plain 64 MiB copy into a reused buffer drifts by 10-20% in
+   phases of a second or so, and such phases cancel between A and B of one session, not
+   between two runs minutes apart.
 2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
    harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
    times, medians); the difference is what the harness adds to every sample, and it is set

@@ -44,8 +44,8 @@ def test_one_thread_means_one_core_for_jax():
     pytest.importorskip("jax")
     flag_only = _probe({"NPROC": "", "XLA_FLAGS": threads.XLA_ONE_THREAD})
     one = _probe(threads.thread_env(1, base={}))
-    assert flag_only["cpu_per_wall"] > 1.3, flag_only    # the probe sees a second core at work
-    assert one["cpu_per_wall"] < 1.15, one                # --threads 1 leaves it alone
+    assert flag_only["cpu_per_wall"] > 1.2, flag_only    # the probe sees a second core at work
+    assert one["cpu_per_wall"] < 1.1, one                 # --threads 1 leaves it alone
 
 
 def test_thread_env_keeps_user_xla_flags_and_says_what_jax_uses(monkeypatch):

@@ -30,9 +30,11 @@ print(json.dumps({"cpu_per_wall": cpu / (t1 - t0)}))
 """
 
 
-def _probe(env: dict[str, str]) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _PROBE], env={**os.environ, **env}, capture_output=True,
-                          text=True, timeout=300)
+def _probe(env: dict[str, str | None]) -> dict:
+    """Run the probe with ``env`` over this environment (None: leave the variable out)."""
+    full = {k: v for k, v in {**os.environ, **env}.items() if v is not None}
+    proc = subprocess.run([sys.executable, "-c", _PROBE], env=full, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -42,7 +44,7 @@ def test_one_thread_means_one_core_for_jax():
     """Found here: with --xla_cpu_multi_thread_eigen=false alone (what --threads 1 set before),
     jax-cpu computed on 1.85 cores per wall second on this 2-core machine."""
     pytest.importorskip("jax")
-    flag_only = _probe({"NPROC": "", "XLA_FLAGS": threads.XLA_ONE_THREAD})
+    flag_only = _probe({"NPROC": None, "XLA_FLAGS": threads.XLA_ONE_THREAD})
     one = _probe(threads.thread_env(1, base={}))
     assert flag_only["cpu_per_wall"] > 1.2, flag_only    # the probe sees a second core at work
     assert one["cpu_per_wall"] < 1.1, one                 # --threads 1 leaves it alone

@@ -111,7 +111,7 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-#: Share of sessions trimmed from each end of the paired log(A/B) (Yuen's 20% trimmed mean).
+#: Share of blocks trimmed from each end of the paired log(A/B) (Yuen's 20% trimmed mean).
 TRIM = 0.2
 
 
@@ -192,7 +192,8 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
             # 150 ms after), which would set A against B by 50% in the first block.
             bench.run_bench(None, [b], [replace(w, label=f"{w.label}@warm-up")], settings=settings,
                             threads=threads, echo=None, pytest_json=False, copies=False, keep_pool=True)
-            started, batch, se = time.perf_counter(), 0, math.inf
+            started, batch = time.perf_counter(), 0
+            time_a, time_b, se = None, None, math.inf
             # Whole blocks of two sessions (see run_times), three blocks at least.
             while batch < 6 or batch % 2 or (se > precision and time.perf_counter() - started < budget_s):
                 order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
@@ -207,8 +208,8 @@ def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] =
                         sessions[-1][run] += r["samples_s"]
                         measurements[run] += 1
                 batch += 1
-                *_, se = run_times(sessions)
-            a, b_ = (w.bytes_moved / t / 1e9 if t else None for t in run_times(sessions)[:2])
+                time_a, time_b, se = run_times(sessions)
+            a, b_ = (w.bytes_moved / t / 1e9 if t else None for t in (time_a, time_b))
             diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
             n_samples = sum(len(sn["A"]) for sn in sessions)
             rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
@@ -250,7 +251,7 @@ def reproducibility_apart(names: Sequence[str], workloads: Sequence[Workload] = 
     ``THP_MEM_ALLOC_ENABLE=1`` halves the time). After other workloads have run in the same
     process, the allocator's state makes that cost come and go, and the two runs' difference
     swung by 5-8% with a standard error as large; in a fresh process the same pair agreed
-    within 1% with a 0.6% standard error.
+    within 1.1% with a 0.6% standard error.
     """
     ctx = multiprocessing.get_context("spawn")
     rows: list[dict] = []

@@ -200,7 +200,7 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     """
     import click
 
-    from softmaxbench.suite.cli import EXIT_OK, InputError
+    from softmaxbench.errors import EXIT_OK, InputError
     from softmaxbench.suite.records import gate as conformance_gate
 
     def warn(msg: str) -> None:

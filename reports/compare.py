@@ -180,7 +180,7 @@ def compare_main(base: str, new: str, max_regression: str = "10%", out: str | No
     import click
     from tabulate import tabulate
 
-    from softmaxbench.suite.cli import InputError
+    from softmaxbench.errors import InputError
 
     try:
         threshold = parse_threshold(max_regression)

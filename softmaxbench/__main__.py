@@ -1,6 +1,6 @@
 """``python -m softmaxbench`` is the ``softmaxbench`` console script."""
 
-from softmaxbench.suite.cli import main
+from softmaxbench.suite.cli.main import main
 
 if __name__ == "__main__":
     main()

@@ -1,1 +1,2 @@
-"""The suite: conformance checks, benchmark harness, runner (isolation, records), pytest plugin, CLI."""
+"""The suite, in rooms: ``records`` (results and their schema), ``conformance``, ``isolation``,
+``bench``, ``hunt`` and ``cli`` (one module per verb). See docs/internals.md for the map."""

@@ -24,7 +24,7 @@ import pytest
 from softmaxbench.backends import conventions, registry
 from softmaxbench.backends.base import OPS
 from softmaxbench.reference.dtypes import np_dtype
-from softmaxbench.suite.checks import matching_alternative
+from softmaxbench.suite.conformance.checks import matching_alternative
 
 cases_mod = pytest.importorskip("softmaxbench.reference.cases")
 ref_ops = pytest.importorskip("softmaxbench.reference.ops")

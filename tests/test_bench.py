@@ -18,10 +18,11 @@ import numpy as np
 import pytest
 
 from softmaxbench.backends.base import Backend
-from softmaxbench.suite import bench, timers, workloads
+from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench.measure import timers, workloads
+from softmaxbench.suite.bench.workloads import MiB, Workload
+from softmaxbench.suite.isolation.threads import THREAD_VARIABLES
 from softmaxbench.suite.records import RESULTS_FILE, read_results, read_run, validate_record
-from softmaxbench.suite.threads import THREAD_VARIABLES
-from softmaxbench.suite.workloads import MiB, Workload
 
 TINY = Settings = bench.Settings(min_rounds=8, max_rounds=200, max_time=0.02, warmup_time=0.005,
                                  cache=64 * 1024)
@@ -376,7 +377,7 @@ def test_module_runs_under_plain_pytest(tmp_path):
 # --------------------------------------------------------------------------------------------- the verb
 
 def _cli(*argv):
-    from softmaxbench.suite.cli import main
+    from softmaxbench.suite.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(list(argv))
@@ -438,8 +439,8 @@ def test_quick_bench_of_every_cpu_backend(tmp_path):
 
 
 def test_docstring_examples_run():
+    from benchmarks import bench_fidelity
     from softmaxbench.reports import compare
-    from softmaxbench.suite import bench_fidelity
 
     for mod in (workloads, timers, bench, bench_fidelity, compare):
         result = doctest.testmod(mod)

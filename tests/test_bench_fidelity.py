@@ -9,9 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks import bench_fidelity
 from softmaxbench.backends.base import Backend
-from softmaxbench.suite import bench, bench_fidelity
-from softmaxbench.suite.workloads import Workload, clear_host_pool
+from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench.workloads import Workload, clear_host_pool
 
 
 class TinyNumpy(Backend):
@@ -133,7 +134,7 @@ def test_fidelity_claims_hold_on_the_cpu_backends():
     load, cores = os.getloadavg()[0], os.cpu_count() or 1
     if load > cores:
         pytest.skip(f"load average {load:.1f} on {cores} cores: the machine is oversubscribed")
-    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.bench_fidelity"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench_fidelity"], capture_output=True,
                           text=True, timeout=1800)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "-> holds" in proc.stdout and "DOES NOT HOLD" not in proc.stdout

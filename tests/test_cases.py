@@ -28,7 +28,7 @@ from softmaxbench.reference.cases import (
     get,
 )
 from softmaxbench.reference.dtypes import DTYPES, finfo, np_dtype
-from softmaxbench.suite.cli import cli
+from softmaxbench.suite.cli.main import cli
 
 CASES = catalogue()
 CASE_DTYPES = [(c, d) for c in CASES for d in c.dtypes]

@@ -6,14 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from softmaxbench.suite import checks
-from softmaxbench.suite.checks import CheckFailure
+from softmaxbench.suite.conformance import checks
+from softmaxbench.suite.conformance.checks import CheckFailure
 
 ops = pytest.importorskip("softmaxbench.reference.ops")
 import broken_backends as bb  # noqa: E402  (pytest puts tests/ on sys.path)
 
 from softmaxbench.reference.cases import get  # noqa: E402
-from softmaxbench.suite.api import check_one  # noqa: E402
+from softmaxbench.suite.conformance.api import check_one  # noqa: E402
 
 
 def build(case: str, dtype: str = "float32"):
@@ -225,7 +225,7 @@ def test_check_one_unsupported_without_calling():
 
 def test_repro_snippet_reproduces_the_failure():
     """The snippet runs on its own (given the backend is registered) and rebuilds the same input."""
-    from softmaxbench.suite.repro import snippet
+    from softmaxbench.suite.conformance.repro import snippet
 
     inputs = build("ce_weight_smoothing_ignore_mean")
     src = snippet("numpy", "cross_entropy", inputs)

@@ -69,7 +69,7 @@ def test_gitlab_scripts_pass_shellcheck(tmp_path):
 @pytest.mark.parametrize("template", [GITHUB, GITLAB])
 def test_templates_call_only_public_cli_options(template):
     """Every softmaxbench call in a template parses with the real CLI (no invented verb or flag)."""
-    from softmaxbench.suite.cli import cli
+    from softmaxbench.suite.cli.main import cli
 
     calls = softmaxbench_calls(template.read_text())
     verbs = {c[0] for c in calls}

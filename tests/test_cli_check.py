@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("softmaxbench.backends.registry", reason="backend registry not written yet")
 pytest.importorskip("softmaxbench.reference.ops")
 
-from softmaxbench.suite.cli import main  # noqa: E402
+from softmaxbench.suite.cli.main import main  # noqa: E402
 
 PLUGIN = str(Path(__file__).with_name("broken_backends.py"))
 SMALL = ["--plugin", PLUGIN, "--ops", "softmax", "--dtypes", "float32", "--cases", "dist_normal_scale_1"]
@@ -91,7 +91,7 @@ def test_exit_0_when_conforming_and_1_when_not(tmp_path, capsys):
 
 
 def test_console_script_prints_plain_lines_when_not_a_tty(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "check", *SMALL, "--backends",
+    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", *SMALL, "--backends",
                            "broken-baseline,broken-all-zeros", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 1, proc.stderr
@@ -103,7 +103,7 @@ def test_console_script_prints_plain_lines_when_not_a_tty(tmp_path):
 
 
 def test_rich_progress_display(tmp_path, capsys):
-    from softmaxbench.suite.runner import run_check
+    from softmaxbench.suite.conformance.runner import run_check
 
     code = run_check(tmp_path, backends=["broken-baseline"], ops=["softmax"], dtypes=["float32"],
                      cases=["dist_normal_scale_1", "special_nan_one"], plugins=[PLUGIN], display="rich")

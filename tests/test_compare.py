@@ -10,9 +10,9 @@ import pytest
 
 from softmaxbench.backends.base import Backend
 from softmaxbench.reports import compare
-from softmaxbench.suite import bench
+from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench.workloads import Workload
 from softmaxbench.suite.records import new_record
-from softmaxbench.suite.workloads import Workload
 
 SETTINGS = bench.Settings(min_rounds=15, max_rounds=15, max_time=0.0, warmup_time=0.0, min_warmup=2,
                           cache=64 * 1024)
@@ -57,7 +57,7 @@ def _bench(path, backend_cls, name=None):
 
 
 def _cli(*argv):
-    from softmaxbench.suite.cli import main
+    from softmaxbench.suite.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(list(argv))

@@ -76,7 +76,7 @@ def test_get_unknown_name_is_one_clear_line():
 def test_listing_imports_no_framework_without_a_gpu():
     if cuda_device_problem() is None:
         pytest.skip("with a CUDA device the GPU backends' availability checks import their framework")
-    code = ("import sys, softmaxbench; from softmaxbench.backends.listing import list_main; "
+    code = ("import sys, softmaxbench; from softmaxbench.suite.cli.list import list_main; "
             "list_main(); print(sorted(m for m in ('torch', 'jax', 'cupy', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr

@@ -16,8 +16,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from softmaxbench.suite import found_cases
-from softmaxbench.suite.hunt import (
+from softmaxbench.suite.hunt.search import (
     EXPLORE,
     Candidate,
     ReferenceObjective,
@@ -26,6 +25,7 @@ from softmaxbench.suite.hunt import (
     nudge,
     search,
 )
+from softmaxbench.suite.hunt.search import store as found_cases
 
 HERE = Path(__file__).parent
 BUDGET = 500          # rows per search: the hunt finds every fault in under 200 (12 seeds tried)
@@ -80,7 +80,7 @@ def test_timed_search_tries_a_prefix_of_the_counted_one():
 
 def test_hypothesis_phase_is_deterministic_and_bounded():
     pytest.importorskip("softmaxbench.reference.strategies")
-    from softmaxbench.suite.hunt import hypothesis_phase
+    from softmaxbench.suite.hunt.search import hypothesis_phase
 
     space = SearchSpace("softmax_vjp", "bfloat16")
     runs = []
@@ -136,7 +136,7 @@ def test_near_tie_mutation_makes_near_ties():
 @pytest.fixture(scope="module")
 def reference_ready():
     pytest.importorskip("softmaxbench.reference.ops")
-    pytest.importorskip("softmaxbench.suite.api")
+    pytest.importorskip("softmaxbench.suite.conformance.api")
 
 
 @pytest.mark.parametrize("examples", [0, 16], ids=["guided", "hypothesis+guided"])
@@ -190,7 +190,7 @@ def test_findings_are_shrunk_but_still_fail(reference_ready):
 
 def _check(backend, case):
     from softmaxbench.reference import ops
-    from softmaxbench.suite.api import check_one
+    from softmaxbench.suite.conformance.api import check_one
 
     inputs = case.build(case.dtypes[0])
     return check_one(backend, case.ops[0], inputs, np.asarray(ops.evaluate(case.ops[0], inputs)),
@@ -293,7 +293,7 @@ def test_shipped_found_cases_load():
 
 # -- the CLI verb -----------------------------------------------------------------------------
 def _cli(args, capsys):
-    from softmaxbench.suite.cli import main
+    from softmaxbench.suite.cli.main import main
 
     with pytest.raises(SystemExit) as exc:
         main(args)

@@ -16,7 +16,7 @@ import types
 import pytest
 from test_report_records import make_bench_records, make_check_records, write_dir
 
-from softmaxbench.suite.cli import main
+from softmaxbench.suite.cli.main import main
 
 
 class Producers:
@@ -51,11 +51,11 @@ class Producers:
 @pytest.fixture
 def producers(monkeypatch):
     p = Producers()
-    runner = types.ModuleType("softmaxbench.suite.runner")
+    runner = types.ModuleType("softmaxbench.suite.conformance.runner")
     runner.run_check = p.run_check
     bench = types.ModuleType("softmaxbench.suite.bench")
     bench.run_bench, bench.resolve_backends = p.run_bench, p.resolve_backends
-    monkeypatch.setitem(sys.modules, "softmaxbench.suite.runner", runner)
+    monkeypatch.setitem(sys.modules, "softmaxbench.suite.conformance.runner", runner)
     monkeypatch.setitem(sys.modules, "softmaxbench.suite.bench", bench)
     return p
 
@@ -140,10 +140,10 @@ def test_usage_errors(tmp_path, capsys, producers):
 def test_real_run_on_a_tiny_selection(tmp_path):
     """The real producers: numpy, softmax, float32, quick."""
     pytest.importorskip("softmaxbench.backends.registry", reason="backend registry not written yet")
-    pytest.importorskip("softmaxbench.suite.runner")
+    pytest.importorskip("softmaxbench.suite.conformance.runner")
     pytest.importorskip("softmaxbench.suite.bench")
     out = tmp_path / "r"
-    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "run", "--backends", "numpy",
+    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "run", "--backends", "numpy",
                            "--ops", "softmax", "--dtypes", "float32", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode in (0, 1), proc.stderr[-2000:]

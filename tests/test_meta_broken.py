@@ -87,7 +87,7 @@ def test_every_broken_backend_has_an_expectation():
 def broken_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("broken")
     names = ["broken-baseline", *EXPECTED]
-    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "check", "--plugin", PLUGIN,
+    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--plugin", PLUGIN,
                            "--backends", ",".join(names), "--ops", ",".join(OPS),
                            "--dtypes", ",".join(DTYPES),
                            "--cases", ",".join(CASES), "--timeout", "10", "--out", str(out),
@@ -194,7 +194,7 @@ def _run_frameworks(out: Path, quick: bool) -> subprocess.CompletedProcess:
     names = [n for n in CPU_FRAMEWORKS if availability(get(n)) is None]
     if not names:
         pytest.skip("none of numpy, scipy, torch-cpu, jax-cpu is available")
-    return subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "check",
+    return subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check",
                            "--backends", ",".join(names), *(["--quick"] if quick else []), "--out", str(out)],
                           capture_output=True, text=True, timeout=3000)
 

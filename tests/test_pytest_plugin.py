@@ -14,7 +14,7 @@ pytest_plugins = ["pytester"]
 TINY = '''
 import numpy as np
 from softmaxbench.backends import Backend
-from softmaxbench.suite.pytest_plugin import parametrize_with_checks
+from softmaxbench.suite.conformance.pytest_plugin import parametrize_with_checks
 
 
 class Tiny(Backend):
@@ -65,7 +65,7 @@ def test_verdicts_become_pytest_outcomes(pytester):
 
 def test_quick_by_default_and_full_on_request(pytester):
     pytester.makepyfile(test_sel=TINY.replace("cases=CASES", "ops=['softmax']"))
-    from softmaxbench.suite.api import plan, select_cases
+    from softmaxbench.suite.conformance.api import plan, select_cases
 
     def count(quick):
         return sum(1 for t in plan(select_cases(None, quick), ["softmax"], ["float32"]))
@@ -79,7 +79,7 @@ def test_quick_by_default_and_full_on_request(pytester):
 
 
 def test_not_a_backend_is_a_clear_error():
-    from softmaxbench.suite.pytest_plugin import parametrize_with_checks
+    from softmaxbench.suite.conformance.pytest_plugin import parametrize_with_checks
 
     with pytest.raises(TypeError, match="needs a Backend instance or a factory"):
         parametrize_with_checks("numpy")

@@ -1,6 +1,6 @@
 """reference.ops: special values, shapes and axes, cross-entropy options against PyTorch, gradients
 against PyTorch autograd and finite differences, input validation. (Accuracy against mpmath is
-tests/test_certification.py; speed is ``python -m softmaxbench.reference.speed``.)"""
+tests/test_certification.py; speed is ``python -m benchmarks.reference_speed``.)"""
 
 from __future__ import annotations
 

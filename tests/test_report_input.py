@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from test_report_records import make_bench_records, make_check_records, write_dir
 
-from softmaxbench.suite.cli import main
+from softmaxbench.suite.cli.main import main
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
@@ -122,7 +122,7 @@ def test_out_is_a_file(tmp_path, capsys):
 
 def test_console_entry_point_prints_no_traceback(tmp_path):
     (tmp_path / "results.jsonl").write_text("garbage\n")
-    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "report", str(tmp_path),
+    proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "report", str(tmp_path),
                            "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "not JSON" in proc.stderr

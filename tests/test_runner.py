@@ -17,8 +17,8 @@ import pytest
 pytest.importorskip("softmaxbench.backends.registry", reason="backend registry not written yet")
 pytest.importorskip("softmaxbench.reference.ops")
 
+from softmaxbench.suite.conformance.runner import run_check, summarize  # noqa: E402
 from softmaxbench.suite.records import read_results, read_run, validate_record  # noqa: E402
-from softmaxbench.suite.runner import run_check, summarize  # noqa: E402
 
 PLUGIN = str(Path(__file__).with_name("broken_backends.py"))
 CASES = ["dist_normal_scale_1", "special_nan_one", "special_posinf_one", "shape_rank4_axis1",
@@ -123,7 +123,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     """SIGKILL the whole run mid-way: no completed record is lost, a cut-off last line is dropped,
     and --resume finishes the rest without a duplicate."""
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "softmaxbench.suite.cli", "check", "--plugin", PLUGIN,
+    cmd = [sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--plugin", PLUGIN,
            "--backends", "broken-baseline,broken-hangs-on-rank4", "--ops", "softmax,log_softmax",
            "--dtypes", "float32", "--quick", "--timeout", "120", "--out", str(out)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -143,7 +143,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     with open(results, "a") as fh:
         fh.write('{"schema_version": 1, "kind": "check", "backend": "broken-base')  # cut off mid-write
 
-    code = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli", "check", "--resume", str(out),
+    code = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--resume", str(out),
                            "--timeout", "1.5"], capture_output=True, text=True, timeout=300)
     assert code.returncode == 1, code.stderr  # the hang costs timeouts
     after = read_results(out)
@@ -151,7 +151,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     assert max(keys.values()) == 1
     assert all((r["backend"], r["op"], r["case"], r["dtype"]) in keys for r in before)
     assert after[: len(before)] == before  # what was recorded stays, untouched and first
-    from softmaxbench.suite.api import plan, select_cases
+    from softmaxbench.suite.conformance.api import plan, select_cases
 
     planned = plan(select_cases(None, quick=True), ["softmax", "log_softmax"], ["float32"])
     assert len(after) == 2 * len(planned)
@@ -162,7 +162,7 @@ def test_killed_run_resumes_without_redoing(tmp_path):
 
 
 def test_resume_needs_a_check_run(tmp_path):
-    from softmaxbench.suite.cli import InputError
+    from softmaxbench.errors import InputError
 
     with pytest.raises(InputError, match="no run.json"):
         run_check(tmp_path, resume=True)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from softmaxbench.suite import threads
+from softmaxbench.suite.isolation import threads
 
 # Times a sizeable XLA computation (after compiling it) and reports the CPU seconds the process
 # spent per wall second: the number of cores it really computed on.

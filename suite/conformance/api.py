@@ -1,12 +1,12 @@
 """The plain-Python conformance API: one check of one backend -> one result record, and many.
 
 :func:`check_one` is the single place where a backend is called and its output judged by the
-``check_<property>`` functions of :mod:`softmaxbench.suite.checks`; the CLI runner (in worker
+``check_<property>`` functions of :mod:`softmaxbench.suite.conformance.checks`; the CLI runner (in worker
 processes), :func:`run_checks` (in this process) and the pytest plugin all go through it, so the
 three entry points give the same verdicts. :func:`plan` turns a selection into the
 (case, dtype, op) keys to check, :class:`ReferenceCache` computes each reference result once.
 
->>> from softmaxbench.suite.api import run_checks
+>>> from softmaxbench.suite.conformance.api import run_checks
 >>> records = run_checks(["numpy"], ops=["softmax", "log_softmax"], dtypes=["float32"],
 ...                      cases=["dist_normal_scale_1", "special_posinf_one"])
 >>> [(r["op"], r["case"], r["verdict"], r["deviation"]) for r in records]   # doctest: +NORMALIZE_WHITESPACE
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from softmaxbench.suite import checks
-from softmaxbench.suite.checks import CheckFailure
+from softmaxbench.suite.conformance import checks
+from softmaxbench.suite.conformance.checks import CheckFailure
 from softmaxbench.suite.records import new_record
 
 
@@ -43,7 +43,7 @@ class Task:
 def select_cases(cases: Sequence[str] | None = None, quick: bool = False) -> list:
     """Case objects by name (KeyError with close names for an unknown one), or the catalogue
     followed by the regression cases saved by ``softmaxbench hunt`` (``suite.found_cases``)."""
-    from softmaxbench.suite import found_cases
+    from softmaxbench.suite.hunt.search import store as found_cases
 
     if cases:
         return [found_cases.get_case(name) for name in cases]
@@ -89,7 +89,7 @@ class ReferenceCache:
         """The CaseInput of ``case`` in ``dtype`` (a few kept: tasks come grouped by case)."""
         key = (case, dtype)
         if key not in self._inputs:
-            from softmaxbench.suite.found_cases import get_case
+            from softmaxbench.suite.hunt.store import get_case
 
             self._inputs[key] = get_case(case).build(dtype)
             while len(self._inputs) > 4:
@@ -121,7 +121,7 @@ class ReferenceCache:
 # -- one check ----------------------------------------------------------------------------------
 def found_by(case_name: str) -> str:
     """'hunt' for a regression case saved by ``softmaxbench hunt``, else 'catalogue'."""
-    from softmaxbench.suite.found_cases import PREFIX
+    from softmaxbench.suite.hunt.store import PREFIX
 
     return "hunt" if case_name.startswith(PREFIX) else "catalogue"
 
@@ -146,7 +146,7 @@ def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: s
         repro = None
         if verdict not in ("pass", "unsupported"):
             try:
-                from softmaxbench.suite.repro import snippet
+                from softmaxbench.suite.conformance.repro import snippet
 
                 repro = snippet(backend, op, inputs, plugins)
             except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict

@@ -1,4 +1,4 @@
-"""How fast the reference is: ``python -m softmaxbench.reference.speed``.
+"""How fast the reference is: ``python -m benchmarks.reference_speed``.
 
 The reference must stay cheap enough to judge every case of every run, so it has two speed
 targets on a 2-core machine: softmax of 1e7 float32 elements in at most 1 s (float64 working
@@ -84,7 +84,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Time the reference; 0, or 1 with ``--strict`` when a target is missed."""
-    parser = _Parser(prog="python -m softmaxbench.reference.speed",
+    parser = _Parser(prog="python -m benchmarks.reference_speed",
                      description="Time the reference ops against their speed targets.")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per op (median)")
     parser.add_argument("--all", action="store_true", help="also time the other ops")

@@ -25,7 +25,7 @@ from a fixed grid so that shapes recur, but such backends still need a larger ``
 
 Every new worst input is shrunk (shorter rows that keep the error), measured once more on its
 own with ``reference.metrics.compare`` (the numbers ``check`` will report), saved as a named
-regression case (see :mod:`softmaxbench.suite.found_cases`) and written as a ``check`` record
+regression case (see :mod:`softmaxbench.suite.hunt.store`) and written as a ``check`` record
 with ``found_by = "hunt"`` and a copy-paste ``repro`` to ``OUT/results.jsonl``.
 
 Budget and determinism
@@ -49,7 +49,7 @@ the budget each, or 2 s when that is more (so a timed hunt of one combination ta
 1.3 x --budget, plus one untimed warm-up call and the final check of each finding); a replay
 with ``--evals`` repeats the search exactly and may shrink a little further.
 
->>> from softmaxbench.suite.hunt import SearchSpace, search
+>>> from softmaxbench.suite.hunt.search import SearchSpace, search
 >>> import numpy as np
 >>> space = SearchSpace("softmax", "float32")
 >>> def objective(rows):            # any scorer: here, how far the max sits above 80
@@ -735,8 +735,8 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
     """Judge one row exactly as ``check`` does (``suite.api.check_one``): the check record,
     with ``case`` = ``name``, ``category`` "found", ``found_by`` "hunt" and a repro snippet."""
     from softmaxbench.reference import ops
-    from softmaxbench.suite import api
-    from softmaxbench.suite.repro import snippet
+    from softmaxbench.suite.conformance import api
+    from softmaxbench.suite.conformance.repro import snippet
 
     inputs = case_input(op, dtype, [cand], name)
     try:
@@ -860,7 +860,7 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
 
 def found_starts(dirs: Sequence[Path], backend: str, op: str, dtype: str) -> list[Candidate]:
     """The saved cases of this backend/op/dtype as starting points (earlier hunts build on)."""
-    from softmaxbench.suite import found_cases
+    from softmaxbench.suite.hunt.search import store as found_cases
 
     out: list[Candidate] = []
     for fc in found_cases.cases_for(list(dirs), backend, op, dtype):
@@ -890,7 +890,7 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     (64, 'pass')
     """
     from softmaxbench.reference.metrics import THRESHOLDS
-    from softmaxbench.suite import found_cases
+    from softmaxbench.suite.hunt.search import store as found_cases
 
     space = SearchSpace(op, dtype, max_len=max_len, start_len=start_len)
     key = stream_seed(seed, backend.name, op, dtype)
@@ -1016,8 +1016,9 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     import click
 
     from softmaxbench.backends.base import OPS
-    from softmaxbench.suite import found_cases
-    from softmaxbench.suite.cli import InputError, split_csv
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.hunt.search import store as found_cases
     from softmaxbench.suite.records import ResultsWriter, machine_info, new_run, now_iso, write_run
 
     if evals is not None and evals < 1:

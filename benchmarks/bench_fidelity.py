@@ -1,4 +1,4 @@
-"""Fidelity of the benchmark harness, shown by measurement: ``python -m softmaxbench.suite.bench_fidelity``.
+"""Fidelity of the benchmark harness, shown by measurement: ``python -m benchmarks.bench_fidelity``.
 
 Two claims, each printed with its figures:
 
@@ -49,8 +49,8 @@ import numpy as np
 from scipy.stats import mstats
 
 from softmaxbench.backends.base import Backend
-from softmaxbench.suite import bench
-from softmaxbench.suite.workloads import InputPool, Workload, clear_host_pool
+from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench.workloads import InputPool, Workload, clear_host_pool
 
 REPRO_LIMIT = 0.05
 OVERHEAD_LIMIT = 0.02
@@ -362,7 +362,7 @@ def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: P
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m softmaxbench.suite.bench_fidelity",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fidelity",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default=None, help="CPU backends (default: every available one)")
     parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")

@@ -1,7 +1,7 @@
 """``softmaxbench check``: run the conformance checks of many backends, crash-proof, and record them.
 
-Each selected backend runs in its own worker process (:mod:`softmaxbench.suite.worker`); the
-parent computes every reference result once (:class:`~softmaxbench.suite.api.ReferenceCache`),
+Each selected backend runs in its own worker process (:mod:`softmaxbench.suite.isolation.worker`); the
+parent computes every reference result once (:class:`~softmaxbench.suite.conformance.api.ReferenceCache`),
 ships it with batches of tasks to the workers, writes each record to ``DIR/results.jsonl`` the
 moment it arrives, and turns a worker that dies or goes silent into one ``crash`` / ``timeout``
 record before starting a fresh worker for the rest. ``--resume DIR`` finishes an interrupted run
@@ -29,7 +29,17 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from softmaxbench.suite.api import ReferenceCache, Task, check_one, found_by, plan, select_cases, supports
+from softmaxbench.suite.conformance.api import (
+    ReferenceCache,
+    Task,
+    check_one,
+    found_by,
+    plan,
+    select_cases,
+    supports,
+)
+from softmaxbench.suite.isolation.threads import thread_env
+from softmaxbench.suite.isolation.worker import WorkerHandle
 from softmaxbench.suite.records import (
     FAILING,
     RESULTS_FILE,
@@ -42,8 +52,6 @@ from softmaxbench.suite.records import (
     read_run,
     write_run,
 )
-from softmaxbench.suite.threads import thread_env
-from softmaxbench.suite.worker import WorkerHandle
 
 #: Tasks per worker round-trip, and the most reference bytes one batch carries.
 BATCH_TASKS = 24
@@ -57,7 +65,7 @@ SUMMARY_COLUMNS = ("pass", "deviation", "fail", "error", "unsupported", "timeout
 
 
 def _input_error(message: str):
-    from softmaxbench.suite.cli import InputError
+    from softmaxbench.errors import InputError
 
     return InputError(message)
 
@@ -287,7 +295,7 @@ class CheckRun:
 
     def _parent_record(self, run: _BackendRun, task: Task, verdict: str, message: str) -> dict:
         """A record the parent writes for a task whose worker crashed or hung."""
-        from softmaxbench.suite.repro import snippet
+        from softmaxbench.suite.conformance.repro import snippet
 
         case = self.cases[task.case]
         inputs = self.cache.inputs(task.case, task.dtype)
@@ -609,7 +617,7 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     run_meta["exit_code"] = 130 if interrupted else (0 if conforms else 1)
     write_run(out, run_meta)
     if junit_xml:
-        from softmaxbench.suite.junit import write_junit
+        from softmaxbench.suite.conformance.junit import write_junit
 
         write_junit([r for r in records if r.get("backend") in names], junit_xml, strict=strict)
 
@@ -675,7 +683,7 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                strict: bool = False, junit_xml: str | None = None, seed: int = 0,
                jobs: int | None = None) -> int:
     """The ``check`` verb: CLI options (comma-separated strings) -> :func:`run_check`."""
-    from softmaxbench.suite.cli import split_csv
+    from softmaxbench.suite.cli.options import split_csv
 
     for p in plugins:
         if p.endswith(".py") and not Path(p).is_file():

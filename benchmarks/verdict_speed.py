@@ -5,8 +5,8 @@ every dtype x every op x every case) and the --quick subset, each into a tempora
 and prints wall time, checks per second and how many reference results were computed, against
 the budgets (120 s full, 20 s quick, on a 2-core machine). Exit code 1 when a budget is missed.
 
-    python -m softmaxbench.suite.verdict_speed              # both
-    python -m softmaxbench.suite.verdict_speed --quick      # the quick subset only
+    python -m benchmarks.verdict_speed              # both
+    python -m benchmarks.verdict_speed --quick      # the quick subset only
 
 >>> BUDGETS_S["quick"], BUDGETS_S["full"]
 (20.0, 120.0)
@@ -30,8 +30,8 @@ BUDGETS_S = {"quick": 20.0, "full": 120.0}
 
 def time_check(quick: bool, backends=CPU_MATRIX, out_dir: str | None = None, jobs: int | None = None) -> dict:
     """Run the check once; return wall time, record counts and the run's own figures."""
+    from softmaxbench.suite.conformance.runner import run_check
     from softmaxbench.suite.records import read_results, read_run
-    from softmaxbench.suite.runner import run_check
 
     out = Path(out_dir or tempfile.mkdtemp(prefix="softmaxbench-verdict-"))
     load = os.getloadavg()[0]
@@ -58,7 +58,7 @@ def _cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m softmaxbench.suite.verdict_speed",
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.verdict_speed",
                                      description=__doc__.split("\n\n")[0])
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="only the --quick subset")

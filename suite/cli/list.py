@@ -92,3 +92,11 @@ def list_main(plugins: Iterable[str] = (), as_json: bool = False) -> int:
     n_ok = sum(r["available"] for r in rows)
     click.echo(f"{len(rows)} backends, {n_ok} available here")
     return 0
+
+
+@click.command("list")
+@click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE.py")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(plugins: tuple[str, ...], as_json: bool) -> None:
+    """List every backend: device, framework version, dtypes, ops, and why it is unavailable."""
+    return list_main(plugins=plugins, as_json=as_json)

@@ -29,7 +29,7 @@ and ``DIR/pytest-benchmark.json`` (pytest-benchmark's own, readable by ``pytest-
 ...     def softmax(self, x, axis=-1):
 ...         e = np.exp(x - x.max(axis=axis, keepdims=True))
 ...         return e / e.sum(axis=axis, keepdims=True)
->>> from softmaxbench.suite.workloads import Workload
+>>> from softmaxbench.suite.bench.workloads import Workload
 >>> out = tempfile.mkdtemp()
 >>> rc, records = run_bench(out, [Numpy()], [Workload("tiny", "softmax", "float32", (8, 64))],
 ...                         settings=Settings(min_rounds=5, max_time=0.01, cache=4096), echo=None)
@@ -63,9 +63,8 @@ import pytest
 from softmaxbench.backends.base import Backend
 from softmaxbench.reference.dtypes import DTYPES
 from softmaxbench.suite import records as rec_mod
-from softmaxbench.suite.threads import THREAD_VARIABLES, configure_threads, threads_used, torch_threads
-from softmaxbench.suite.timers import HarnessClock, summarize, timer_for
-from softmaxbench.suite.workloads import (
+from softmaxbench.suite.bench.timers import HarnessClock, summarize, timer_for
+from softmaxbench.suite.bench.workloads import (
     COPY_OP,
     SELECTABLE_OPS,
     InputPool,
@@ -75,6 +74,12 @@ from softmaxbench.suite.workloads import (
     copy_workload,
     pool_size,
     select,
+)
+from softmaxbench.suite.isolation.threads import (
+    THREAD_VARIABLES,
+    configure_threads,
+    threads_used,
+    torch_threads,
 )
 
 PYTEST_BENCHMARK_FILE = "pytest-benchmark.json"
@@ -513,9 +518,9 @@ def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClo
 
 def bench_module_path() -> Path:
     """Path of the shipped benchmark module (for ``pytest --benchmark-only PATH``)."""
-    spec = importlib.util.find_spec("softmaxbench.suite.bench_suite")
+    spec = importlib.util.find_spec("softmaxbench.suite.bench.bench_suite")
     if spec is None or not spec.origin:
-        raise RuntimeError("softmaxbench.suite.bench_suite is missing from the installation")
+        raise RuntimeError("softmaxbench.suite.bench.bench_suite is missing from the installation")
     return Path(spec.origin)
 
 
@@ -649,7 +654,8 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     """The ``bench`` verb: select, run, write DIR/results.jsonl + run.json, print the table."""
     import click
 
-    from softmaxbench.suite.cli import InputError, split_csv
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.cli.options import split_csv
 
     op_list, dtype_list = split_csv(ops), split_csv(dtypes)
     bad = [o for o in op_list or () if o not in SELECTABLE_OPS]

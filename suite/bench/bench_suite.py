@@ -3,7 +3,8 @@
 ``softmaxbench bench`` runs it with its selection. It also runs on its own, as any
 pytest-benchmark suite does::
 
-    pytest --benchmark-only "$(python -c 'import softmaxbench.suite.bench_suite as m; print(m.__file__)')" \\
+    # the module's path: python -c 'import softmaxbench.suite.bench.bench_suite as m; print(m.__file__)'
+    pytest --benchmark-only "$BENCH_SUITE_PATH" \\
         --benchmark-json=bench.json
 
 selecting with environment variables (``SOFTMAXBENCH_BENCH_BACKENDS=numpy,torch-cpu``, ``_OPS``,
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from softmaxbench.suite import bench
+from softmaxbench.suite.bench.measure import measure as bench
 
 # pytest-benchmark reads bench.CLOCK, which our device timers advance by the measured call time.
 pytestmark = pytest.mark.benchmark(timer=bench.CLOCK, disable_gc=True)

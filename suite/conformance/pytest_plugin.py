@@ -9,7 +9,7 @@ NotImplementedError is skipped. The checks run in the test process (use pytest-t
 
 In the project under test, e.g. ``tests/test_softmaxbench.py``::
 
-    from softmaxbench.suite.pytest_plugin import parametrize_with_checks
+    from softmaxbench.suite.conformance.pytest_plugin import parametrize_with_checks
     from mykernel.softmaxbench_backend import MyKernel
 
     @parametrize_with_checks(MyKernel())          # or a factory: MyKernel
@@ -21,7 +21,7 @@ or the environment variable ``SOFTMAXBENCH_FULL=1`` take every case. ``ops``, ``
 ``cases`` narrow the selection. This module is also the pytest plugin ``softmaxbench`` (entry
 point ``pytest11``), which adds the ``--softmaxbench-full`` option and imports nothing heavy.
 
->>> from softmaxbench.suite.pytest_plugin import SoftmaxCheck
+>>> from softmaxbench.suite.conformance.pytest_plugin import SoftmaxCheck
 >>> SoftmaxCheck("softmax", "dist_normal_scale_1", "float32")
 softmax-dist_normal_scale_1-float32
 """
@@ -51,7 +51,7 @@ class SoftmaxCheck:
     def record(self, backend) -> dict:
         """Run the check; return its result record without raising."""
         from softmaxbench.reference.cases import get
-        from softmaxbench.suite.api import Task, check_one, conventions_of
+        from softmaxbench.suite.conformance.api import Task, check_one, conventions_of
 
         case = get(self.case)
         cache_ = _reference_cache()
@@ -77,7 +77,7 @@ class SoftmaxCheck:
 @cache
 def _reference_cache():
     # One cache per test process: a reference result is computed once, however many tests use it.
-    from softmaxbench.suite.api import ReferenceCache
+    from softmaxbench.suite.conformance.api import ReferenceCache
 
     return ReferenceCache(max_bytes=256 * 2**20)
 
@@ -99,7 +99,7 @@ def checks_for(backend, *, ops: Sequence[str] | None = None, dtypes: Sequence[st
                cases: Sequence[str] | None = None, quick: bool = True,
                plugins: Sequence[str] = ()) -> list[SoftmaxCheck]:
     """Every check the backend declares (its ops and dtypes) within the selection."""
-    from softmaxbench.suite.api import plan, select_cases, supports
+    from softmaxbench.suite.conformance.api import plan, select_cases, supports
 
     tasks = plan(select_cases(cases, quick), ops, dtypes)
     return [SoftmaxCheck(t.op, t.case, t.dtype, plugins) for t in tasks if supports(backend, t)]

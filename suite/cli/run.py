@@ -26,6 +26,8 @@ from pathlib import Path
 
 import click
 
+from softmaxbench.suite.cli.options import selection_options
+
 RESULTS_ROOT = "softmaxbench-results"
 
 
@@ -80,7 +82,7 @@ def summary_table(summary: dict) -> str:
 def _bench(out_dir: Path, backends: list[str] | None, ops: list[str] | None, dtypes: list[str] | None,
            plugins: tuple[str, ...], quick: bool, command: str) -> bool:
     """The benchmark stage; returns True when it was interrupted (what finished is kept)."""
-    from softmaxbench.suite.bench import resolve_backends, run_bench
+    from softmaxbench.suite.bench.measure import resolve_backends, run_bench
 
     try:
         chosen = resolve_backends(backends, plugins)
@@ -103,8 +105,9 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
              cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
              out: str | None = None, full: bool = False) -> int:
     """The ``run`` verb. Options are the CLI's (comma-separated selections); returns the exit code."""
+    from softmaxbench.errors import InputError
     from softmaxbench.reports.build import write_report
-    from softmaxbench.suite.cli import InputError, split_csv
+    from softmaxbench.suite.cli.options import split_csv
     from softmaxbench.suite.records import RecordError
 
     if quick and full:
@@ -117,7 +120,7 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     check_dir, bench_dir = out_dir / "check", out_dir / "bench"
     command = shlex.join(["softmaxbench", "run", *sys.argv[2:]][:64])
 
-    from softmaxbench.suite.runner import run_check
+    from softmaxbench.suite.conformance.runner import run_check
 
     _stage(1, "conformance check" + (" (quick cases)" if quick else ""), check_dir)
     # run_check prints its own progress and per-backend table; Ctrl-C there returns 130.
@@ -153,3 +156,12 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
         click.echo("softmaxbench: interrupted; the report covers what finished", err=True)
         raise click.Abort()
     return check_rc
+
+
+@click.command("run")
+@selection_options
+@click.option("--out", default=None, help="Default: ./softmaxbench-results/<timestamp>/")
+@click.option("--full", is_flag=True, help="Full workloads instead of the quick ones.")
+def run_cmd(**kwargs) -> int:
+    """The main job: check + bench (quick) on every available backend, then the report."""
+    return run_main(**kwargs)

@@ -53,7 +53,7 @@ def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str
         sys.stderr = open(2, "w", buffering=1, closefd=False)
     faulthandler.enable(file=sys.stderr, all_threads=False)
     try:
-        from softmaxbench.suite.api import check_one, conventions_of, resolve_backends
+        from softmaxbench.suite.conformance.api import check_one, conventions_of, resolve_backends
 
         backend = resolve_backends([backend_name], plugins)[0]
         why = backend.unavailable()  # also imports the framework before the first timed task
@@ -67,7 +67,7 @@ def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str
                            f"{type(exc).__name__}: {exc}"))
         return
 
-    from softmaxbench.suite.found_cases import get_case
+    from softmaxbench.suite.hunt.store import get_case
     from softmaxbench.suite.records import new_record
 
     inputs_cache: OrderedDict[tuple[str, str], object] = OrderedDict()

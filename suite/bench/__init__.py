@@ -1,0 +1,1 @@
+"""Throughput: workloads, device-aware timers, the measurement on pytest-benchmark."""

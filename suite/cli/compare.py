@@ -1,0 +1,22 @@
+"""``softmaxbench compare``: the options of the bench regression gate (the work: ``reports.compare``)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("compare")
+@click.argument("base")
+@click.argument("new")
+@click.option("--max-regression", default="10%", show_default=True,
+              help="Throughput drop beyond which a real change fails (e.g. 10%).")
+@click.option("--p-value", default=0.01, show_default=True, type=float,
+              help="A drop counts as real when the one-sided Mann-Whitney U p-value is below this.")
+@click.option("--out", default=None, metavar="DIR",
+              help="Also write the comparison table to DIR/compare.md and DIR/compare.json.")
+def compare_cmd(**kwargs) -> int:
+    """Compare two bench results (directories or results.jsonl); exit 1 on a real throughput
+    regression, 2 on bad input."""
+    from softmaxbench.reports.compare import compare_main
+
+    return compare_main(**kwargs)

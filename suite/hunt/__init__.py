@@ -1,0 +1,1 @@
+"""The worst-case hunt: search space, guided search, shrinking, and the store of found cases."""

@@ -28,19 +28,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-#: Every operation of the protocol, in the order reports list them.
-OPS: tuple[str, ...] = (
-    "softmax",
-    "log_softmax",
-    "logsumexp",
-    "cross_entropy",
-    "softmax_vjp",
-    "log_softmax_vjp",
-    "cross_entropy_grad",
-)
-
-FORWARD_OPS: tuple[str, ...] = OPS[:4]
-GRADIENT_OPS: tuple[str, ...] = OPS[4:]
+from softmaxbench.vocabulary import FORWARD_OPS, GRADIENT_OPS, OPS  # noqa: F401 - re-exported
 
 
 class Backend:

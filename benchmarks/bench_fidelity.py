@@ -49,7 +49,7 @@ import numpy as np
 from scipy.stats import mstats
 
 from softmaxbench.backends.base import Backend
-from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench import measure as bench
 from softmaxbench.suite.bench.workloads import InputPool, Workload, clear_host_pool
 
 REPRO_LIMIT = 0.05

@@ -38,19 +38,16 @@ from typing import Any
 import numpy as np
 
 from softmaxbench.reference.dtypes import DTYPES, dtype_name, np_dtype
+from softmaxbench.vocabulary import CROSS_ENTROPY_OPS, DEFAULT_CE_OPTIONS, OPS
 
 CATEGORIES: tuple[str, ...] = ("extreme", "special", "shape", "distribution", "cross_entropy")
 
-# Op names, spelled out here rather than imported: reference must not depend on backends.
-ALL_OPS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp", "cross_entropy",
-                            "softmax_vjp", "log_softmax_vjp", "cross_entropy_grad")
-CE_OPS: tuple[str, ...] = ("cross_entropy", "cross_entropy_grad")
+ALL_OPS: tuple[str, ...] = OPS
+CE_OPS: tuple[str, ...] = CROSS_ENTROPY_OPS
 NON_CE_OPS: tuple[str, ...] = tuple(op for op in ALL_OPS if op not in CE_OPS)
 #: Ops that CaseInput.args() can feed: the protocol's ops plus the reference's logsumexp_grad.
 ARG_OPS: tuple[str, ...] = ALL_OPS + ("logsumexp_grad",)
 
-DEFAULT_CE_OPTIONS: dict[str, Any] = {"reduction": "mean", "label_smoothing": 0.0,
-                                      "ignore_index": None, "weight": None}
 
 #: Cases in the --quick subset must be at most this many logits (CI runs them on every backend).
 QUICK_MAX_SIZE = 4096

@@ -17,7 +17,7 @@ from functools import cache
 import ml_dtypes
 import numpy as np
 
-DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64")
+from softmaxbench.vocabulary import DTYPES  # noqa: E402 - the one list of dtype names
 
 #: How the reference computes for each target dtype (stated in the README).
 PRECISION_TIER: dict[str, str] = {

@@ -36,6 +36,7 @@ import numpy as np
 
 from softmaxbench.reference.dtypes import dtype_name, eps, finfo
 from softmaxbench.reference.special import REGULAR_CLASSES, classify_rows, cross_entropy_form
+from softmaxbench.vocabulary import REFERENCE_OPS
 
 #: Pass when the largest error ratio of an output is at most this. Calibrated in docs/metrics.md: the
 #: textbook algorithm, NumPy, SciPy and PyTorch stay below 1.6 on the whole catalogue; broken kernels
@@ -47,10 +48,7 @@ THRESHOLDS: dict[str, float] = {"float16": 4.0, "bfloat16": 4.0, "float32": 4.0,
 #: absolute error of a few u is what a stable algorithm attains for them near zero.
 MIXED_FLOOR: float = 1.0
 
-OPS_WITH_BOUNDS: tuple[str, ...] = (
-    "softmax", "log_softmax", "logsumexp", "cross_entropy", "softmax_vjp", "log_softmax_vjp",
-    "cross_entropy_grad", "logsumexp_grad",
-)
+OPS_WITH_BOUNDS: tuple[str, ...] = REFERENCE_OPS
 
 
 @dataclass(frozen=True)

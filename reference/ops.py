@@ -64,6 +64,7 @@ from typing import Any
 import mpmath
 import numpy as np
 
+from softmaxbench import vocabulary
 from softmaxbench.reference.dtypes import DTYPES, carry_dtype, dtype_name, finfo
 
 __all__ = [
@@ -72,10 +73,7 @@ __all__ = [
 ]
 
 #: Every op the reference provides: the protocol's ops plus logsumexp_grad.
-REFERENCE_OPS: tuple[str, ...] = (
-    "softmax", "log_softmax", "logsumexp", "cross_entropy", "softmax_vjp", "log_softmax_vjp",
-    "cross_entropy_grad", "logsumexp_grad",
-)
+REFERENCE_OPS: tuple[str, ...] = vocabulary.REFERENCE_OPS
 
 #: Digits of the last tier (the same as the certification oracle uses).
 MPMATH_DIGITS = 50

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from softmaxbench.reference.dtypes import dtype_name, finfo
+from softmaxbench.vocabulary import CROSS_ENTROPY_OPS, ROW_OPS
 
 #: Accepted deviations: name -> what the backend does instead of the reference.
 DEVIATIONS: dict[str, str] = {
@@ -48,8 +49,7 @@ ROW_CLASSES: tuple[str, ...] = (
 #: Row classes on which the metrics' error bound applies; every other class must match exactly.
 REGULAR_CLASSES: tuple[str, ...] = ("neginf_among_finite", "finite")
 
-SOFTMAX_OPS = ("softmax", "log_softmax", "logsumexp", "softmax_vjp", "log_softmax_vjp", "logsumexp_grad")
-CROSS_ENTROPY_OPS = ("cross_entropy", "cross_entropy_grad")
+SOFTMAX_OPS = ROW_OPS
 
 
 def classify_rows(x: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from softmaxbench.suite.records import FAILING, VERDICTS
+from softmaxbench.vocabulary import DTYPES, REFERENCE_OPS
 
-DTYPE_ORDER = ("float16", "bfloat16", "float32", "float64")
-# The order of softmaxbench.backends.base.OPS (copied, not imported: reports read records only).
-OP_ORDER = ("softmax", "log_softmax", "logsumexp", "cross_entropy", "softmax_vjp", "log_softmax_vjp",
-            "cross_entropy_grad", "logsumexp_grad")
+DTYPE_ORDER = DTYPES
+OP_ORDER = REFERENCE_OPS
 #: One symbol per verdict for the special-values matrix (legend printed under it).
 SYMBOLS = {"pass": "✓", "deviation": "≈", "fail": "✗", "error": "⚠", "unsupported": "–",
            "timeout": "∞", "crash": "☠"}

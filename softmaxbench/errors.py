@@ -7,13 +7,14 @@ and the CLI (``softmaxbench.suite.cli.main``) turns it into one line on stderr a
 '--out x: not a directory'
 """
 
+import click
+
 EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE = 0, 1, 2
 
 
-class InputError(Exception):
-    """Bad input discovered after parsing (missing file, unknown backend, bad schema): exit 2."""
+class InputError(click.ClickException):
+    """Bad input discovered after parsing (missing file, unknown backend, bad schema): exit 2.
+
+    A ClickException, so that click (and its CliRunner) give it exit code 2 and one line too."""
 
     exit_code = EXIT_USAGE
-
-    def format_message(self) -> str:
-        return str(self.args[0]) if self.args else ""

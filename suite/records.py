@@ -27,9 +27,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.jsonl"
 RUN_FILE = "run.json"
-VERDICTS = ("pass", "deviation", "fail", "error", "unsupported", "timeout", "crash")
-#: Verdicts that make a backend non-conforming (exit code 1).
-FAILING = ("fail", "error", "timeout", "crash")
+from softmaxbench.vocabulary import FAILING, VERDICTS  # noqa: E402,F401 - part of the records' contract
 
 
 class RecordError(ValueError):

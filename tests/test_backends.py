@@ -21,15 +21,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+import softmaxbench.reference.cases as cases_mod
+import softmaxbench.reference.metrics as metrics
+import softmaxbench.reference.ops as ref_ops
 from softmaxbench.backends import conventions, registry
 from softmaxbench.backends.base import OPS
 from softmaxbench.reference.dtypes import np_dtype
 from softmaxbench.suite.conformance.checks import matching_alternative
-
-cases_mod = pytest.importorskip("softmaxbench.reference.cases")
-ref_ops = pytest.importorskip("softmaxbench.reference.ops")
-metrics = pytest.importorskip("softmaxbench.reference.metrics")
-special = pytest.importorskip("softmaxbench.reference.special")
 
 LARGE = 1 << 16
 CPU_BACKENDS = ("numpy", "scipy", "torch-cpu")

@@ -386,7 +386,7 @@ def test_max_1000_float64_is_exact_beyond_float64() -> None:
 
 # --- the catalogue --------------------------------------------------------------------------------
 def _catalogue():
-    cases = pytest.importorskip("softmaxbench.reference.cases")
+    import softmaxbench.reference.cases as cases
     return cases.catalogue()
 
 

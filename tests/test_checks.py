@@ -3,17 +3,15 @@ explains itself; correct outputs pass; documented conventions are deviations, no
 
 from __future__ import annotations
 
+import broken_backends as bb  # noqa: E402  (pytest puts tests/ on sys.path)
 import numpy as np
 import pytest
 
-from softmaxbench.suite.conformance import checks
-from softmaxbench.suite.conformance.checks import CheckFailure
-
-ops = pytest.importorskip("softmaxbench.reference.ops")
-import broken_backends as bb  # noqa: E402  (pytest puts tests/ on sys.path)
-
+import softmaxbench.reference.ops as ops
 from softmaxbench.reference.cases import get  # noqa: E402
+from softmaxbench.suite.conformance import checks
 from softmaxbench.suite.conformance.api import check_one  # noqa: E402
+from softmaxbench.suite.conformance.checks import CheckFailure
 
 
 def build(case: str, dtype: str = "float32"):

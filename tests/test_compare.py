@@ -10,7 +10,7 @@ import pytest
 
 from softmaxbench.backends.base import Backend
 from softmaxbench.reports import compare
-from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench import measure as bench
 from softmaxbench.suite.bench.workloads import Workload
 from softmaxbench.suite.records import new_record
 
@@ -93,7 +93,7 @@ def test_repeated_work_trips_the_gate(tmp_path):
 
 
 def test_compare_output_is_readable_by_the_report(tmp_path):
-    tables = pytest.importorskip("softmaxbench.reports.tables")
+    import softmaxbench.reports.tables as tables
     base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", SlowSleeper, name="sleeper")
     _cli("compare", base, new, "--out", str(tmp_path / "cmp"))
     table = tables.compare_table(json.loads((tmp_path / "cmp" / "compare.json").read_text()))

@@ -318,7 +318,7 @@ def test_negative_ignore_index_with_probabilities_is_ignored_like_torch() -> Non
 
 
 def test_evaluate_dispatches_every_reference_op() -> None:
-    cases = pytest.importorskip("softmaxbench.reference.cases")
+    import softmaxbench.reference.cases as cases
     inputs = cases.get("ce_mean").build("float32")
     for op in ops.REFERENCE_OPS:
         args, kwargs = inputs.args(op)

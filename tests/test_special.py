@@ -224,7 +224,7 @@ def test_subnormal_outputs_may_be_flushed():
 
 
 def test_subnormal_inputs_may_be_flushed():
-    pytest.importorskip("softmaxbench.reference.ops", reason="reference.ops is not written yet")
+    import softmaxbench.reference.ops  # noqa: F401 - a missing module is a failure
     from softmaxbench.reference import ops
     from softmaxbench.reference.cases import CaseInput
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import pytest
 
-from softmaxbench.suite.bench.measure import measure as bench
+from softmaxbench.suite.bench import measure as bench
 
 # pytest-benchmark reads bench.CLOCK, which our device timers advance by the measured call time.
 pytestmark = pytest.mark.benchmark(timer=bench.CLOCK, disable_gc=True)

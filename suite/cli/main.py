@@ -14,7 +14,7 @@ import sys
 import click
 
 from softmaxbench import __version__
-from softmaxbench.errors import EXIT_OK, EXIT_USAGE, InputError
+from softmaxbench.errors import EXIT_OK, EXIT_USAGE
 from softmaxbench.suite.cli import bench, cases, check, compare, hunt, report, run
 from softmaxbench.suite.cli import list as list_verb
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             exc.ctx and " " in exc.ctx.command_path) else " (see 'softmaxbench --help')"
         click.echo(f"softmaxbench: error: {exc.format_message()}{hint}", err=True)
         sys.exit(EXIT_USAGE)
-    except (click.ClickException, InputError) as exc:
+    except click.ClickException as exc:
         click.echo(f"softmaxbench: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     sys.exit(rc if isinstance(rc, int) else EXIT_OK)

@@ -43,7 +43,7 @@ class Task:
 def select_cases(cases: Sequence[str] | None = None, quick: bool = False) -> list:
     """Case objects by name (KeyError with close names for an unknown one), or the catalogue
     followed by the regression cases saved by ``softmaxbench hunt`` (``suite.found_cases``)."""
-    from softmaxbench.suite.hunt.search import store as found_cases
+    from softmaxbench.suite.hunt import store as found_cases
 
     if cases:
         return [found_cases.get_case(name) for name in cases]

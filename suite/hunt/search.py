@@ -860,7 +860,7 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
 
 def found_starts(dirs: Sequence[Path], backend: str, op: str, dtype: str) -> list[Candidate]:
     """The saved cases of this backend/op/dtype as starting points (earlier hunts build on)."""
-    from softmaxbench.suite.hunt.search import store as found_cases
+    from softmaxbench.suite.hunt import store as found_cases
 
     out: list[Candidate] = []
     for fc in found_cases.cases_for(list(dirs), backend, op, dtype):
@@ -890,7 +890,7 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     (64, 'pass')
     """
     from softmaxbench.reference.metrics import THRESHOLDS
-    from softmaxbench.suite.hunt.search import store as found_cases
+    from softmaxbench.suite.hunt import store as found_cases
 
     space = SearchSpace(op, dtype, max_len=max_len, start_len=start_len)
     key = stream_seed(seed, backend.name, op, dtype)
@@ -1018,7 +1018,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     from softmaxbench.backends.base import OPS
     from softmaxbench.errors import InputError
     from softmaxbench.suite.cli.options import split_csv
-    from softmaxbench.suite.hunt.search import store as found_cases
+    from softmaxbench.suite.hunt import store as found_cases
     from softmaxbench.suite.records import ResultsWriter, machine_info, new_run, now_iso, write_run
 
     if evals is not None and evals < 1:

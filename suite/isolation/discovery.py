@@ -66,7 +66,7 @@ def cache_key(plugins: Sequence[str]) -> str | None:
         h.update(f"{d.resolve()}:{','.join(names)}|".encode())
     import importlib.util
 
-    for sub in ("softmaxbench.backends", "softmaxbench.reference"):
+    for sub in ("softmaxbench.backends", "softmaxbench.reference", "softmaxbench.suite.isolation"):
         spec = importlib.util.find_spec(sub)  # imports only the softmaxbench package itself
         for loc in (spec.submodule_search_locations or []) if spec else []:
             for f in sorted(Path(loc).glob("*")):

@@ -347,4 +347,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run as the importable module, not as __main__: the handlers (looked up by dotted name) must
+    # see the same module state (_PLUGINS) as this entry point.
+    from softmaxbench.suite.isolation.worker import main as _main
+
+    _main(sys.argv[1:])

@@ -178,9 +178,12 @@ def _refuse_duplicates(infos: list[BackendInfo]) -> list[BackendInfo]:
     owners: dict[str, str] = {}
     out = []
     for info in infos:
+        if not info.loaded and (info.unavailable or "").startswith("duplicate name") and info.name in owners:
+            info = replace(info, loaded=True)  # the worker's registry saw the clash too: say it our way
         if info.loaded and info.name in owners:
             first = owners[info.name]
-            why = (f"refused: {info.name!r} is the name of a built-in backend" if first == "builtin"
+            why = (f"refused: {info.name!r} is the name of a built-in backend (the built-in is used)"
+                   if first == "builtin"
                    else f"refused: duplicate name {info.name!r}, already provided by {first}")
             out.append(replace(info, unavailable=why, loaded=False))
             continue

@@ -289,3 +289,46 @@ def test_a_plugin_named_like_a_builtin_does_not_get_its_conventions():
 
     assert conventions.for_backend(Impostor()) == {}
     assert "flushed_subnormals" in conventions.for_backend(registry.get("jax-cpu"))
+
+
+# -- the trusted process and discovery as data ----------------------------------------------------------
+def test_the_trusted_process_imports_no_backend_code(tmp_path):
+    plugin = write_plugin(tmp_path / "kernel_in_parent.py",
+                          side_effect="import sys; sys.modules['PLUGIN_RAN'] = 1")
+    code = textwrap.dedent(f"""
+        import sys
+        from softmaxbench.suite.conformance.runner import run_check
+        from softmaxbench.suite.cli.list import backend_rows
+        backend_rows([{str(plugin)!r}])
+        rc = run_check({str(tmp_path / 'out')!r}, backends=["numpy", "my-kernel"], ops=["softmax"],
+                       dtypes=["float32"], cases=["dist_normal_scale_1"], plugins=[{str(plugin)!r}],
+                       display="none")
+        bad = sorted(m for m in sys.modules if m.startswith(("softmaxbench.backends.", "softmaxbench_plugin",
+                     "torch", "jax", "scipy", "cupy", "PLUGIN_RAN")) and m not in (
+                     "softmaxbench.backends.base", "softmaxbench.backends.registry"))
+        print(rc, bad)
+    """)
+    env = {**os.environ, "SOFTMAXBENCH_NO_DISCOVERY_CACHE": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr
+
+
+def test_the_discovery_cache_follows_the_plugin_file(tmp_path):
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    plugin = write_plugin(tmp_path / "kern.py", name="first-name")
+    rows = json.loads(cli("list", "--json", "--plugin", str(plugin), env=cache).stdout)
+    assert "first-name" in {r["name"] for r in rows}
+    assert list((tmp_path / "cache" / "softmaxbench" / "discovery").glob("*.json"))
+    write_plugin(plugin, name="second-name")
+    os.utime(plugin, ns=(plugin.stat().st_atime_ns, plugin.stat().st_mtime_ns + 10**9))
+    names = {r["name"] for r in json.loads(cli("list", "--json", "--plugin", str(plugin), env=cache).stdout)}
+    assert "second-name" in names and "first-name" not in names
+
+
+def test_selection_is_one_line_for_unknown_and_unavailable_names(tmp_path):
+    proc = cli("check", "--backends", "nmupy", "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "did you mean numpy" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    if cuda_device_problem() is not None:
+        proc = cli("check", "--backends", "cupy", "--out", str(tmp_path / "o"))
+        assert proc.returncode == 2 and "unavailable here" in proc.stderr

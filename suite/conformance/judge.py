@@ -100,6 +100,9 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     took = result.reported_s
     if result.status == "unsupported":
         return record("unsupported", result.message or f"{op} raised NotImplementedError")
+    if result.status == "untransportable":
+        return record("fail", f"{result.message}; expected {inputs.dtype} (as the input)",
+                      check="output_dtype", duration=took)
     if result.status == "raised":
         what = result.raised.one_line()
         if expect_error:

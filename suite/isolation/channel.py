@@ -318,7 +318,8 @@ class Raised:
 @dataclass
 class CallResult:
     """The outcome of one op call: exactly one of ``output`` (status "output"), ``raised``
-    ("raised") or neither ("unsupported": NotImplementedError, ``message`` says what it said).
+    ("raised") or neither ("unsupported": NotImplementedError; "untransportable": an output of a
+    dtype the channel does not carry, such as object or complex; ``message`` says what).
 
     ``inputs_after`` maps an input's name to the array the backend now holds for it (``to_numpy``
     of the native argument after the call), ``inputs_np_after`` to the NumPy array the adapter
@@ -340,7 +341,7 @@ class CallResult:
     @classmethod
     def from_reply(cls, header: dict, arrays: list[np.ndarray], wall_s: float | None = None) -> CallResult:
         status = header.get("status")
-        if status not in ("output", "raised", "unsupported"):
+        if status not in ("output", "raised", "unsupported", "untransportable"):
             raise ProtocolError(f"a call reply with status {clean_text(status, 40)!r}")
 
         def pick(key) -> dict:

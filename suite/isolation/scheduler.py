@@ -39,6 +39,8 @@ from softmaxbench.suite.isolation.threads import thread_env
 DEPTH = 4
 #: A backend gets another worker (when a slot is free) only with this many tasks left per worker.
 HELP_MIN_TASKS = 96
+#: The most array bytes one answer of a check worker may carry (outputs plus changed inputs).
+MAX_REPLY_BYTES = 2 << 30
 #: How long a worker may take to import its framework and build the backend.
 STARTUP_LIMIT_S = 180.0
 
@@ -128,7 +130,7 @@ class CheckRun:
         env = thread_env(self.threads)
         env.update(self.env)
         suffix = f"-{len(run.workers)}" if run.workers else ""
-        w = Worker(run.info.name, plugins=self.plugins, env=env, inbox=self.inbox,
+        w = Worker(run.info.name, plugins=self.plugins, env=env, inbox=self.inbox, max_bytes=MAX_REPLY_BYTES,
                    log_path=self.logs / f"{_safe(run.info.name)}{suffix}.log")
         w.jobs = deque()        # (seq, task_id, task) in flight, in order
         w.ready = False

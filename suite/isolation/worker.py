@@ -223,6 +223,14 @@ def handle_call(backend, header: dict, arrays: list) -> tuple[dict, list]:
         return {"status": "raised", "raised": raised_info(exc),
                 "reported_s": time.perf_counter() - t0}, []
     took = time.perf_counter() - t0
+    from softmaxbench.suite.isolation.channel import ProtocolError, dtype_of
+
+    try:
+        dtype_of(actual)
+    except ProtocolError:
+        return {"status": "untransportable", "reported_s": took,
+                "message": f"{op} returned an array of dtype {actual.dtype} and shape "
+                           f"{list(actual.shape)}"}, []
     reply_arrays = [actual]
     reply: dict[str, Any] = {"status": "output", "output": 0, "reported_s": took,
                              "after": {}, "np_after": {}, "roundtrip": {}}

@@ -440,6 +440,7 @@ class Worker:
         self._tail_len = 0
         self._log_threads: list[threading.Thread] = []
         self._lost: WorkerLost | None = None
+        self._killed = False
         self._gen = 0
 
     # life cycle
@@ -468,6 +469,7 @@ class Worker:
             child_conn.close()
             os.close(write_fd)
         self.conn = parent_conn
+        self._killed = False
         self._lost = None
         self.starts += 1
         self.pending.clear()
@@ -520,11 +522,14 @@ class Worker:
         if self._outbox is not None:
             self._outbox.put(None)
             self._outbox = None
-        if self.proc is not None:
+        if self.proc is not None and not self._killed:
+            # The group outlives its leader while the plugin's children live: kill it once,
+            # before anything else could reuse the number.
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+            self._killed = True
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -638,7 +643,9 @@ class Worker:
                 self._lost = lost
                 seq, _, payload, _ = self.pending[0] if self.pending else (0, "", None, 0)
                 try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
+                    if not self._killed:
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                        self._killed = True
                 except (ProcessLookupError, PermissionError, AttributeError):
                     pass
                 self.inbox.put((self, seq, payload, lost))

@@ -129,6 +129,7 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
     fig, ax = plt.subplots(figsize=(11.5, height))
     fig.subplots_adjust(left=0.30, right=0.78, top=1 - 0.15 / height, bottom=0.5 / height)
     y, last, ticks, labels, points, xmax = 0.0, 0.0, [], [], 0, 0.0
+    labels_at: list[tuple[float, float, str]] = []
     copy_drawn = set()
     for (op, workload, shape), gg in groups:
         gg = gg.sort_values("series", key=lambda c: c.astype(str))
@@ -144,7 +145,10 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
                     hatch="//" if ok is False else None, edgecolor="0.25", linewidth=0.4,
                     xerr=err, error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.1"})
             points += 1
-            xmax = max(xmax, float(r["gbps_hi"]) if pd.notna(r["gbps_hi"]) else float(r["gbps"]))
+            end = float(r["gbps_hi"]) if pd.notna(r["gbps_hi"]) else float(r["gbps"])
+            value = f"{r['gbps']:.3g}" + (f" ({100 * r['frac']:.0f}%)" if pd.notna(r.get("frac")) else "")
+            labels_at.append((end, yi, value))
+            xmax = max(xmax, end)
         for device, gd in gg.groupby("device", dropna=False):
             copy = gd["copy"].dropna()
             if copy.empty:
@@ -161,7 +165,9 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
         y = last + 1.4
     ax.set_yticks(ticks, labels, fontsize=8)
     ax.set_ylim(last + 0.7, -0.7)          # first workload on top
-    ax.set_xlim(0, xmax * 1.08 if xmax > 0 else 1.0)
+    ax.set_xlim(0, xmax * 1.15 if xmax > 0 else 1.0)
+    for end, yi, value in labels_at:      # the figure itself, so that short bars still read
+        ax.text(end + 0.01 * (xmax or 1.0), yi, value, va="center", ha="left", fontsize=6.5, color="0.15")
     ax.set_xlabel("GB/s (median; bars: 95% interval of the median)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)

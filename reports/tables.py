@@ -107,7 +107,7 @@ def _verdict_class(col: str, text: str) -> str | None:
     if col == "deviation" and text not in ("", "0"):
         return "dev"
     if col == "conforms":
-        return "good" if text == "yes" else "bad"
+        return "good" if text == "yes" else "na" if text == "nothing checked" else "bad"
     return None
 
 
@@ -133,7 +133,9 @@ def conformance(checks: pd.DataFrame) -> Table:
         counts = counts.reindex(columns=list(VERDICTS), fill_value=0).astype(int)
         df = counts.reset_index()
         df.insert(3, "checks", counts.sum(axis=1).to_numpy())
-        df["conforms"] = ["no" if any(r[v] for v in FAILING) else "yes" for _, r in df.iterrows()]
+        # Nothing checked (every record unsupported) is not "conforms".
+        df["conforms"] = ["no" if any(r[v] for v in FAILING) else
+                          "nothing checked" if r["checks"] == r["unsupported"] else "yes" for _, r in df.iterrows()]
         df = _sort(df, keys)
     df.columns.name = None
     return Table("conformance", "Conformance summary", df, _strings(df),
@@ -351,6 +353,9 @@ def _sample_text(sample: str, n: int = 48) -> str:
     return (text[:cut] if cut > 0 else text[: n - 4]) + ", …]"
 
 
+_WORST_AT = re.compile(r"worst at index \((?P<index>[^)]*)\): expected (?P<expected>[^,]+), got (?P<got>[^ ,;]+)")
+
+
 def _matrix_cell(g: pd.DataFrame) -> str:
     """'✗ [nan, 1] [float16] · ✓ float32,float64': worst verdict, its value, then the others.
 
@@ -363,8 +368,11 @@ def _matrix_cell(g: pd.DataFrame) -> str:
     worst = g.loc[sev.idxmax()]
     text = SYMBOLS.get(worst["verdict"], "?")
     special = worst.get("special_row")
+    hit = _WORST_AT.search(str(worst.get("message") or "")) if worst["verdict"] in FAILING else None
     if isinstance(special, dict):
         text += " " + _special_row_text(special)
+    elif hit:       # the element that decided the verdict: where it is, what came back, the exact value
+        text += f" at ({hit.group('index').strip()}): got {hit.group('got')}, exact {hit.group('expected')}"
     elif worst["value_sample"]:
         text += " " + _sample_text(worst["value_sample"])
     if worst["verdict"] == "deviation" and worst["deviation"]:

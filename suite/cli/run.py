@@ -164,6 +164,10 @@ def summary_table(summary: dict) -> str:
     return tabulate(rows, headers=headers, disable_numparse=[4, 8, 9] if not multi else [5, 9, 10])
 
 
+def _n(k: int, what: str) -> str:
+    return f"{k} {what}{'' if k == 1 else 's'}"
+
+
 def causes_text(failures_df, *, top: int = 3, width: int = 150) -> list[str]:
     """Per backend: its failure causes, most checks first, at most ``top`` lines, new ones marked."""
     lines: list[str] = []
@@ -173,7 +177,7 @@ def causes_text(failures_df, *, top: int = 3, width: int = 150) -> list[str]:
         g = g.sort_values(["status", "checks"], ascending=[False, False], kind="stable")
         new = int(g.loc[g["status"] == "new", "checks"].sum())
         known = int(g["checks"].sum()) - new
-        lines.append(f"{backend}: {new + known} failing checks in {len(g)} causes"
+        lines.append(f"{backend}: {_n(new + known, 'failing check')} in {_n(len(g), 'cause')}"
                      + (f" ({new} new, {known} known)" if known else ""))
         for _, r in g.head(top).iterrows():
             text = f"  {r['checks']:>4} x {r['verdict']} [{r['status']}] {r['cause']}"
@@ -267,6 +271,9 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     if check_dir.is_dir():
         _note_load(check_dir, load)
 
+    # pytest-benchmark makes ./.benchmarks (its storage) in the working directory: not ours to leave.
+    storage = Path.cwd() / ".benchmarks"
+    storage_existed = storage.exists()
     if not interrupted:
         _stage(2, "throughput benchmark" + (" (quick workloads)" if quick else "")
                + (f", {threads} thread{'s' if threads != 1 else ''}" if threads else ""), bench_dir)
@@ -278,6 +285,8 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
         except Exception as exc:  # noqa: BLE001 - a broken benchmark must not lose the conformance report
             _warn(f"the benchmark failed ({type(exc).__name__}: {exc}); reporting the checks only")
 
+    if not storage_existed and storage.is_dir():
+        shutil.rmtree(storage, ignore_errors=True)
     _stage(3, "report", out_dir)
     _tidy(out_dir)
     dirs = [d for d in (check_dir, bench_dir) if (d / "results.jsonl").is_file()]
@@ -303,7 +312,7 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     new = summary["checks"].get("new_failing", 0)
     known = summary["checks"].get("known_failing", 0)
     if new or known:
-        click.echo(f"{new + known} failing checks ({new} new, {known} known): the report groups them by "
+        click.echo(f"{_n(new + known, 'failing check')} ({new} new, {known} known): the report groups them by "
                    "cause" + ("" if gate else "; --gate makes them the exit code"))
     click.echo("")
     click.echo(f"Report: {out_dir / 'report.html'}  (Markdown: {out_dir / 'report.md'}; "

@@ -135,7 +135,8 @@ def conformance(checks: pd.DataFrame) -> Table:
         df.insert(3, "checks", counts.sum(axis=1).to_numpy())
         # Nothing checked (every record unsupported) is not "conforms".
         df["conforms"] = ["no" if any(r[v] for v in FAILING) else
-                          "nothing checked" if r["checks"] == r["unsupported"] else "yes" for _, r in df.iterrows()]
+                          "nothing checked" if r["checks"] == r["unsupported"] else "yes"
+                          for _, r in df.iterrows()]
         df = _sort(df, keys)
     df.columns.name = None
     return Table("conformance", "Conformance summary", df, _strings(df),
@@ -353,7 +354,8 @@ def _sample_text(sample: str, n: int = 48) -> str:
     return (text[:cut] if cut > 0 else text[: n - 4]) + ", …]"
 
 
-_WORST_AT = re.compile(r"worst at index \((?P<index>[^)]*)\): expected (?P<expected>[^,]+), got (?P<got>[^ ,;]+)")
+_WORST_AT = re.compile(r"worst at index \((?P<index>[^)]*)\): "
+                       r"expected (?P<expected>[^,]+), got (?P<got>[^ ,;]+)")
 
 
 def _matrix_cell(g: pd.DataFrame) -> str:

@@ -20,8 +20,8 @@ from softmaxbench.reports.tables import fmt_num, is_gradient
 
 FAILING = {"fail", "error", "timeout", "crash"}
 #: Tables laid out on the pages (each also a CSV); failed_checks.csv is written but not laid out.
-TABLE_KEYS = ["overview", "ranking", "conformance", "failures", "accuracy", "gradient_accuracy", "special_values",
-              "deviations", "throughput", "environment"]
+TABLE_KEYS = ["overview", "ranking", "conformance", "failures", "accuracy", "gradient_accuracy",
+              "special_values", "deviations", "throughput", "environment"]
 CSV_ONLY = ["failed_checks"]
 
 

@@ -312,8 +312,8 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     new = summary["checks"].get("new_failing", 0)
     known = summary["checks"].get("known_failing", 0)
     if new or known:
-        click.echo(f"{_n(new + known, 'failing check')} ({new} new, {known} known): the report groups them by "
-                   "cause" + ("" if gate else "; --gate makes them the exit code"))
+        click.echo(f"{_n(new + known, 'failing check')} ({new} new, {known} known): the report groups "
+                   "them by cause" + ("" if gate else "; --gate makes them the exit code"))
     click.echo("")
     click.echo(f"Report: {out_dir / 'report.html'}  (Markdown: {out_dir / 'report.md'}; "
                f"tables: {out_dir}/*.csv)")

@@ -20,7 +20,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 from markdown_it import MarkdownIt
 from test_report_records import make_bench_records, make_check_records, write_dir
 
@@ -107,7 +106,7 @@ def failing_records() -> list[dict]:
     recs = []
     for op in ("softmax", "log_softmax", "logsumexp"):
         for dtype in ("float16", "float32"):
-            recs.append(check(op=op, dtype=dtype, case=f"special_neginf_all", verdict="fail", check="values",
+            recs.append(check(op=op, dtype=dtype, case="special_neginf_all", verdict="fail", check="values",
                               message=f"{op}: error ratio inf > 4 ({dtype}), worst at index ({len(op)},): "
                                       f"expected -inf, got nan (inf ULP)",
                               repro=f"# repro of {op} {dtype}", category="special"))
@@ -127,8 +126,8 @@ def test_failures_are_grouped_by_cause(tmp_path):
     assert nan_rows["checks"] == 6 and nan_rows["status"] == "new"
     assert nan_rows["ops"] == "softmax, log_softmax, logsumexp" and nan_rows["dtypes"] == "float16, float32"
     assert nan_rows["cases"] == "special_neginf_all"
-    assert nan_rows["cause"] == "<op>: error ratio inf > # (<dtype>), worst at index (…): expected -inf, got nan " \
-                                "(inf ULP)"
+    assert nan_rows["cause"] == ("<op>: error ratio inf > # (<dtype>), worst at index (…): "
+                                 "expected -inf, got nan (inf ULP)")
     assert nan_rows["repro"].startswith("# repro of ") and nan_rows["worst error ratio"] == math.inf
     dtype = df[df["check"] == "output_dtype"].set_index("status")
     assert dtype.loc["new", "checks"] == 1 and dtype.loc["known", "checks"] == 1
@@ -165,7 +164,8 @@ def test_special_row_and_deciding_element(tmp_path):
                   deviation="nan_row_for_posinf", value_sample="[0.1, 0.2, 0.3, 0.4]",
                   special_row={"index": 1, "input": [1.0, math.inf, 2.0], "output": [math.nan] * 3}),
             check(case="special_neginf_all", category="special", verdict="fail", value_sample="[1, 2, 3]",
-                  message="softmax: error ratio inf > 4 (float32), worst at index (2, 0): expected nan, got 0"),
+                  message="softmax: error ratio inf > 4 (float32), worst at index (2, 0): "
+                          "expected nan, got 0"),
             check(case="special_nan_one", category="special", value_sample="[0.25, nan, 0.75]")]
     write_report([write_dir(tmp_path / "c", recs)], tmp_path / "out")
     sv = csv(tmp_path / "out", "special_values").set_index("case")["kern"]
@@ -233,8 +233,8 @@ def test_fastest_conforming_is_never_a_failing_backend(tmp_path):
     for b, gbps in (("fast", 30.0), ("slow", 10.0), ("slower", 5.0)):
         bench += [r | {"backend": b, "gbps": gbps, "samples_s": [1.0] * 20, "fraction_of_copy": gbps / 40}
                   for r in make_bench_records(("x",)) if r["op"] == "softmax"]
-    summary = write_report([write_dir(tmp_path / "c", checks), write_dir(tmp_path / "b", bench, kind="bench")],
-                           tmp_path / "out")
+    dirs = [write_dir(tmp_path / "c", checks), write_dir(tmp_path / "b", bench, kind="bench")]
+    summary = write_report(dirs, tmp_path / "out")
     assert {w["backend"] for w in summary["fastest_conforming"]} == {"slow"}
     rank = csv(tmp_path / "out", "ranking")
     first = rank[rank["rank"] == 1]
@@ -299,14 +299,11 @@ def test_tick_overlap_check_can_fail():
     plt.close(fig)
 
 
-def test_plots_draw_points_and_legible_ticks():
+def test_plots_draw_points_and_legible_ticks(tmp_path):
     from softmaxbench.reports.build import prepare
-    from softmaxbench.reports.load import Results, load_results  # noqa: F401
+    from softmaxbench.reports.load import load_results
 
-    import tempfile
-    from pathlib import Path
-
-    tmp = Path(tempfile.mkdtemp())
+    tmp = tmp_path
     cdir = write_dir(tmp / "c", make_check_records(("numpy", "scipy", "torch-cpu", "jax-cpu")))
     bdir = write_dir(tmp / "b", make_bench_records(("numpy", "scipy", "torch-cpu", "jax-cpu")), kind="bench")
     res = prepare(load_results([cdir, bdir]))

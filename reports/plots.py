@@ -99,8 +99,9 @@ def throughput_plots(bench: pd.DataFrame, conf: pd.DataFrame | None = None) -> l
         return []
     if "gbps_lo" not in bench:
         bench = with_intervals(bench)
-    sel = bench[bench["gbps"].notna() & ~bench["op"].eq("copy")
-                & np.isfinite(pd.to_numeric(bench["gbps"], errors="coerce"))]
+    gbps = pd.to_numeric(bench["gbps"], errors="coerce")
+    # A bar needs a finite, positive figure below 1e15 GB/s (a petabyte a second: a broken timer).
+    sel = bench[~bench["op"].eq("copy") & np.isfinite(gbps) & (gbps > 0) & (gbps < 1e15)]
     if sel.empty:
         return []
     verdict = {} if conf is None or conf.empty else {
@@ -137,20 +138,22 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
         ys = y + np.arange(n) * 0.8
         for yi, (_, r) in zip(ys, gg.iterrows()):
             ok = verdict.get((r["machine"], r["backend"], r["op"], r["dtype"]))
-            err = None
-            if pd.notna(r["gbps_lo"]) and pd.notna(r["gbps_hi"]):
+            err, hi_ok = None, _sane(r["gbps_lo"]) and _sane(r["gbps_hi"])
+            if hi_ok:
                 err = [[max(0.0, r["gbps"] - r["gbps_lo"])], [max(0.0, r["gbps_hi"] - r["gbps"])]]
             ax.barh(yi, r["gbps"], height=0.7, color=colours[r["series"]],
                     alpha=0.9 if ok is not False else 0.45,
                     hatch="//" if ok is False else None, edgecolor="0.25", linewidth=0.4,
                     xerr=err, error_kw={"elinewidth": 1, "capsize": 2, "ecolor": "0.1"})
             points += 1
-            end = float(r["gbps_hi"]) if pd.notna(r["gbps_hi"]) else float(r["gbps"])
-            value = f"{r['gbps']:.3g}" + (f" ({100 * r['frac']:.0f}%)" if pd.notna(r.get("frac")) else "")
+            end = float(r["gbps_hi"]) if hi_ok else float(r["gbps"])
+            frac = r.get("frac")
+            value = f"{r['gbps']:.3g}" + (f" ({100 * frac:.0f}%)" if _sane(frac) or frac == 0 else "")
             labels_at.append((end, yi, value))
             xmax = max(xmax, end)
         for device, gd in gg.groupby("device", dropna=False):
             copy = gd["copy"].dropna()
+            copy = copy[[_sane(c) for c in copy]]
             if copy.empty:
                 continue
             c = float(copy.median())
@@ -183,6 +186,15 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
                 "time; the black dashed mark in each group: the copy bandwidth the same harness measured "
                 "on that device for that workload; hatched: the backend fails checks of that op and dtype.",
                 points=points, overlaps=overlaps)
+
+
+def _sane(x) -> bool:
+    """A GB/s figure a bar can be drawn to: finite, positive, below 1e15."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(x) and 0 < x < 1e15
 
 
 def _threshold(messages) -> float | None:

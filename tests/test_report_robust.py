@@ -20,6 +20,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from markdown_it import MarkdownIt
 from test_report_records import make_bench_records, make_check_records, write_dir
 
@@ -312,3 +313,64 @@ def test_plots_draw_points_and_legible_ticks(tmp_path):
     assert len(thr) == 1 and thr[0].points == len(res.bench) and thr[0].overlaps == []
     assert len(err) == 1 and err[0].overlaps == []
     assert err[0].points == int(res.checks["verdict"].isin(["pass", "fail"]).sum())
+
+
+def random_record(rng) -> dict:
+    """Any record the schema accepts: every optional field absent, null or an odd value of its type."""
+    import random as _random  # noqa: F401 - rng is a random.Random
+
+    def number():
+        return rng.choice([None, 0.0, -0.0, 1e-320, 0.5, 3.0, 1e35, 1e78, 1.7e308, -1e78, float("inf"),
+                           float("-inf"), float("nan"), 7, -3])
+
+    def text():
+        return rng.choice([None, "", "x", "| a | b |", "line\nbreak", "=cmd()", "<b>", "![i](http://e/x.png)",
+                           "é∞☠", "a" * 500, "expected nan, got 0", "error ratio inf > 4 (float16)"])
+
+    kind = rng.choice(["check", "bench"])
+    shape = rng.choice([[], [0], [3, 0], [0, 5], [4, 8], [1], [2, 3, 4], [128, 32000]])
+    rec = new_record(kind, backend=rng.choice(["numpy", "k|x", "<i>b</i>", "=HYPERLINK(1)", ""]),
+                     device=rng.choice(["cpu", "cuda:0", ""]), op=rng.choice(["softmax", "copy", "weird_op",
+                                                                             "cross_entropy_grad", ""]),
+                     dtype=rng.choice(["float32", "float16", "bfloat16", "float64", "int8", ""]), shape=shape)
+    optional = {"axis": lambda: rng.choice([None, -1, 0, 1, 5, -7]), "case": text, "category": text,
+                "check": text, "deviation": text, "message": text, "repro": text, "found_by": text,
+                "value_sample": text, "workload": text, "warning": text, "timer": text,
+                "verdict": lambda: rng.choice(["pass", "deviation", "fail", "error", "unsupported", "timeout",
+                                               "crash", None]),
+                "max_ulp": number, "median_ulp": number, "max_error_ratio": number, "duration_s": number,
+                "median_s": number, "iqr_s": number, "gbps": number, "copy_gbps": number,
+                "fraction_of_copy": number, "compile_s": number, "first_call_s": number, "cv": number,
+                "bytes": lambda: rng.choice([None, 0, 1, 2**40]), "rounds": lambda: rng.choice([None, 0, 3]),
+                "threads": lambda: rng.choice([None, 0, 1, 64]),
+                "samples_s": lambda: rng.choice([[], [0.0], [1e-3] * 7, [float("inf"), 1e-3], [-1.0, 2.0]]),
+                "machine": lambda: rng.choice(["a", "b", "<m>"]),
+                "known": lambda: rng.choice([None, "", "baseline: known", True, 3]),
+                "special_row": lambda: rng.choice([None, {}, {"index": 1, "input": [1, "inf"], "output": None},
+                                                   {"output": [float("nan")] * 20}, "not a dict"])}
+    for name, make in optional.items():
+        if rng.random() < 0.7:
+            rec[name] = make()
+    return rec
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_any_valid_record_makes_a_report(tmp_path, seed):
+    import random
+
+    import jsonschema
+
+    from softmaxbench.suite.records import schema
+
+    rng = random.Random(seed)
+    recs = [random_record(rng) for _ in range(300)]
+    validator = jsonschema.Draft202012Validator(schema("results"))
+    recs = [r for r in recs if validator.is_valid(r)]
+    assert len(recs) > 250
+    half = len(recs) // 2
+    dirs = [write_dir(tmp_path / "a", recs[:half], label="box"),
+            write_dir(tmp_path / "b", recs[half:], label="box", kind="bench")]
+    summary = write_report(dirs, tmp_path / "out")
+    strict_json((tmp_path / "out" / "summary.json").read_text())
+    assert summary["checks"]["total"] + summary["benchmarks"] > 0
+    assert all(p["tick_overlaps"] == [] for p in summary["plots"])

@@ -172,8 +172,9 @@ def setting(res: Results) -> list[dict]:
             for series, t in zip(recs["series"], recs["threads"]):
                 if t is not None and t == t:
                     threads.setdefault(str(series), set()).add(int(t))
+        # Busy matters to timings only: a check's verdicts do not depend on the load.
         out.append({"source": info.source, "kind": kind, "machine": info.machine, "cores": info.cores,
-                    "load_average": info.load_average, "busy": info.busy,
+                    "load_average": info.load_average, "busy": info.busy and kind == "bench",
                     "threads_setting": run.get("threads"),
                     "threads": {k: sorted(v) for k, v in sorted(threads.items())}})
     return out

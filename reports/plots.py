@@ -170,7 +170,8 @@ def _throughput_plot(g, machine, dtype, multi, colours, verdict) -> Plot:
     ax.set_ylim(last + 0.7, -0.7)          # first workload on top
     ax.set_xlim(0, xmax * 1.15 if xmax > 0 else 1.0)
     for end, yi, value in labels_at:      # the figure itself, so that short bars still read
-        ax.text(end + 0.01 * (xmax or 1.0), yi, value, va="center", ha="left", fontsize=6.5, color="0.15")
+        ax.text(end + 0.01 * (xmax or 1.0), yi, value, va="center", ha="left", fontsize=6.5, color="0.15",
+                zorder=6, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.4, "alpha": 0.85})
     ax.set_xlabel("GB/s (median; bars: 95% interval of the median)", fontsize=8)
     ax.tick_params(axis="x", labelsize=8)
     ax.grid(axis="x", alpha=0.3)
@@ -248,7 +249,7 @@ def error_plots(checks: pd.DataFrame) -> list[Plot]:
                 xs = np.sort(r)
                 frac = np.arange(1, len(xs) + 1) / len(xs)
                 ax.step(np.concatenate([[RATIO_MIN], xs]), np.concatenate([[0.0], frac]), where="post",
-                        label=_label(backend, 24), color=colours[backend], lw=1.4)
+                        label=_label(backend, 24) or "(unnamed)", color=colours[backend], lw=1.4)
                 points += len(xs)
             thr = _threshold(gd["message"])
             if thr is not None and RATIO_MIN < thr < RATIO_MAX:
@@ -270,7 +271,13 @@ def error_plots(checks: pd.DataFrame) -> list[Plot]:
             if ax is not axes[0]:
                 ax.tick_params(axis="y", labelleft=False)
         axes[0].set_ylabel("fraction of checks ≤ x", fontsize=8)
-        axes[-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+        seen: dict[str, object] = {}        # every backend once, whichever panel drew it
+        for ax in axes:
+            for h, name in zip(*ax.get_legend_handles_labels()):
+                seen.setdefault(name, h)
+        if seen:
+            axes[-1].legend(list(seen.values()), list(seen), fontsize=7, loc="upper left",
+                            bbox_to_anchor=(1.02, 1.0), frameon=False)
         title = "Accuracy distribution" + (f", {machine}" if multi else "")
         png, overlaps = _png(fig)
         plots.append(Plot(f"errors-{machine}", title, png,

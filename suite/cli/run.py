@@ -181,7 +181,9 @@ def causes_text(failures_df, *, top: int = 3, width: int = 150) -> list[str]:
                      + (f" ({new} new, {known} known)" if known else ""))
         for _, r in g.head(top).iterrows():
             text = f"  {r['checks']:>4} x {r['verdict']} [{r['status']}] {r['cause']}"
-            lines.append(text if len(text) <= width else text[: width - 1] + "…")
+            if len(text) > width:       # cut at a word, never inside a name or number
+                text = text[: text.rfind(" ", 0, width - 1)] + " …"
+            lines.append(text)
         if len(g) > top:
             lines.append(f"       … and {len(g) - top} more causes (the report's 'Failures by cause')")
     return lines
@@ -307,7 +309,7 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     busy = [s for s in summary.get("setting", []) if s.get("busy")]
     for s in busy:
         click.echo(f"note: the load average was {s['load_average']:.1f} on {s['cores']} cores at the "
-                   f"start of the {s['kind'] or 'run'}: figures are lower and noisier than on an idle machine"
+                   "start of the benchmark: its figures are lower and noisier than on an idle machine"
                    + ("; --threads 1 measures threaded frameworks more steadily" if not threads else ""))
     new = summary["checks"].get("new_failing", 0)
     known = summary["checks"].get("known_failing", 0)

@@ -396,7 +396,9 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     click.echo(f"report: {Path(out) / REPORT_HTML} (and {REPORT_MD}, {n_csv} CSV files, {SUMMARY_JSON})")
     if not summary["conforming"]:
         bad = [f"{r['backend']}" for r in summary["backends"] if r["conforms"] is False]
-        click.echo(f"not conforming: {', '.join(bad)}")
+        c = summary["checks"]
+        click.echo(f"not conforming: {', '.join(bad)} ({c['failing']} failing checks in "
+                   f"{summary['tables']['failures']['rows']} causes; {c['known_failing']} of them known)")
     sys.stdout.flush()
     if gate:
         checks = load_results(list(results)).checks  # deduplicated: a resumed check's last word

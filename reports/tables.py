@@ -776,8 +776,11 @@ def failures(checks: pd.DataFrame) -> Table:
         sel["_ratio"] = effective_ratio(sel)
         for i, r in sel.iterrows():
             known = r.get("known")
+            # The judge's error kind (a rounding at an exact 0 or 1 vs garbage) splits a cause too.
+            kind = r.get("error_kind")
             key = (r["machine"], r["backend"], r["verdict"], r["check"] or "",
-                   cause_pattern(r["message"], op=r["op"], dtype=r["dtype"], case=r["case"]),
+                   cause_pattern(r["message"], op=r["op"], dtype=r["dtype"], case=r["case"])
+                   + (f" [{kind}]" if isinstance(kind, str) and kind else ""),
                    "known" if isinstance(known, str) and known else "new")
             groups.setdefault(key, []).append(i)
     rows = []

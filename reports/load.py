@@ -60,7 +60,9 @@ class RunInfo:
     def load_average(self) -> float | None:
         """The 1-minute load average when the run started, where the run recorded one."""
         bench = self.run.get("bench") if isinstance(self.run.get("bench"), dict) else {}
-        for v in (bench.get("load_average_at_start"), self.run.get("load_average_at_start")):
+        machine = self.run.get("machine") if isinstance(self.run.get("machine"), dict) else {}
+        for v in (bench.get("load_average_at_start"), self.run.get("load_average_at_start"),
+                  bench.get("load_average"), self.run.get("load_average"), machine.get("load_average")):
             if isinstance(v, int | float) and not isinstance(v, bool) and v == v and v >= 0:
                 return float(v)
         return None

@@ -342,6 +342,8 @@ def _special_row_text(row: dict) -> str:
     idx = row.get("index")
     where = f"row {idx}: " if idx is not None else ""
     out = _values(row.get("output")) if "output" in row else "?"
+    if "expected" in row:
+        out += f" (exact {_values(row.get('expected'))})"
     return f"{where}{_values(row.get('input'))} → {out}" if "input" in row else f"{where}{out}"
 
 

@@ -397,8 +397,9 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     if not summary["conforming"]:
         bad = [f"{r['backend']}" for r in summary["backends"] if r["conforms"] is False]
         c = summary["checks"]
-        click.echo(f"not conforming: {', '.join(bad)} ({c['failing']} failing checks in "
-                   f"{summary['tables']['failures']['rows']} causes; {c['known_failing']} of them known)")
+        n = summary["tables"]["failures"]["rows"]
+        click.echo(f"not conforming: {', '.join(bad)} ({c['failing']} failing check{'s' * (c['failing'] != 1)} "
+                   f"in {n} cause{'s' * (n != 1)}; {c['known_failing']} of them known)")
     sys.stdout.flush()
     if gate:
         checks = load_results(list(results)).checks  # deduplicated: a resumed check's last word

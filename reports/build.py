@@ -397,8 +397,8 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     if not summary["conforming"]:
         bad = [f"{r['backend']}" for r in summary["backends"] if r["conforms"] is False]
         c = summary["checks"]
-        n = summary["tables"]["failures"]["rows"]
-        click.echo(f"not conforming: {', '.join(bad)} ({c['failing']} failing check{'s' * (c['failing'] != 1)} "
+        n, k = summary["tables"]["failures"]["rows"], c["failing"]
+        click.echo(f"not conforming: {', '.join(bad)} ({k} failing check{'s' * (k != 1)} "
                    f"in {n} cause{'s' * (n != 1)}; {c['known_failing']} of them known)")
     sys.stdout.flush()
     if gate:

@@ -78,19 +78,26 @@ def load_compare(path: str | os.PathLike) -> dict | list:
 
 
 def prepare(res: Results) -> Results:
-    """Known findings marked on the checks, intervals and copy figures added to the bench rows."""
+    """Known findings marked on the checks, intervals and copy figures added to the bench rows,
+    and the conformance per backend, op and dtype (``res.conf``), computed once."""
     res.checks = mark_known(res.checks)
     res.bench = tables.with_intervals(res.bench)
+    res.conf = tables.op_conformance(res.checks)
     return res
+
+
+def _conf(res: Results) -> pd.DataFrame:
+    conf = getattr(res, "conf", None)
+    return conf if conf is not None else tables.op_conformance(res.checks)
 
 
 def build_tables(res: Results, compare: dict | list | None = None) -> list[tables.Table]:
     """Every table of the report, in page order (the first screen first)."""
     if "gbps_lo" not in res.bench:
         res = prepare(res)
-    conf = tables.op_conformance(res.checks)
+    conf = _conf(res)
     special, deviations = tables.special_values(res.checks, _deviation_descriptions())
-    out = [tables.overview(res.checks, res.bench), tables.ranking(res.bench, conf),
+    out = [tables.overview(res.checks, res.bench, conf), tables.ranking(res.bench, conf),
            tables.conformance(res.checks), tables.failures(res.checks), tables.accuracy(res.checks),
            tables.gradient_accuracy(res.checks), special, deviations, tables.throughput(res.bench)]
     if not res.checks.empty and (res.checks["found_by"] == "hunt").any():
@@ -112,8 +119,7 @@ def summarize(res: Results) -> dict:
     checks = res.checks
     # Copy kernels (op "copy") measure the device, not a backend: they are the yardstick only.
     bench = res.bench[~res.bench["op"].eq("copy")] if not res.bench.empty else res.bench
-    conf = tables.op_conformance(checks)
-    ranked = tables.rank_workloads(res.bench, conf)
+    ranked = tables.rank_workloads(res.bench, _conf(res))
     per_backend = []
     keys = ["machine", "backend"]
     frames = [f[keys] for f in (checks, bench) if not f.empty]
@@ -327,8 +333,7 @@ def write_report(dirs: Iterable[str | os.PathLike], out: str | os.PathLike, *,
                               plots_note="*Plots: see report.html.*")
     (out_dir / REPORT_MD).write_text(md, encoding="utf-8")
 
-    conf = tables.op_conformance(res.checks)
-    figures = plots.throughput_plots(res.bench, conf) + plots.error_plots(res.checks)
+    figures = plots.throughput_plots(res.bench, _conf(res)) + plots.error_plots(res.checks)
     fail_table = next(t for t in all_tables if t.key == "failures")
     repros = {i: r for i, r in enumerate(fail_table.df["repro"]) if isinstance(r, str) and r}
     page = html_page.render("softmaxbench report", meta, _cards(head, res), shown, figures,

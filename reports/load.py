@@ -82,6 +82,7 @@ class Results:
     bench: pd.DataFrame
     runs: list[RunInfo]
     warnings: list[str] = field(default_factory=list)
+    conf: pd.DataFrame | None = None    # conformance per backend, op, dtype (reports.build.prepare)
 
     @property
     def machines(self) -> list[str]:

@@ -640,10 +640,11 @@ def ranking(bench: pd.DataFrame, conf: pd.DataFrame) -> Table:
                  if col == "fastest conforming" else None)
 
 
-def overview(checks: pd.DataFrame, bench: pd.DataFrame) -> Table:
+def overview(checks: pd.DataFrame, bench: pd.DataFrame, conf: pd.DataFrame | None = None) -> Table:
     """The first screen: per op x dtype, each backend's conformance and speed, and the fastest
-    conforming one. Speed is at the op and dtype's largest workload (named)."""
-    conf = op_conformance(checks)
+    conforming one. Speed is at the op and dtype's largest workload (named). ``conf``: the
+    :func:`op_conformance` of ``checks`` when already computed."""
+    conf = op_conformance(checks) if conf is None else conf
     if bench.empty or "gbps_lo" not in bench:
         bench = with_intervals(bench)
     sel = _measured(bench)

@@ -17,15 +17,10 @@ import numpy as np
 import pytest
 
 from softmaxbench.suite.hunt import store as found_cases
-from softmaxbench.suite.hunt.search import (
-    EXPLORE,
-    Candidate,
-    ReferenceObjective,
-    SearchSpace,
-    hunt,
-    nudge,
-    search,
-)
+from softmaxbench.suite.hunt.findings import hunt
+from softmaxbench.suite.hunt.objective import ReferenceObjective
+from softmaxbench.suite.hunt.search import EXPLORE, hypothesis_phase, search
+from softmaxbench.suite.hunt.space import Candidate, SearchSpace, nudge
 
 HERE = Path(__file__).parent
 BUDGET = 500          # rows per search: the hunt finds every fault in under 200 (12 seeds tried)
@@ -80,7 +75,6 @@ def test_timed_search_tries_a_prefix_of_the_counted_one():
 
 def test_hypothesis_phase_is_deterministic_and_bounded():
     import softmaxbench.reference.strategies  # noqa: F401 - a missing module is a failure
-    from softmaxbench.suite.hunt.search import hypothesis_phase
 
     space = SearchSpace("softmax_vjp", "bfloat16")
     runs = []
@@ -349,3 +343,13 @@ def test_candidate_recipe_keeps_origin_and_latest_steps():
     c = Candidate(np.zeros(2, np.float32), how=("saved:x", *(["near_tie", "shift"] * 40)))
     text = c.describe()
     assert text.startswith("saved:x > ... >") and text.endswith("shift") and len(text) <= 170
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from softmaxbench.suite.hunt import findings, search, space, store
+
+    for mod in (space, search, store, findings):
+        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, mod.__name__

@@ -1,10 +1,22 @@
-"""``softmaxbench hunt``: the options of the worst-case search (the work: ``suite.hunt.search``)."""
+"""``softmaxbench hunt``: the options, the loop over backends x ops x dtypes, and the output.
+
+The work of one hunt is :func:`softmaxbench.suite.hunt.findings.hunt`; see :mod:`softmaxbench.suite.hunt`.
+"""
 
 from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import click
 
 from softmaxbench.suite.cli.options import selection_options
+
+#: --hypothesis default (``suite.hunt.search.HYPOTHESIS_EXAMPLES``; spelled here so that the
+#: command line loads without NumPy: ``softmaxbench list`` imports every verb).
+HYPOTHESIS_EXAMPLES = 32
 
 
 @click.command("hunt")
@@ -15,7 +27,8 @@ from softmaxbench.suite.cli.options import selection_options
               help="Rows per backend x op x dtype instead of seconds: fully deterministic.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--max-len", default=16384, show_default=True, type=int, help="Longest row to try.")
-@click.option("--hypothesis", "hypothesis_examples", default=32, show_default=True, type=int, metavar="N",
+@click.option("--hypothesis", "hypothesis_examples", default=HYPOTHESIS_EXAMPLES, show_default=True, type=int,
+              metavar="N",
               help="Inputs hypothesis draws (target()-guided) before the guided search; 0: none.")
 @click.option("--out", default=None,
               help="Results dir [default: softmaxbench-results/hunt]; when given, cases go to OUT/found.")
@@ -26,6 +39,147 @@ def hunt_cmd(**kwargs) -> int:
     """Search for inputs that maximise each backend's error ratio and ULP error; save the worst
     as regression cases that check runs, and print the max-known-error table. --cases: catalogue
     cases to start from (default: a sample of all); --quick: softmax, log_softmax, logsumexp."""
-    from softmaxbench.suite.hunt.search import hunt_main
-
     return hunt_main(**kwargs)
+
+
+def _writable(d: Path) -> bool:
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        return os.access(d, os.W_OK)
+    except OSError:
+        return False
+
+
+def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
+              cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
+              budget: float = 60.0, seed: int = 0, out: str | None = None, save: bool = True,
+              evals: int | None = None, max_len: int = 16384, hypothesis_examples: int = HYPOTHESIS_EXAMPLES,
+              fresh: bool = False, **_: Any) -> int:
+    """The ``hunt`` verb: search each selected backend x op x dtype, save and report findings.
+
+    Results go to ``OUT/results.jsonl`` and ``OUT/run.json`` (OUT defaults to
+    ``softmaxbench-results/hunt``). New worst cases are saved to ``OUT/found/`` when ``--out``
+    is given, else to the package's ``reference/found/`` (when writable). Returns the exit code:
+    1 when a hunt found an input on which a backend fails, else 0.
+    """
+    from softmaxbench.errors import InputError
+    from softmaxbench.reference.dtypes import DTYPES
+    from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.hunt import store as found_cases
+    from softmaxbench.suite.hunt.findings import HuntResult, fmt, hunt, records, table
+    from softmaxbench.suite.hunt.search import EXPLORE
+    from softmaxbench.suite.records import ResultsWriter, machine_info, new_run, now_iso, write_run
+    from softmaxbench.vocabulary import OPS
+
+    if evals is not None and evals < 1:
+        raise InputError("--evals must be at least 1")
+    if evals is None and not budget > 0:
+        raise InputError("--budget must be a positive number of seconds")
+    if max_len < 2:
+        raise InputError("--max-len must be at least 2")
+    if hypothesis_examples < 0:
+        raise InputError("--hypothesis must be 0 or more")
+    op_list = split_csv(ops) or (list(OPS[:3]) if quick else list(OPS))
+    bad = [o for o in op_list if o not in OPS]
+    if bad:
+        raise InputError(f"unknown op {bad[0]!r}; choose from {', '.join(OPS)}")
+    dtype_list = split_csv(dtypes)
+    bad = [d for d in dtype_list or () if d not in DTYPES]
+    if bad:
+        raise InputError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
+    if quick and evals is None:
+        budget = min(budget, 10.0)
+    case_names = split_csv(cases)
+    if case_names:
+        from softmaxbench.reference.cases import get as get_case
+
+        for n in case_names:
+            try:
+                get_case(n)
+            except KeyError as exc:
+                raise InputError(str(exc.args[0] if exc.args else exc)) from None
+
+    selected = _select_backends(split_csv(backends), tuple(plugins), InputError)
+    out_dir = Path(out) if out else Path("softmaxbench-results/hunt")
+    if out:
+        found_dir = out_dir / "found"
+    else:
+        found_dir = found_cases.package_dir()
+        if save and not _writable(found_dir):
+            found_dir = out_dir / "found"
+            click.echo(f"note: {found_cases.package_dir()} is not writable; saving cases to {found_dir}")
+    start_dirs = [d for d in found_cases.default_dirs() if d.resolve() != found_dir.resolve()]
+
+    run = new_run("hunt", "softmaxbench hunt " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in (("backends", backends), ("ops", ops), ("dtypes", dtypes),
+                                                   ("budget", budget), ("evals", evals), ("seed", seed))
+        if v is not None), seed=seed)
+    write_run(out_dir, run)
+    label = run["machine"].get("label") or machine_info()["label"]
+    results: list[HuntResult] = []
+    cache: dict = {}
+    bound = f"{evals} rows each" if evals is not None else f"{budget:g} s each"
+    with ResultsWriter(out_dir) as writer:
+        for b in selected:
+            supported = set(b.supported_ops())
+            for op in op_list:
+                if op not in supported:
+                    click.echo(f"{b.name} {op}: unsupported, skipped")
+                    continue
+                for dtype in dtype_list or DTYPES:
+                    if dtype not in b.dtypes:
+                        if dtype_list:
+                            click.echo(f"{b.name} {op} {dtype}: dtype unsupported, skipped")
+                        continue
+                    r = hunt(b, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
+                             found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
+                             case_names=case_names, max_len=max_len, catalogue_cache=cache, plugins=plugins,
+                             hypothesis_examples=hypothesis_examples, use_saved=not fresh)
+                    if not save:
+                        r.found_dir = None
+                    for rec in records(r, label):
+                        writer.write(rec)
+                    if r.stopped_by == "time" and r.evals <= EXPLORE:
+                        click.echo(f"note: {b.name} {op} {dtype} evaluated only {r.evals} rows in "
+                                   f"{budget:g} s (a compile per row length?); give it a larger --budget")
+                    new = sum(f.saved for f in r.findings)
+                    click.echo(f"{b.name} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
+                               f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
+                               f"{r.verdict}" + (f", {new} new case(s) saved" if new else ""))
+                    results.append(r)
+    run["finished"] = now_iso()
+    write_run(out_dir, run)
+    if not results:
+        raise InputError(f"nothing to hunt: no selected backend supports the selected ops/dtypes ({bound})")
+    click.echo("")
+    click.echo("Max known error (hunt " + bound + f", seed {seed}):")
+    click.echo(table(results))
+    click.echo(f"\nrecords: {out_dir / 'results.jsonl'}" + (f"; saved cases: {found_dir}" if save else ""))
+    if evals is None:
+        click.echo("replay one row exactly: --evals <hunt_evals> --hypothesis <hunt_hypothesis> "
+                   f"--seed {seed} (fields of its records)")
+    return 1 if any(r.verdict in ("fail", "error") for r in results) else 0
+
+
+def _select_backends(names: list[str] | None, plugins: tuple[str, ...], error) -> list:
+    """Named backends (unknown -> error, unavailable -> skipped with a note), or every available one."""
+    from softmaxbench.backends import registry
+
+    if names:
+        chosen = []
+        for n in names:
+            try:
+                b = registry.get(n, plugins=plugins)
+            except LookupError as exc:
+                raise error(str(exc.args[0] if exc.args else exc)) from None
+            why = b.unavailable()
+            if why:
+                click.echo(f"{n}: unavailable here ({why}), skipped")
+            else:
+                chosen.append(b)
+    else:
+        chosen = [e.backend for e in registry.discover(plugins)
+                  if e.backend is not None and not e.unavailable]
+    if not chosen:
+        raise error("no selected backend is available here (see 'softmaxbench list')")
+    return chosen

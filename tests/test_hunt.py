@@ -326,6 +326,48 @@ def test_cli_hunt_saves_cases_records_and_prints_the_table(reference_ready, tmp_
     assert [r["case"] for r in again] == [r["case"] for r in recs]
 
 
+def _package_found_files() -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in found_cases.package_dir().glob("*")}
+
+
+def test_cli_hunt_saves_to_the_user_cache_never_into_the_package(reference_ready, tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(found_cases.ENV_DIRS, raising=False)
+    monkeypatch.chdir(tmp_path)                              # the default OUT is relative
+    before = _package_found_files()
+    code, out, err = _cli(["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow",
+                           "--ops", "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0"],
+                          capsys)
+    assert code == 1, err
+    cache = tmp_path / "cache" / "softmaxbench" / "found"
+    assert found_cases.user_dir() == cache
+    saved = found_cases.load_found_cases([cache])
+    assert saved and f"saved cases: {cache}" in out
+    assert _package_found_files() == before                 # nothing written into the package
+    # check finds them: the user's cache is one of the directories it reads by default.
+    names = {c.name for c in found_cases.all_cases()}
+    assert {c.name for c in saved} <= names
+    assert found_cases.get_case(saved[0].name).build("float32").x.dtype == np.float32
+    # and the shipped cases are still there
+    shipped = {c.name for c in found_cases.load_found_cases([found_cases.package_dir()])}
+    assert shipped <= names
+
+
+def test_cli_hunt_save_dir_names_the_folder(reference_ready, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow", "--ops",
+            "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0", "--out", str(tmp_path / "o")]
+    code, out, err = _cli([*args, "--save-dir", str(tmp_path / "mine")], capsys)
+    assert code == 1, err
+    assert found_cases.load_found_cases([tmp_path / "mine"])
+    assert not (tmp_path / "o" / "found").exists() and not (tmp_path / "cache").exists()
+    assert f"{found_cases.ENV_DIRS}={tmp_path / 'mine'}" in out      # how check gets to run them
+    (tmp_path / "file").write_text("x")
+    code, out, err = _cli([*args, "--save-dir", str(tmp_path / "file" / "sub")], capsys)
+    assert code == 2 and "not a writable directory" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ops", "softmux"], "unknown op 'softmux'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),

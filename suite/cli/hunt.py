@@ -32,8 +32,10 @@ HYPOTHESIS_EXAMPLES = 32
               help="Inputs hypothesis draws (target()-guided) before the guided search; 0: none.")
 @click.option("--out", default=None,
               help="Results dir [default: softmaxbench-results/hunt]; when given, cases go to OUT/found.")
-@click.option("--save/--no-save", default=True,
-              help="Save new worst cases as regression cases (default: in reference/found/).")
+@click.option("--save-dir", default=None, metavar="DIR",
+              help="Save new worst cases here [default: OUT/found with --out, else "
+                   "$XDG_CACHE_HOME/softmaxbench/found, which check reads].")
+@click.option("--save/--no-save", default=True, help="Save new worst cases as regression cases.")
 @click.option("--fresh", is_flag=True, help="Do not start from saved cases (replay an earlier hunt).")
 def hunt_cmd(**kwargs) -> int:
     """Search for inputs that maximise each backend's error ratio and ULP error; save the worst
@@ -50,17 +52,48 @@ def _writable(d: Path) -> bool:
         return False
 
 
+def save_dir_for(save_dir: str | None, out: str | None, out_dir: Path, save: bool) -> Path:
+    """Where new cases go: ``--save-dir``, else ``OUT/found`` when ``--out`` is given, else the
+    user's cache (``OUT/found`` with a note when that is not writable). A named directory that
+    cannot be written is bad input (exit 2)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.hunt import store
+
+    if save_dir or out:
+        d = Path(save_dir) if save_dir else out_dir / "found"
+        if save and not _writable(d):
+            raise InputError(f"{'--save-dir' if save_dir else '--out'} {d}: not a writable directory")
+        return d
+    d = store.user_dir()
+    if save and not _writable(d):
+        click.echo(f"note: {d} is not writable; saving cases to {out_dir / 'found'}")
+        return out_dir / "found"
+    return d
+
+
+def _read_by_check(d: Path) -> bool:
+    """Is ``d`` one of the directories ``check`` reads found cases from?"""
+    from softmaxbench.suite.hunt import store
+
+    try:
+        return any(d.resolve() == x.resolve() for x in store.default_dirs())
+    except OSError:
+        return False
+
+
 def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
               cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
-              budget: float = 60.0, seed: int = 0, out: str | None = None, save: bool = True,
+              budget: float = 60.0, seed: int = 0, out: str | None = None, save_dir: str | None = None,
+              save: bool = True,
               evals: int | None = None, max_len: int = 16384, hypothesis_examples: int = HYPOTHESIS_EXAMPLES,
               fresh: bool = False, **_: Any) -> int:
     """The ``hunt`` verb: search each selected backend x op x dtype, save and report findings.
 
     Results go to ``OUT/results.jsonl`` and ``OUT/run.json`` (OUT defaults to
-    ``softmaxbench-results/hunt``). New worst cases are saved to ``OUT/found/`` when ``--out``
-    is given, else to the package's ``reference/found/`` (when writable). Returns the exit code:
-    1 when a hunt found an input on which a backend fails, else 0.
+    ``softmaxbench-results/hunt``). New worst cases are saved to ``--save-dir``, else to
+    ``OUT/found/`` when ``--out`` is given, else to the user's cache (``store.user_dir()``, which
+    ``check`` reads); never into the installed package. Returns the exit code: 1 when a hunt
+    found an input on which a backend fails, else 0.
     """
     from softmaxbench.errors import InputError
     from softmaxbench.reference.dtypes import DTYPES
@@ -101,13 +134,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
 
     selected = _select_backends(split_csv(backends), tuple(plugins), InputError)
     out_dir = Path(out) if out else Path("softmaxbench-results/hunt")
-    if out:
-        found_dir = out_dir / "found"
-    else:
-        found_dir = found_cases.package_dir()
-        if save and not _writable(found_dir):
-            found_dir = out_dir / "found"
-            click.echo(f"note: {found_cases.package_dir()} is not writable; saving cases to {found_dir}")
+    found_dir = save_dir_for(save_dir, out, out_dir, save)
     start_dirs = [d for d in found_cases.default_dirs() if d.resolve() != found_dir.resolve()]
 
     run = new_run("hunt", "softmaxbench hunt " + " ".join(
@@ -155,6 +182,8 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     click.echo("Max known error (hunt " + bound + f", seed {seed}):")
     click.echo(table(results))
     click.echo(f"\nrecords: {out_dir / 'results.jsonl'}" + (f"; saved cases: {found_dir}" if save else ""))
+    if save and any(f.saved for r in results for f in r.findings) and not _read_by_check(found_dir):
+        click.echo(f"check runs them with {found_cases.ENV_DIRS}={found_dir}")
     if evals is None:
         click.echo("replay one row exactly: --evals <hunt_evals> --hypothesis <hunt_hypothesis> "
                    f"--seed {seed} (fields of its records)")

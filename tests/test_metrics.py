@@ -426,3 +426,32 @@ def test_thresholds_cover_every_dtype_and_unknown_ops_are_refused():
     assert set(THRESHOLDS) == set(DTYPES) and all(t >= 1 for t in THRESHOLDS.values())
     with pytest.raises(ValueError, match="unknown op"):
         attainable_error("softplus", inp(np.zeros(3)))
+
+
+# -- the model algorithm and what it cannot compute (reference.model) ------------------------------
+def test_model_attainable_names_the_overflow_of_the_hunted_float16_vjp():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import CaseInput
+
+    x = np.array([9.96, -0.159], np.float16)
+    v = np.array([10420.0, -65500.0], np.float16)   # v - <p, v> = -75916 overflows float16
+    inp = CaseInput("found", "float16", -1, x, v, None)
+    assert np.isneginf(model.evaluate("softmax_vjp", inp)[1])
+    reason = model.attainable("softmax_vjp", inp)
+    assert reason is not None and "index (1,)" in reason and "float16" in reason
+    assert model.unattainable_elements("softmax_vjp", inp).tolist() == [False, True]
+    # The same input in float32: the model computes it, so it is judged.
+    inp32 = CaseInput("found", "float32", -1, x.astype(np.float32), v.astype(np.float32), None)
+    assert model.attainable("softmax_vjp", inp32) is None
+
+
+def test_model_attainable_ignores_special_rows_and_exact_overflow():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import CaseInput
+
+    # One +inf: the model gives NaN, but special rows follow the conventions, not the model.
+    inp = CaseInput("c", "float32", -1, np.array([[np.inf, 0.0]], np.float32), None, None)
+    assert model.attainable("softmax", inp) is None
+    # An exact value beyond the range rounds to inf: inf is then the exact answer, not an overflow.
+    big = np.array([[65504.0, 65504.0]], np.float16)
+    assert model.attainable("logsumexp", CaseInput("c", "float16", -1, big, None, None)) is None

@@ -357,7 +357,8 @@ def test_cli_hunt_saves_to_the_user_cache_never_into_the_package(reference_ready
 def test_cli_hunt_save_dir_names_the_folder(reference_ready, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow", "--ops",
-            "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0", "--out", str(tmp_path / "o")]
+            "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0",
+            "--out", str(tmp_path / "o")]
     code, out, err = _cli([*args, "--save-dir", str(tmp_path / "mine")], capsys)
     assert code == 1, err
     assert found_cases.load_found_cases([tmp_path / "mine"])
@@ -395,3 +396,62 @@ def test_docstring_examples_run():
     for mod in (space, search, store, findings):
         result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+# -- cases the model algorithm cannot compute are never saved ---------------------------------
+#: Issue 15 item 2: float16 softmax_vjp where the textbook algorithm's v - c overflows to -inf
+#: (exact -3.0575): a backend returning -inf is no worse than the suite's own model.
+UNATTAINABLE = (np.array([[9.96, -0.159]], np.float16), np.array([[10420.0, -65500.0]], np.float16))
+
+
+def _save_unattainable(d):
+    x, v = UNATTAINABLE
+    e = found_cases.make_entry("softmax_vjp", "float16", x, v, backend="numpy", objective="error_ratio",
+                               max_error_ratio=float("inf"), max_ulp=float("inf"), verdict="fail")
+    found_cases.save_found_case(d, "numpy", "softmax_vjp", "float16", e)
+    return e["name"]
+
+
+def test_shipped_found_cases_are_all_attainable_by_the_model():
+    for c in found_cases.load_found_cases([found_cases.package_dir()]):
+        assert found_cases.refusal(c.ops[0], c.build(c.dtypes[0])) is None, c.name
+
+
+def test_prune_drops_the_cases_the_model_cannot_compute(tmp_path):
+    bad = _save_unattainable(tmp_path)
+    ok = found_cases.make_entry("softmax_vjp", "float16", np.array([[1.0, 2.0]], np.float16),
+                                np.array([[1.0, -1.0]], np.float16), backend="numpy", objective="ulp",
+                                max_error_ratio=0.5, max_ulp=1.0)
+    found_cases.save_found_case(tmp_path, "numpy", "softmax_vjp", "float16", ok)
+    dropped = found_cases.prune(tmp_path)
+    assert [n for n, _ in dropped] == [bad] and "not attainable by the model algorithm" in dropped[0][1]
+    assert [c.name for c in found_cases.load_found_cases([tmp_path])] == [ok["name"]]
+    assert found_cases.prune(tmp_path) == []
+
+
+def test_hunt_refuses_to_save_a_case_the_model_cannot_compute(reference_ready, tmp_path):
+    import softmaxbench.backends.registry as registry
+
+    bad = _save_unattainable(tmp_path / "start")
+    x = UNATTAINABLE[0][0]
+
+    def objective(rows):      # makes the unattainable row the worst input, whatever the backend does
+        return [(1e9 if c.x.tobytes() == x.tobytes() else 0.0, 0.0, None) for c in rows]
+
+    r = hunt(registry.get("numpy"), "softmax_vjp", "float16", max_evals=16, found_dir=tmp_path / "out",
+             start_dirs=[tmp_path / "start"], use_catalogue=False, hypothesis_examples=0, objective=objective)
+    worst = next(f for f in r.findings if f.objective == "error_ratio")
+    assert worst.case == bad and not worst.saved and "not attainable" in worst.refused
+    assert "not saved: not attainable" in worst.record["message"]
+    assert bad not in {c.name for c in found_cases.load_found_cases([tmp_path / "out"])}
+
+
+def test_hunt_objective_does_not_score_what_the_model_cannot_compute(reference_ready):
+    import softmaxbench.backends.registry as registry
+
+    x, v = UNATTAINABLE
+    obj = ReferenceObjective(registry.get("numpy"), "softmax_vjp", "float16")
+    (score,) = obj([Candidate(x[0], v[0])])
+    # numpy gives -inf at index 1, as the model does: not scored (else both would be inf). Index 0
+    # cancels (v - c, well-conditioned by the error ratio's measure): a finite ULP error.
+    assert score[0] < 1.0 and math.isfinite(score[1])

@@ -30,7 +30,7 @@ from softmaxbench.suite.hunt.search import (
     stream_seed,
 )
 from softmaxbench.suite.hunt.shrink import SHRINK_ABOVE, SHRINK_MIN_S, SHRINK_SHARE, shrink
-from softmaxbench.suite.hunt.space import Candidate, SearchSpace, ce_options
+from softmaxbench.suite.hunt.space import Candidate, SearchSpace, case_input, ce_options
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Finding:
     score: float                     # the search's score for the objective (inf where a record has None)
     case: str                        # the regression case's name
     saved: bool                      # newly written to the found-cases file
+    refused: str | None = None       # why it was not saved (store.refusal), or None
 
     @property
     def verdict(self) -> str:
@@ -158,14 +159,18 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
                   None if c.target is None else np.array([c.target], np.int64), ce_options(op))
         name = found_cases.case_name(backend.name, op, dtype, *arrays)
         rec = measure(backend, op, dtype, c, name, plugins)
-        saved = False
+        saved, refused = False, None
         if save and found_dir is not None and rec["verdict"] != "unsupported":
+            refused = found_cases.refusal(op, case_input(op, dtype, [c], name))
+        if refused:
+            rec["message"] = "; ".join(m for m in (rec.get("message"), f"not saved: {refused}") if m)
+        elif save and found_dir is not None and rec["verdict"] != "unsupported":
             entry = found_cases.make_entry(
                 op, dtype, *arrays, backend=backend.name, objective=obj,
                 max_error_ratio=rec.get("max_error_ratio"), max_ulp=rec.get("max_ulp"),
                 how=c.describe(), seed=seed, evals=res.evals, verdict=rec["verdict"])
             _, saved = found_cases.save_found_case(found_dir, backend.name, op, dtype, entry)
-        findings.append(Finding(obj, c, rec, ev.score(obj), name, saved))
+        findings.append(Finding(obj, c, rec, ev.score(obj), name, saved, refused))
     return HuntResult(backend.name, getattr(backend, "device", "cpu"), op, dtype, res.evals, res.elapsed_s,
                       res.stopped_by, findings, seed, None if found_dir is None else str(found_dir), drawn)
 

@@ -33,7 +33,10 @@ class ReferenceObjective:
 
     Per row: the largest ``metrics.error_ratio`` and the largest ``metrics.ulp_error`` over
     elements whose exact value is finite and normal. Subnormal outputs flushed to zero score 0,
-    as ``metrics.compare`` forgives them (``check`` reports them as a deviation). A backend that
+    as ``metrics.compare`` forgives them (``check`` reports them as a deviation). Elements the
+    model algorithm itself cannot compute (``reference.model.unattainable_elements``: its
+    intermediates overflow the output dtype) score 0: the suite's standard says nothing about
+    them, so the search is not led to cases ``hunt`` would refuse to save. A backend that
     raises, or returns the wrong shape, scores inf with the reason.
 
     Every backend call gets at least ``rows`` rows (short batches are padded with copies of
@@ -42,10 +45,10 @@ class ReferenceObjective:
     """
 
     def __init__(self, backend, op: str, dtype: str, rows: int = POPULATION):
-        from softmaxbench.reference import metrics, ops
+        from softmaxbench.reference import metrics, model, ops
 
         self.backend, self.op, self.dtype, self.rows = backend, op, dtype, rows
-        self.ops, self.metrics = ops, metrics
+        self.ops, self.metrics, self.model = ops, metrics, model
         self.tiny = float(finfo(dtype).tiny)
         self.calls = 0
 
@@ -74,6 +77,8 @@ class ReferenceObjective:
             ulp = np.where(np.isfinite(ex) & (np.abs(ex) >= self.tiny), ulp, 0.0)
             flushed = (actual.astype(np.float64) == 0) & (np.abs(ex) < self.tiny)
             ratio = np.where(flushed, 0.0, ratio)
+            unjudged = self.model.unattainable_elements(self.op, inputs, exact)
+            ratio, ulp = np.where(unjudged, 0.0, ratio), np.where(unjudged, 0.0, ulp)
         ratio = np.where(np.isnan(ratio), np.inf, ratio).reshape(r, -1)
         ulp = np.where(np.isnan(ulp), np.inf, ulp).reshape(r, -1)
         rmax = ratio.max(axis=1) if ratio.shape[1] else np.zeros(r)

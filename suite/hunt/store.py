@@ -370,6 +370,53 @@ def dumps(doc: dict) -> str:
     return "{\n" + "\n".join(lines) + '\n "cases": [\n' + cases + "\n ]\n}\n"
 
 
+def refusal(op: str, inputs, exact=None) -> str | None:
+    """Why ``inputs`` must not become a regression case of ``op``, or None when it may.
+
+    A case the model algorithm itself cannot compute (its intermediates overflow the output
+    dtype where the exact value is finite: ``reference.model.attainable``) would judge a backend
+    against a standard the suite's own algorithm does not meet; ``hunt`` refuses to save it and
+    :func:`prune` drops such cases from a directory.
+    """
+    from softmaxbench.reference.model import attainable
+
+    return attainable(op, inputs, exact)
+
+
+def prune(directory: str | os.PathLike) -> list[tuple[str, str]]:
+    """Drop from the found-cases files in ``directory`` every case :func:`refusal` refuses.
+
+    Returns (name, reason) of each dropped case; files rewritten atomically, removed when empty.
+    Run on the shipped cases: ``python -c "from softmaxbench.suite.hunt import store;
+    print(store.prune(store.package_dir()))"``.
+    """
+    dropped: list[tuple[str, str]] = []
+    for p in sorted(Path(directory).glob("*.json")):
+        doc = read_file(p)
+        keep = []
+        for entry in doc.get("cases", []):
+            case = case_from_entry(entry, str(p))
+            why = refusal(case.ops[0], case.build(case.dtypes[0]))
+            if why:
+                dropped.append((case.name, why))
+            else:
+                keep.append(entry)
+        if len(keep) == len(doc.get("cases", [])):
+            continue
+        if not keep:
+            p.unlink()
+            continue
+        doc["cases"] = keep
+        _write(p, doc)
+    return dropped
+
+
+def _write(p: Path, doc: dict) -> None:
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(dumps(doc), encoding="utf-8")
+    tmp.replace(p)
+
+
 def save_found_case(out_dir: str | os.PathLike, backend: str, op: str, dtype: str,
                     entry: dict) -> tuple[str, bool]:
     """Add ``entry`` to ``out_dir/<backend>__<op>__<dtype>.json``; returns (name, added).
@@ -387,7 +434,5 @@ def save_found_case(out_dir: str | os.PathLike, backend: str, op: str, dtype: st
         return entry["name"], False
     cases = sorted([*doc["cases"], entry], key=_rank, reverse=True)[:MAX_CASES_PER_FILE]
     doc["cases"] = cases
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(dumps(doc), encoding="utf-8")
-    tmp.replace(p)
+    _write(p, doc)
     return entry["name"], any(e["name"] == entry["name"] for e in cases)

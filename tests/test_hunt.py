@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import hunt_broken  # pytest puts tests/ on sys.path
@@ -455,3 +456,53 @@ def test_hunt_objective_does_not_score_what_the_model_cannot_compute(reference_r
     # numpy gives -inf at index 1, as the model does: not scored (else both would be inf). Index 0
     # cancels (v - c, well-conditioned by the error ratio's measure): a finite ULP error.
     assert score[0] < 1.0 and math.isfinite(score[1])
+
+
+# -- hostile backends mid-hunt: the backend runs only in a worker -----------------------------
+EXPLOITS = HERE / "exploits" / "hunt_hostile.py"
+
+
+LOSSES = {"hunt-segfault-long": "crash", "hunt-exit-zero": "crash", "hunt-hang-long": "timeout"}
+
+
+def test_a_backend_lost_mid_hunt_is_a_record_and_the_hunt_goes_on(tmp_path, capsys):
+    from softmaxbench.suite.hunt.objective import MAX_LOSSES
+    from softmaxbench.suite.records import read_results, validate_record
+
+    args = ["hunt", "--plugin", str(EXPLOITS), "--plugin", str(HERE / "hunt_broken.py"),
+            "--backends", ",".join([*LOSSES, "fine-softmax"]), "--ops", "softmax", "--dtypes", "float32",
+            "--evals", "64", "--hypothesis", "0", "--timeout", "3", "--out", str(tmp_path), "--no-save"]
+    code, out, err = _cli(args, capsys)
+    assert code == 1, err                           # a lost worker never exits 0
+    recs = read_results(tmp_path)
+    for r in recs:
+        validate_record(r)
+    for backend, verdict in LOSSES.items():
+        lost = [r for r in recs if r["backend"] == backend and r["verdict"] in ("crash", "timeout")]
+        assert lost and {r["verdict"] for r in lost} == {verdict}, out
+        assert len(lost) <= MAX_LOSSES
+        assert all(r["found_by"] == "hunt" and "fresh worker" in r["message"] and r["repro"] for r in lost)
+        # The hunt went on after each loss: its other rows were scored, its findings judged.
+        judged = [r for r in recs if r["backend"] == backend and r["verdict"] not in ("crash", "timeout")]
+        assert judged and all(r["verdict"] == "pass" for r in judged), judged
+    assert "worker(s) lost (timeout" in out and "worker(s) lost (crash" in out
+    # and the backend hunted after them as if nothing had happened
+    fine = [r for r in recs if r["backend"] == "fine-softmax"]
+    assert fine and all(r["verdict"] == "pass" for r in fine)
+
+
+def test_a_plugin_cannot_rig_the_hunts_judge(tmp_path, capsys):
+    """The plugin rewires the reference, the metrics, the objective and check_one at import and
+    returns zeros: the trusted process never imports it, so the garbage is still found."""
+    import softmaxbench.reference.ops as ops
+    from softmaxbench.suite.records import read_results
+
+    evaluate = ops.evaluate
+    args = ["hunt", "--plugin", str(EXPLOITS), "--backends", "hunt-rigged-judge", "--ops", "softmax",
+            "--dtypes", "float32", "--evals", "24", "--hypothesis", "0", "--out", str(tmp_path), "--no-save"]
+    code, out, err = _cli(args, capsys)
+    assert code == 1, err
+    recs = read_results(tmp_path)
+    assert recs and all(r["verdict"] == "fail" for r in recs)
+    assert ops.evaluate is evaluate                 # this process was never rigged
+    assert not [m for m in sys.modules if "hunt_hostile" in m]     # nor did it import the plugin

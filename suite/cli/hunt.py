@@ -37,6 +37,8 @@ HYPOTHESIS_EXAMPLES = 32
                    "$XDG_CACHE_HOME/softmaxbench/found, which check reads].")
 @click.option("--save/--no-save", default=True, help="Save new worst cases as regression cases.")
 @click.option("--fresh", is_flag=True, help="Do not start from saved cases (replay an earlier hunt).")
+@click.option("--timeout", default=60.0, show_default=True, type=float,
+              help="Seconds one backend call may take before its worker is killed (a timeout record).")
 def hunt_cmd(**kwargs) -> int:
     """Search for inputs that maximise each backend's error ratio and ULP error; save the worst
     as regression cases that check runs, and print the max-known-error table. --cases: catalogue
@@ -84,6 +86,7 @@ def _read_by_check(d: Path) -> bool:
 def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
               cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
               budget: float = 60.0, seed: int = 0, out: str | None = None, save_dir: str | None = None,
+              timeout: float = 60.0,
               save: bool = True,
               evals: int | None = None, max_len: int = 16384, hypothesis_examples: int = HYPOTHESIS_EXAMPLES,
               fresh: bool = False, **_: Any) -> int:
@@ -95,17 +98,20 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     ``check`` reads); never into the installed package. Returns the exit code: 1 when a hunt
     found an input on which a backend fails, else 0.
     """
-    from softmaxbench.errors import InputError
-    from softmaxbench.reference.dtypes import DTYPES
+    from softmaxbench.errors import EXIT_NONCONFORMING, EXIT_OK, InputError
     from softmaxbench.suite.cli.options import split_csv
     from softmaxbench.suite.hunt import store as found_cases
-    from softmaxbench.suite.hunt.findings import HuntResult, fmt, hunt, records, table
+    from softmaxbench.suite.hunt.callers import InWorker
+    from softmaxbench.suite.hunt.findings import HuntResult, fmt, hunt, load_lost_record, records, table
     from softmaxbench.suite.hunt.search import EXPLORE
+    from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused, clean_text
     from softmaxbench.suite.records import ResultsWriter, machine_info, new_run, now_iso, write_run
-    from softmaxbench.vocabulary import OPS
+    from softmaxbench.vocabulary import DTYPES, FAILING, OPS
 
     if evals is not None and evals < 1:
         raise InputError("--evals must be at least 1")
+    if timeout is None or not timeout > 0:
+        raise InputError(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if evals is None and not budget > 0:
         raise InputError("--budget must be a positive number of seconds")
     if max_len < 2:
@@ -132,7 +138,10 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
             except KeyError as exc:
                 raise InputError(str(exc.args[0] if exc.args else exc)) from None
 
-    selected = _select_backends(split_csv(backends), tuple(plugins), InputError)
+    # Plugin files as absolute paths: workers run in a private working directory.
+    plugins = tuple(os.path.abspath(p) if os.path.exists(p) else p for p in plugins)
+    named = split_csv(backends)
+    names = select_backends(named, plugins)
     out_dir = Path(out) if out else Path("softmaxbench-results/hunt")
     found_dir = save_dir_for(save_dir, out, out_dir, save)
     start_dirs = [d for d in found_cases.default_dirs() if d.resolve() != found_dir.resolve()]
@@ -144,39 +153,65 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     write_run(out_dir, run)
     label = run["machine"].get("label") or machine_info()["label"]
     results: list[HuntResult] = []
+    lost_at_load: list[dict] = []
     cache: dict = {}
     bound = f"{evals} rows each" if evals is not None else f"{budget:g} s each"
+    logs = out_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
     with ResultsWriter(out_dir) as writer:
-        for b in selected:
-            supported = set(b.supported_ops())
-            for op in op_list:
-                if op not in supported:
-                    click.echo(f"{b.name} {op}: unsupported, skipped")
-                    continue
-                for dtype in dtype_list or DTYPES:
-                    if dtype not in b.dtypes:
-                        if dtype_list:
-                            click.echo(f"{b.name} {op} {dtype}: dtype unsupported, skipped")
+        for name in names:
+            caller = InWorker(name, plugins=tuple(plugins), log_path=logs / f"{_safe(name)}.log",
+                              timeout_s=timeout)
+            try:
+                info = caller.start()
+            except WorkerRefused as exc:
+                if named:    # a backend the user named and cannot have: bad input
+                    raise InputError(clean_text(str(exc))) from None
+                click.echo(f"{clean_text(name, 80)}: unavailable here ({clean_text(str(exc))}), skipped")
+                continue
+            except WorkerLost as lost:
+                # Lost while loading: every hunt of this backend is lost (one record each).
+                click.echo(f"{clean_text(name, 80)}: {lost.kind} while loading the backend ({lost.note})")
+                for op in op_list:
+                    for dtype in dtype_list or DTYPES:
+                        rec = load_lost_record(name, op, dtype, lost.kind, lost.note)
+                        writer.write(dict(rec, machine=label))
+                        lost_at_load.append(rec)
+                continue
+            try:
+                for op in op_list:
+                    if op not in info.ops:
+                        click.echo(f"{info.name} {op}: unsupported, skipped")
                         continue
-                    r = hunt(b, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
-                             found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
-                             case_names=case_names, max_len=max_len, catalogue_cache=cache, plugins=plugins,
-                             hypothesis_examples=hypothesis_examples, use_saved=not fresh)
-                    if not save:
-                        r.found_dir = None
-                    for rec in records(r, label):
-                        writer.write(rec)
-                    if r.stopped_by == "time" and r.evals <= EXPLORE:
-                        click.echo(f"note: {b.name} {op} {dtype} evaluated only {r.evals} rows in "
-                                   f"{budget:g} s (a compile per row length?); give it a larger --budget")
-                    new = sum(f.saved for f in r.findings)
-                    click.echo(f"{b.name} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
-                               f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
-                               f"{r.verdict}" + (f", {new} new case(s) saved" if new else ""))
-                    results.append(r)
+                    for dtype in dtype_list or DTYPES:
+                        if dtype not in info.dtypes:
+                            if dtype_list:
+                                click.echo(f"{info.name} {op} {dtype}: dtype unsupported, skipped")
+                            continue
+                        r = hunt(caller, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
+                                 found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
+                                 case_names=case_names, max_len=max_len, catalogue_cache=cache,
+                                 plugins=plugins, hypothesis_examples=hypothesis_examples,
+                                 use_saved=not fresh)
+                        if not save:
+                            r.found_dir = None
+                        for rec in records(r, label):
+                            writer.write(rec)
+                        if r.stopped_by == "time" and r.evals <= EXPLORE:
+                            click.echo(f"note: {r.backend} {op} {dtype} evaluated only {r.evals} rows in "
+                                       f"{budget:g} s (a compile per row length?); give it a larger --budget")
+                        new = sum(f.saved for f in r.findings)
+                        lost = (f", {len(r.lost)} worker(s) lost ({', '.join(x['verdict'] for x in r.lost)})"
+                                if r.lost else "")
+                        click.echo(f"{r.backend} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
+                                   f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
+                                   f"{r.verdict}" + lost + (f", {new} new case(s) saved" if new else ""))
+                        results.append(r)
+            finally:
+                caller.close()
     run["finished"] = now_iso()
     write_run(out_dir, run)
-    if not results:
+    if not results and not lost_at_load:
         raise InputError(f"nothing to hunt: no selected backend supports the selected ops/dtypes ({bound})")
     click.echo("")
     click.echo("Max known error (hunt " + bound + f", seed {seed}):")
@@ -187,28 +222,43 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     if evals is None:
         click.echo("replay one row exactly: --evals <hunt_evals> --hypothesis <hunt_hypothesis> "
                    f"--seed {seed} (fields of its records)")
-    return 1 if any(r.verdict in ("fail", "error") for r in results) else 0
+    failing = any(r.verdict in FAILING for r in results) or bool(lost_at_load)
+    return EXIT_NONCONFORMING if failing else EXIT_OK
 
 
-def _select_backends(names: list[str] | None, plugins: tuple[str, ...], error) -> list:
-    """Named backends (unknown -> error, unavailable -> skipped with a note), or every available one."""
-    from softmaxbench.backends import registry
-
+def select_backends(names: list[str] | None, plugins: tuple[str, ...]) -> list[str]:
+    """The names of the backends to hunt: those named (each is built, or refused with exit 2,
+    when its worker starts), or every available one as discovery in a worker finds them. No
+    backend code runs in this process."""
     if names:
-        chosen = []
-        for n in names:
-            try:
-                b = registry.get(n, plugins=plugins)
-            except LookupError as exc:
-                raise error(str(exc.args[0] if exc.args else exc)) from None
-            why = b.unavailable()
-            if why:
-                click.echo(f"{n}: unavailable here ({why}), skipped")
-            else:
-                chosen.append(b)
-    else:
-        chosen = [e.backend for e in registry.discover(plugins)
-                  if e.backend is not None and not e.unavailable]
+        return list(dict.fromkeys(names))
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.hunt.callers import START_TIMEOUT_S
+    from softmaxbench.suite.isolation.channel import (
+        Worker,
+        WorkerLost,
+        WorkerRefused,
+        clean_text,
+        name_problem,
+    )
+
+    w = Worker(None, plugins=plugins)
+    try:
+        w.start(timeout_s=START_TIMEOUT_S)
+        entries = w.request("discover", {"check": True}, timeout_s=START_TIMEOUT_S).header.get("entries")
+    except (WorkerLost, WorkerRefused) as exc:
+        raise InputError(f"backend discovery failed in its worker: {clean_text(str(exc))}") from None
+    finally:
+        w.kill()
+    chosen = [e["name"] for e in entries if isinstance(e, dict) and name_problem(e.get("name")) is None
+              and e.get("loaded") and not e.get("unavailable")] if isinstance(entries, list) else []
     if not chosen:
-        raise error("no selected backend is available here (see 'softmaxbench list')")
-    return chosen
+        raise InputError("no selected backend is available here (see 'softmaxbench list')")
+    return list(dict.fromkeys(chosen))
+
+
+def _safe(name: str) -> str:
+    """A backend name as a file name."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:64] or "backend"

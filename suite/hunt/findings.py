@@ -9,17 +9,18 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from softmaxbench.suite.hunt.objective import ReferenceObjective, measure
+from softmaxbench.suite.hunt.objective import ReferenceObjective, as_caller, lost_record, measure
 from softmaxbench.suite.hunt.search import (
     HYPOTHESIS_EXAMPLES,
     HYPOTHESIS_SHARE,
     OBJECTIVES,
     POPULATION,
+    Lost,
     Objective,
     Score,
     catalogue_starts,
@@ -73,6 +74,7 @@ class HuntResult:
     seed: int = 0
     found_dir: str | None = None
     hypothesis_examples: int = 0     # examples the hypothesis phase drew (--hypothesis replays it)
+    lost: list[dict] = field(default_factory=list)   # crash/timeout records of lost workers
 
     @property
     def worst_ratio(self) -> float | None:
@@ -86,8 +88,9 @@ class HuntResult:
 
     @property
     def verdict(self) -> str:
-        order = ("error", "fail", "deviation", "pass", "unsupported")
-        return min((f.verdict for f in self.findings), key=order.index, default="pass")
+        order = ("crash", "timeout", "error", "fail", "deviation", "pass", "unsupported")
+        verdicts = [*(f.verdict for f in self.findings), *(r["verdict"] for r in self.lost)]
+        return min(verdicts, key=order.index, default="pass")
 
 
 def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_evals: int | None = None,
@@ -98,8 +101,12 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
          hypothesis_examples: int = HYPOTHESIS_EXAMPLES, use_saved: bool = True) -> HuntResult:
     """Hunt one backend x op x dtype; save new worst cases to ``found_dir`` when ``save``.
 
-    Starts from the saved cases in ``found_dir`` and ``start_dirs`` (unless not ``use_saved``)
-    and, when ``use_catalogue``, a sample of catalogue rows (of ``case_names``, default all).
+    ``backend``: a caller of :mod:`~softmaxbench.suite.hunt.callers` (``InWorker``: the backend
+    runs in a worker process) or a ``Backend`` object (called in this process). Starts from the
+    saved cases in ``found_dir`` and ``start_dirs`` (unless not ``use_saved``) and, when
+    ``use_catalogue``, a sample of catalogue rows (of ``case_names``, default all). A worker lost
+    on a call (crash, timeout) becomes a record in ``result.lost`` and the hunt goes on with a
+    fresh one, up to ``objective.MAX_LOSSES``.
 
     >>> from softmaxbench.backends.registry import get
     >>> r = hunt(get("numpy"), "softmax", "float32", max_evals=64, save=False, use_catalogue=False)
@@ -109,10 +116,11 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     from softmaxbench.reference.metrics import THRESHOLDS
     from softmaxbench.suite.hunt import store as found_cases
 
+    caller = as_caller(backend, plugins)
     space = SearchSpace(op, dtype, max_len=max_len, start_len=start_len)
-    key = stream_seed(seed, backend.name, op, dtype)
-    objective = objective or ReferenceObjective(backend, op, dtype)
-    starts = found_starts([*([Path(found_dir)] if found_dir else []), *start_dirs], backend.name, op,
+    key = stream_seed(seed, caller.name, op, dtype)
+    objective = objective or ReferenceObjective(caller, op, dtype)
+    starts = found_starts([*([Path(found_dir)] if found_dir else []), *start_dirs], caller.name, op,
                           dtype) if use_saved else []
     if use_catalogue:
         starts += catalogue_starts(space, np.random.default_rng([*key, 1]), case_names, cache=catalogue_cache)
@@ -147,8 +155,8 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
     done: set[int] = set()
     for obj in OBJECTIVES:
         ev = res.best.get(obj)
-        if ev is None or id(ev.cand) in done:     # the same input can be the worst for both
-            continue
+        if ev is None or id(ev.cand) in done or isinstance(ev.error, Lost):
+            continue                              # the same input can be the worst for both
         done.add(id(ev.cand))
         if ev.cand.n > SHRINK_ABOVE and ev.error is None:
             allowance = max(SHRINK_SHARE * budget_s, SHRINK_MIN_S) if timed else math.inf
@@ -157,22 +165,42 @@ def hunt(backend, op: str, dtype: str, *, budget_s: float | None = None, max_eva
         c = ev.cand
         arrays = (c.x[None, :], None if c.cotangent is None else c.cotangent[None, :],
                   None if c.target is None else np.array([c.target], np.int64), ce_options(op))
-        name = found_cases.case_name(backend.name, op, dtype, *arrays)
-        rec = measure(backend, op, dtype, c, name, plugins)
+        name = found_cases.case_name(caller.name, op, dtype, *arrays)
+        rec = measure(caller, op, dtype, c, name, plugins)
         saved, refused = False, None
         if save and found_dir is not None and rec["verdict"] != "unsupported":
             refused = found_cases.refusal(op, case_input(op, dtype, [c], name))
         if refused:
             rec["message"] = "; ".join(m for m in (rec.get("message"), f"not saved: {refused}") if m)
-        elif save and found_dir is not None and rec["verdict"] != "unsupported":
+        elif save and found_dir is not None and rec["verdict"] not in ("unsupported", "crash", "timeout"):
             entry = found_cases.make_entry(
-                op, dtype, *arrays, backend=backend.name, objective=obj,
+                op, dtype, *arrays, backend=caller.name, objective=obj,
                 max_error_ratio=rec.get("max_error_ratio"), max_ulp=rec.get("max_ulp"),
                 how=c.describe(), seed=seed, evals=res.evals, verdict=rec["verdict"])
-            _, saved = found_cases.save_found_case(found_dir, backend.name, op, dtype, entry)
+            _, saved = found_cases.save_found_case(found_dir, caller.name, op, dtype, entry)
         findings.append(Finding(obj, c, rec, ev.score(obj), name, saved, refused))
-    return HuntResult(backend.name, getattr(backend, "device", "cpu"), op, dtype, res.evals, res.elapsed_s,
-                      res.stopped_by, findings, seed, None if found_dir is None else str(found_dir), drawn)
+    lost = [lost_record(caller, op, loss.inputs, loss.kind, _lost_message(loss), plugins)
+            for loss in getattr(objective, "losses", ())]
+    return HuntResult(caller.name, caller.device, op, dtype, res.evals, res.elapsed_s, res.stopped_by,
+                      findings, seed, None if found_dir is None else str(found_dir), drawn, lost)
+
+
+def load_lost_record(backend: str, op: str, dtype: str, kind: str, note: str) -> dict:
+    """The ``crash``/``timeout`` record of a hunt whose worker was lost loading the backend."""
+    from softmaxbench.suite.records import new_record
+
+    return new_record("check", backend=backend, device="cpu", op=op, case=f"hunt-load-{backend}",
+                      category="found", dtype=dtype, shape=[0], axis=-1, check=None, verdict=kind,
+                      deviation=None, max_ulp=None, median_ulp=None, max_error_ratio=None,
+                      message=f"{note} (loading the backend for the hunt)", repro=None, found_by="hunt",
+                      value_sample=None, duration_s=None)
+
+
+def _lost_message(loss) -> str:
+    rows = loss.inputs.x.shape
+    how = loss.how[0] if len(set(loss.how)) == 1 else f"{loss.how[0]}; ..."
+    return (f"{loss.note} on a hunt call of {rows[0]} rows of length {rows[1]} ({how}); "
+            f"the hunt went on with a fresh worker")
 
 
 
@@ -185,6 +213,11 @@ def records(result: HuntResult, machine: str | None = None) -> list[dict]:
     ``--evals``/``--hypothesis`` replay the search) and ``seed``.
     """
     out = []
+    for i, lost in enumerate(result.lost):
+        rec = dict(lost, case=f"hunt-lost-{result.backend}-{result.op}-{result.dtype}-{i}")
+        rec.update(machine=machine, hunt_objective=None, hunt_evals=result.evals,
+                   hunt_hypothesis=result.hypothesis_examples, seed=result.seed)
+        out.append(rec)
     for f in result.findings:
         rec = dict(f.record)
         how = f"worst {f.objective} found by hunt ({f.cand.describe()})"

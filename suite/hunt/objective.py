@@ -1,31 +1,49 @@
-"""How the hunt scores rows and judges its findings: the backend is called, the certified
-reference computes the exact values, ``reference.metrics`` turns both into the error ratio and
-the ULP error (:class:`ReferenceObjective`); a finding is judged once more on its own exactly as
-``check`` judges a case (:func:`measure`).
+"""How the hunt scores rows and judges its findings: the backend is called through a caller
+(:mod:`softmaxbench.suite.hunt.callers`: a worker process, or this process for a ``Backend``
+object), the certified reference computes the exact values here, and ``reference.metrics`` turns
+both into the error ratio and the ULP error (:class:`ReferenceObjective`). A finding is judged
+once more on its own exactly as ``check`` judges a case (:func:`measure`). Everything but the
+backend call happens in this process.
+
+A worker lost during a call (crash, timeout) scores its rows 0 with a :class:`Lost` message (they
+are never parents or findings), is kept in ``objective.losses`` for the hunt's records, and the
+next call starts a fresh worker; after :data:`MAX_LOSSES` the objective says ``stopped`` and the
+hunt of that backend x op x dtype ends with what it has.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from softmaxbench.reference.dtypes import finfo, np_dtype
-from softmaxbench.suite.hunt.search import POPULATION, Score
+from softmaxbench.suite.hunt.callers import BackendRaised, InProcess
+from softmaxbench.suite.hunt.search import POPULATION, Lost, Score
 from softmaxbench.suite.hunt.space import Candidate, case_input
 
+#: Workers one hunt of a backend x op x dtype may lose (crash, timeout) before it stops.
+MAX_LOSSES = 3
 
-def call_backend(backend, op: str, inputs) -> np.ndarray:
-    """Run ``backend.<op>`` on a CaseInput: NumPy in, native arrays through, NumPy out."""
-    args, kwargs = inputs.args(op)
 
-    def native(a):
-        return backend.asarray(a) if isinstance(a, np.ndarray) else a
+@dataclass
+class LostCall:
+    """A call whose worker died (``kind`` "crash") or went silent ("timeout")."""
 
-    out = getattr(backend, op)(*[native(a) for a in args], **{k: native(v) for k, v in kwargs.items()})
-    backend.synchronize()
-    return np.asarray(backend.to_numpy(out))
+    kind: str
+    note: str
+    inputs: object                   # the CaseInput of the call (every row of the batch)
+    how: tuple[str, ...]             # the recipes of the rows
+
+
+def as_caller(backend_or_caller, plugins: Sequence[str] = ()):
+    """A caller (has ``call`` and ``judge``) as it is; a ``Backend`` object wrapped in
+    :class:`~softmaxbench.suite.hunt.callers.InProcess`."""
+    if hasattr(backend_or_caller, "judge") and hasattr(backend_or_caller, "call"):
+        return backend_or_caller
+    return InProcess(backend_or_caller, plugins)
 
 
 class ReferenceObjective:
@@ -42,28 +60,44 @@ class ReferenceObjective:
     Every backend call gets at least ``rows`` rows (short batches are padded with copies of
     their last row, whose results are dropped), so a row length is one array shape to backends
     that compile per shape.
+
+    ``backend``: a caller (:mod:`~softmaxbench.suite.hunt.callers`) or a ``Backend`` object.
     """
 
-    def __init__(self, backend, op: str, dtype: str, rows: int = POPULATION):
+    def __init__(self, backend, op: str, dtype: str, rows: int = POPULATION, max_losses: int = MAX_LOSSES):
         from softmaxbench.reference import metrics, model, ops
 
-        self.backend, self.op, self.dtype, self.rows = backend, op, dtype, rows
+        self.caller = as_caller(backend)
+        self.op, self.dtype, self.rows, self.max_losses = op, dtype, rows, max_losses
         self.ops, self.metrics, self.model = ops, metrics, model
         self.tiny = float(finfo(dtype).tiny)
         self.calls = 0
+        self.losses: list[LostCall] = []
+
+    @property
+    def stopped(self) -> bool:
+        """True once the hunt has lost ``max_losses`` workers: it should end."""
+        return len(self.losses) >= self.max_losses
 
     def __call__(self, cands: Sequence[Candidate]) -> list[Score]:
+        from softmaxbench.suite.isolation.channel import WorkerLost
+
         inputs = case_input(self.op, self.dtype, cands)
         r = len(cands)
+        if self.stopped:
+            return [(0.0, 0.0, Lost("not called: the hunt lost too many workers"))] * r
         padded = inputs if r >= self.rows else case_input(
             self.op, self.dtype, [*cands, *[cands[-1]] * (self.rows - r)])
         self.calls += 1
         try:
-            actual = call_backend(self.backend, self.op, padded)
+            actual = self.caller.call(self.op, padded)
             if padded is not inputs and actual.ndim:
                 actual = actual[:r]
-        except Exception as exc:  # noqa: BLE001 - any exception of the backend is a finding
-            return [(math.inf, math.inf, f"{type(exc).__name__}: {exc}"[:300])] * r
+        except BackendRaised as exc:  # any exception of the backend is a finding
+            return [(math.inf, math.inf, exc.message)] * r
+        except WorkerLost as lost:
+            self.losses.append(LostCall(lost.kind, lost.note, padded, tuple(c.describe() for c in cands)))
+            return [(0.0, 0.0, Lost(f"{lost.kind}: {lost.note}"))] * r
         exact = self.ops.evaluate(self.op, inputs)
         if actual.shape != exact.shape:
             return [(math.inf, math.inf, f"shape {actual.shape}, expected {exact.shape}")] * r
@@ -88,20 +122,24 @@ class ReferenceObjective:
 
 def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
             plugins: Sequence[str] = ()) -> dict:
-    """Judge one row exactly as ``check`` does (``suite.api.check_one``): the check record,
-    with ``case`` = ``name``, ``category`` "found", ``found_by`` "hunt" and a repro snippet."""
+    """Judge one row exactly as ``check`` does: the check record, with ``case`` = ``name``,
+    ``category`` "found", ``found_by`` "hunt" and a repro snippet. ``backend``: a caller or a
+    ``Backend`` object; a worker lost on this call gives a ``crash``/``timeout`` record."""
     from softmaxbench.reference import ops
-    from softmaxbench.suite.conformance import api
     from softmaxbench.suite.conformance.repro import snippet
+    from softmaxbench.suite.isolation.channel import WorkerLost
 
+    caller = as_caller(backend, plugins)
     inputs = case_input(op, dtype, [cand], name)
     try:
         exact, why = np.asarray(ops.evaluate(op, inputs)), None
-    except Exception as exc:  # noqa: BLE001 - check_one turns this into an 'error' record
+    except Exception as exc:  # noqa: BLE001 - the judge turns this into an 'error' record
         exact, why = None, f"{type(exc).__name__}: {exc}"
-    rec = api.check_one(backend, op, inputs, exact, category="found", reference_error=why,
-                        conventions=api.conventions_of(backend), plugins=plugins)
-    repro = snippet(backend.name, op, inputs, plugins) + (
+    try:
+        rec = caller.judge(op, inputs, exact, reference_error=why)
+    except WorkerLost as lost:
+        rec = lost_record(caller, op, inputs, lost.kind, f"{lost.note} (judging the finding)", plugins)
+    repro = snippet(caller.name, op, inputs, plugins) + (
         "from softmaxbench.reference import metrics\n"
         "from softmaxbench.reference.cases import CaseInput\n"
         f"inputs = CaseInput({name!r}, {dtype!r}, -1, x, cotangent, target, ce_options)\n"
@@ -109,3 +147,19 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
     rec.update(found_by="hunt", repro=repro)
     return rec
 
+
+
+def lost_record(caller, op: str, inputs, kind: str, note: str, plugins: Sequence[str] = ()) -> dict:
+    """The ``crash``/``timeout`` record of a call whose worker was lost (the parent writes it)."""
+    from softmaxbench.suite.conformance.repro import snippet
+    from softmaxbench.suite.records import new_record
+
+    try:
+        repro = snippet(caller.name, op, inputs, plugins)
+    except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict
+        repro = f"# repro unavailable: {type(exc).__name__}: {exc}"
+    return new_record("check", backend=caller.name, device=caller.device, op=op, case=inputs.case,
+                      category="found", dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
+                      axis=int(inputs.axis), check=None, verdict=kind, deviation=None, max_ulp=None,
+                      median_ulp=None, max_error_ratio=None, message=note, repro=repro, found_by="hunt",
+                      value_sample=None, duration_s=None)

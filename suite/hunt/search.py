@@ -50,8 +50,19 @@ HYPOTHESIS_CATEGORIES = ("extreme", "distribution")
 CATALOGUE_SEEDS = 12
 
 # An objective scores candidates of one row length: (error ratio, ULP error, error message or None).
+# An objective that says ``stopped`` (an attribute, optional) ends the search it serves.
 Score = tuple[float, float, "str | None"]
 Objective = Callable[[Sequence[Candidate]], list[Score]]
+
+
+class Lost(str):
+    """The error message of a row whose call lost the worker (crash, timeout): such rows are
+    recorded by the objective and never become parents or findings."""
+
+
+def stopped(objective: Objective) -> bool:
+    """Has the objective asked the search to end (a hunt that lost too many workers)?"""
+    return bool(getattr(objective, "stopped", False))
 
 
 # -- the search engine ------------------------------------------------------------------------
@@ -76,7 +87,7 @@ class SearchResult:
     best: dict[str, Evaluated]
     evals: int
     elapsed_s: float
-    stopped_by: str                                   # "evals" or "time"
+    stopped_by: str                                   # "evals", "time" or "lost" (workers)
     improvements: list[tuple[int, str, float]] = field(default_factory=list)  # (eval, objective, score)
     mutation_credit: dict[str, float] = field(default_factory=dict)
 
@@ -135,6 +146,9 @@ def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int
         if time.monotonic() >= deadline:
             stopped_by = "time"
             break
+        if stopped(objective):
+            stopped_by = "lost"
+            break
         batch: list[Candidate] = []
         used: list[tuple[str, ...]] = []
         target_obj = OBJECTIVES[generation % len(OBJECTIVES)]
@@ -179,6 +193,8 @@ def search(objective: Objective, space: SearchSpace, *, seed: int | Sequence[int
 
 def _admit(pool: list[Evaluated], ev: Evaluated, objective: str, size: int) -> int | None:
     """Insert ``ev`` into the sorted elite ``pool``; its rank, or None when not admitted."""
+    if isinstance(ev.error, Lost):
+        return None
     s = ev.score(objective)
     if len(pool) >= size and s <= pool[-1].score(objective):
         return None
@@ -257,7 +273,8 @@ def hypothesis_phase(objective: Objective, space: SearchSpace, *, seed: int, exa
 
     drawn = 0
     for run, start in enumerate(range(0, examples, chunk)):
-        if time.monotonic() >= deadline or (max_evals is not None and len(scored) >= max_evals):
+        if time.monotonic() >= deadline or (max_evals is not None and len(scored) >= max_evals) \
+                or stopped(objective):
             break
         drawn += min(chunk, examples - start)
         settings_ = settings(max_examples=min(chunk, examples - start), database=None, deadline=None,

@@ -221,6 +221,7 @@ class BackendInfo:
     unavailable: str | None = None
     origin: str = "builtin"
     problems: tuple[str, ...] = ()                     # metadata that could not be read
+    loaded: bool = True                                # False: could not even be built
 
     @classmethod
     def from_header(cls, h: dict, *, known_deviations: Sequence[str] | None = None) -> BackendInfo:
@@ -257,15 +258,18 @@ class BackendInfo:
                                       "link": clean_text(info.get("link", ""), 500),
                                       "ops": tuple(o for o in conv_ops if o in OPS)}
         skip = h.get("default_check_skip")
+        loaded = h.get("loaded", True) is not False
         if bad_name:
             unavailable = bad_name
+        if not loaded:
+            unavailable = unavailable or "could not be loaded"
         return cls(name=name, device=device, dtypes=tuple(dict.fromkeys(dtypes)),
                    ops=tuple(o for o in OPS if o in ops), framework=clean_text(h.get("framework") or "", 60),
                    framework_version=clean_text(h.get("framework_version") or "", 60),
                    conventions=conventions,
                    default_check_skip=None if skip is None else clean_text(skip),
                    unavailable=unavailable, origin=clean_text(h.get("origin") or "builtin", 200),
-                   problems=tuple(problems))
+                   problems=tuple(problems), loaded=loaded and not bad_name)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "device": self.device, "dtypes": list(self.dtypes),
@@ -273,7 +277,7 @@ class BackendInfo:
                 "framework_version": self.framework_version,
                 "conventions": {k: {**v, "ops": list(v["ops"])} for k, v in self.conventions.items()},
                 "default_check_skip": self.default_check_skip, "unavailable": self.unavailable,
-                "origin": self.origin, "problems": list(self.problems)}
+                "origin": self.origin, "problems": list(self.problems), "loaded": self.loaded}
 
 
 @dataclass(frozen=True)
@@ -629,7 +633,8 @@ class Worker:
         if not self.pending:
             return "while idle"
         kind = self.pending[0][1]
-        return "while loading the backend" if kind == "init" else f"during {kind}"
+        return ("while loading the backend" if kind == "init" else
+                "while running this case" if kind == "call" else f"during {kind}")
 
     def _drain_log(self, fd: int) -> None:
         """Copy the worker's stdout/stderr into the log file (up to the cap) and a memory tail."""
@@ -706,16 +711,26 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
                 ) -> tuple[dict, list[np.ndarray]]:
     """The header and arrays of a "call" request: arrays by index, everything else as JSON.
 
-    ``names`` names the array arguments in order (x, cotangent, target, weight), for the
-    mutation check; by default the positional arrays are x, cotangent / target."""
+    A non-contiguous view (a transposed or strided case input) travels as the contiguous array
+    it views plus its byte offset and strides, so the backend receives the same layout the case
+    built. ``names`` names the array arguments in order (x, cotangent, target, weight), for the
+    mutation check; by default the positional arrays are x, then cotangent or target."""
     arrays: list[np.ndarray] = []
     array_names: list[str] = []
 
     def enc(v, default_name: str):
         if isinstance(v, np.ndarray):
-            arrays.append(v)
             array_names.append(default_name)
-            return {"a": len(arrays) - 1}
+            item: dict = {"a": len(arrays)}
+            view = _view_of(v)
+            if view is None:
+                arrays.append(v)
+            else:
+                root, item["view"] = view
+                arrays.append(root)
+            return item
+        if isinstance(v, np.generic):
+            v = v.item()
         if v is None or isinstance(v, bool | int | float | str):
             return {"v": v}
         raise ProtocolError(f"argument of type {type(v).__name__} cannot travel on the channel")
@@ -726,6 +741,29 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
     if names is not None:
         array_names = list(names)
     return {"op": op, "args": enc_args, "kwargs": enc_kwargs, "names": array_names}, arrays
+
+
+def _view_of(a: np.ndarray):
+    """(root, {"offset", "shape", "strides"}) for a non-contiguous view of a contiguous array of
+    the same dtype; None when ``a`` travels as it is (or its layout cannot be kept)."""
+    if a.flags.c_contiguous or a.size == 0:
+        return None
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root is a or root.dtype != a.dtype or not root.flags.c_contiguous:
+        return None
+    offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    if not 0 <= offset < root.nbytes:
+        return None
+    return root, {"offset": int(offset), "shape": [int(n) for n in a.shape],
+                  "strides": [int(n) for n in a.strides]}
+
+
+def view_from(buf: np.ndarray, view: dict) -> np.ndarray:
+    """Rebuild a view described by :func:`_view_of` on ``buf`` (bounds checked by NumPy)."""
+    return np.ndarray(tuple(view["shape"]), buf.dtype, buffer=buf, offset=int(view["offset"]),
+                      strides=tuple(view["strides"]))
 
 
 def log_tail(text: str, lines: int = 3, width: int = 300) -> str:

@@ -363,7 +363,8 @@ def test_cli_hunt_save_dir_names_the_folder(reference_ready, tmp_path, capsys, m
     code, out, err = _cli([*args, "--save-dir", str(tmp_path / "mine")], capsys)
     assert code == 1, err
     assert found_cases.load_found_cases([tmp_path / "mine"])
-    assert not (tmp_path / "o" / "found").exists() and not (tmp_path / "cache").exists()
+    assert not (tmp_path / "o" / "found").exists()
+    assert not (tmp_path / "cache" / "softmaxbench" / "found").exists()
     assert f"{found_cases.ENV_DIRS}={tmp_path / 'mine'}" in out      # how check gets to run them
     (tmp_path / "file").write_text("x")
     code, out, err = _cli([*args, "--save-dir", str(tmp_path / "file" / "sub")], capsys)
@@ -506,3 +507,13 @@ def test_a_plugin_cannot_rig_the_hunts_judge(tmp_path, capsys):
     assert recs and all(r["verdict"] == "fail" for r in recs)
     assert ops.evaluate is evaluate                 # this process was never rigged
     assert not [m for m in sys.modules if "hunt_hostile" in m]     # nor did it import the plugin
+
+
+def test_cli_hunt_refuses_an_out_another_run_holds(tmp_path, capsys):
+    from softmaxbench.suite.records import OutLock
+
+    with OutLock(tmp_path):
+        code, out, err = _cli(["hunt", "--backends", "numpy", "--ops", "softmax", "--dtypes", "float32",
+                               "--evals", "8", "--hypothesis", "0", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "another softmaxbench run is writing there" in err
+    assert len(err.strip().splitlines()) == 1

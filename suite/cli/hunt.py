@@ -6,7 +6,10 @@ The work of one hunt is :func:`softmaxbench.suite.hunt.findings.hunt`; see :mod:
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,13 +103,21 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     """
     from softmaxbench.errors import EXIT_NONCONFORMING, EXIT_OK, InputError
     from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.conformance.runner import Terminated
     from softmaxbench.suite.hunt import store as found_cases
-    from softmaxbench.suite.hunt.callers import InWorker
-    from softmaxbench.suite.hunt.findings import HuntResult, fmt, hunt, load_lost_record, records, table
-    from softmaxbench.suite.hunt.search import EXPLORE
-    from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused, clean_text
-    from softmaxbench.suite.records import ResultsWriter, machine_info, new_run, now_iso, write_run
-    from softmaxbench.vocabulary import DTYPES, FAILING, OPS
+    from softmaxbench.suite.hunt.findings import table
+    from softmaxbench.suite.isolation.channel import clean_text
+    from softmaxbench.suite.records import (
+        RESULTS_FILE,
+        OutLock,
+        ResultsWriter,
+        machine_info,
+        new_run,
+        now_iso,
+        write_run,
+    )
+    from softmaxbench.suite.selection import select_backends, validate_names
+    from softmaxbench.vocabulary import FAILING, OPS
 
     if evals is not None and evals < 1:
         raise InputError("--evals must be at least 1")
@@ -118,14 +129,9 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
         raise InputError("--max-len must be at least 2")
     if hypothesis_examples < 0:
         raise InputError("--hypothesis must be 0 or more")
+    validate_names(split_csv(ops), split_csv(dtypes), None, False)
     op_list = split_csv(ops) or (list(OPS[:3]) if quick else list(OPS))
-    bad = [o for o in op_list if o not in OPS]
-    if bad:
-        raise InputError(f"unknown op {bad[0]!r}; choose from {', '.join(OPS)}")
     dtype_list = split_csv(dtypes)
-    bad = [d for d in dtype_list or () if d not in DTYPES]
-    if bad:
-        raise InputError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
     if quick and evals is None:
         budget = min(budget, 10.0)
     case_names = split_csv(cases)
@@ -139,122 +145,158 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
                 raise InputError(str(exc.args[0] if exc.args else exc)) from None
 
     # Plugin files as absolute paths: workers run in a private working directory.
-    plugins = tuple(os.path.abspath(p) if os.path.exists(p) else p for p in plugins)
-    named = split_csv(backends)
-    names = select_backends(named, plugins)
+    plugins = tuple(_plugin_path(p) for p in plugins)
+    chosen, skipped = select_backends(split_csv(backends), plugins)
+    for who, why in skipped.items():
+        click.echo(f"not hunted: {who}: {clean_text(why)}")
     out_dir = Path(out) if out else Path("softmaxbench-results/hunt")
     found_dir = save_dir_for(save_dir, out, out_dir, save)
-    start_dirs = [d for d in found_cases.default_dirs() if d.resolve() != found_dir.resolve()]
-
-    run = new_run("hunt", "softmaxbench hunt " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in (("backends", backends), ("ops", ops), ("dtypes", dtypes),
-                                                   ("budget", budget), ("evals", evals), ("seed", seed))
-        if v is not None), seed=seed)
-    write_run(out_dir, run)
-    label = run["machine"].get("label") or machine_info()["label"]
-    results: list[HuntResult] = []
-    lost_at_load: list[dict] = []
-    cache: dict = {}
+    job = _Job(op_list, dtype_list, budget, evals, seed, found_dir if save else None,
+               [d for d in found_cases.default_dirs() if d.resolve() != found_dir.resolve()], save,
+               case_names, max_len, hypothesis_examples, not fresh, timeout, plugins)
     bound = f"{evals} rows each" if evals is not None else f"{budget:g} s each"
-    logs = out_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    with ResultsWriter(out_dir) as writer:
-        for name in names:
-            caller = InWorker(name, plugins=tuple(plugins), log_path=logs / f"{_safe(name)}.log",
-                              timeout_s=timeout)
-            try:
-                info = caller.start()
-            except WorkerRefused as exc:
-                if named:    # a backend the user named and cannot have: bad input
-                    raise InputError(clean_text(str(exc))) from None
-                click.echo(f"{clean_text(name, 80)}: unavailable here ({clean_text(str(exc))}), skipped")
-                continue
-            except WorkerLost as lost:
-                # Lost while loading: every hunt of this backend is lost (one record each).
-                click.echo(f"{clean_text(name, 80)}: {lost.kind} while loading the backend ({lost.note})")
-                for op in op_list:
-                    for dtype in dtype_list or DTYPES:
-                        rec = load_lost_record(name, op, dtype, lost.kind, lost.note)
-                        writer.write(dict(rec, machine=label))
-                        lost_at_load.append(rec)
-                continue
-            try:
-                for op in op_list:
-                    if op not in info.ops:
-                        click.echo(f"{info.name} {op}: unsupported, skipped")
-                        continue
-                    for dtype in dtype_list or DTYPES:
-                        if dtype not in info.dtypes:
-                            if dtype_list:
-                                click.echo(f"{info.name} {op} {dtype}: dtype unsupported, skipped")
-                            continue
-                        r = hunt(caller, op, dtype, budget_s=budget, max_evals=evals, seed=seed,
-                                 found_dir=found_dir if save else None, start_dirs=start_dirs, save=save,
-                                 case_names=case_names, max_len=max_len, catalogue_cache=cache,
-                                 plugins=plugins, hypothesis_examples=hypothesis_examples,
-                                 use_saved=not fresh)
-                        if not save:
-                            r.found_dir = None
-                        for rec in records(r, label):
-                            writer.write(rec)
-                        if r.stopped_by == "time" and r.evals <= EXPLORE:
-                            click.echo(f"note: {r.backend} {op} {dtype} evaluated only {r.evals} rows in "
-                                       f"{budget:g} s (a compile per row length?); give it a larger --budget")
-                        new = sum(f.saved for f in r.findings)
-                        lost = (f", {len(r.lost)} worker(s) lost ({', '.join(x['verdict'] for x in r.lost)})"
-                                if r.lost else "")
-                        click.echo(f"{r.backend} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
-                                   f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
-                                   f"{r.verdict}" + lost + (f", {new} new case(s) saved" if new else ""))
-                        results.append(r)
-            finally:
-                caller.close()
-    run["finished"] = now_iso()
-    write_run(out_dir, run)
-    if not results and not lost_at_load:
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with OutLock(out_dir):
+        # A fresh run replaces the previous one's records and worker logs (never appends to them).
+        for stale in [out_dir / RESULTS_FILE, *(out_dir / "logs").glob("*.log")]:
+            stale.unlink(missing_ok=True)
+        given = (("backends", backends), ("ops", ops), ("dtypes", dtypes), ("budget", budget),
+                 ("evals", evals), ("seed", seed))
+        run = new_run("hunt", "softmaxbench hunt " + " ".join(
+            f"--{k.replace('_', '-')} {v}" for k, v in given if v is not None), seed=seed)
+        run["status"] = "running"
+        write_run(out_dir, run)
+        job.label = run["machine"].get("label") or machine_info()["label"]
+        job.logs = out_dir / "logs"
+        job.logs.mkdir(parents=True, exist_ok=True)
+        interrupted: KeyboardInterrupt | None = None
+        previous = signal.getsignal(signal.SIGTERM)
+        in_main = threading.current_thread() is threading.main_thread()
+
+        def on_term(signum, frame):
+            raise Terminated()
+
+        if in_main:
+            signal.signal(signal.SIGTERM, on_term)
+        try:
+            with ResultsWriter(out_dir) as writer:
+                try:
+                    for described in chosen:
+                        _hunt_backend(described.name, job, writer)
+                except KeyboardInterrupt as exc:   # Ctrl-C or SIGTERM: what was found is kept
+                    interrupted = exc
+        finally:
+            if in_main:
+                signal.signal(signal.SIGTERM, previous)
+        failing = any(r.verdict in FAILING for r in job.results) or bool(job.lost_at_load)
+        code = ((143 if isinstance(interrupted, Terminated) else 130) if interrupted
+                else EXIT_NONCONFORMING if failing else EXIT_OK)
+        run.update(finished=now_iso(), status="interrupted" if interrupted else "complete", exit_code=code)
+        write_run(out_dir, run)
+    if not job.results and not job.lost_at_load and not interrupted:
         raise InputError(f"nothing to hunt: no selected backend supports the selected ops/dtypes ({bound})")
     click.echo("")
     click.echo("Max known error (hunt " + bound + f", seed {seed}):")
-    click.echo(table(results))
-    click.echo(f"\nrecords: {out_dir / 'results.jsonl'}" + (f"; saved cases: {found_dir}" if save else ""))
-    if save and any(f.saved for r in results for f in r.findings) and not _read_by_check(found_dir):
+    click.echo(table(job.results))
+    click.echo(f"\nrecords: {out_dir / RESULTS_FILE}" + (f"; saved cases: {found_dir}" if save else ""))
+    if save and any(f.saved for r in job.results for f in r.findings) and not _read_by_check(found_dir):
         click.echo(f"check runs them with {found_cases.ENV_DIRS}={found_dir}")
     if evals is None:
         click.echo("replay one row exactly: --evals <hunt_evals> --hypothesis <hunt_hypothesis> "
                    f"--seed {seed} (fields of its records)")
-    failing = any(r.verdict in FAILING for r in results) or bool(lost_at_load)
-    return EXIT_NONCONFORMING if failing else EXIT_OK
+    if interrupted:
+        click.echo("interrupted: the records of the hunts that finished are kept", err=True)
+    return code
 
 
-def select_backends(names: list[str] | None, plugins: tuple[str, ...]) -> list[str]:
-    """The names of the backends to hunt: those named (each is built, or refused with exit 2,
-    when its worker starts), or every available one as discovery in a worker finds them. No
-    backend code runs in this process."""
-    if names:
-        return list(dict.fromkeys(names))
-    from softmaxbench.errors import InputError
-    from softmaxbench.suite.hunt.callers import START_TIMEOUT_S
-    from softmaxbench.suite.isolation.channel import (
-        Worker,
-        WorkerLost,
-        WorkerRefused,
-        clean_text,
-        name_problem,
-    )
+@dataclass
+class _Job:
+    """What every hunt of one ``softmaxbench hunt`` run shares, and what it collected."""
 
-    w = Worker(None, plugins=plugins)
+    ops: list[str]
+    dtypes: list[str] | None
+    budget: float
+    evals: int | None
+    seed: int
+    found_dir: Path | None
+    start_dirs: list[Path]
+    save: bool
+    case_names: list[str] | None
+    max_len: int
+    hypothesis_examples: int
+    use_saved: bool
+    timeout: float
+    plugins: tuple[str, ...]
+    label: str | None = None
+    logs: Path | None = None
+    results: list = field(default_factory=list)
+    lost_at_load: list[dict] = field(default_factory=list)
+    cache: dict = field(default_factory=dict)
+
+
+def _hunt_backend(name: str, job: _Job, writer) -> None:
+    """Every selected op x dtype of one backend, in one worker (a fresh one after each loss)."""
+    from softmaxbench.suite.hunt.callers import InWorker
+    from softmaxbench.suite.hunt.findings import fmt, hunt, load_lost_record, records
+    from softmaxbench.suite.hunt.search import EXPLORE
+    from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused, clean_text
+    from softmaxbench.vocabulary import DTYPES
+
+    caller = InWorker(name, plugins=job.plugins, log_path=job.logs / f"{_safe(name)}.log",
+                      timeout_s=job.timeout)
     try:
-        w.start(timeout_s=START_TIMEOUT_S)
-        entries = w.request("discover", {"check": True}, timeout_s=START_TIMEOUT_S).header.get("entries")
-    except (WorkerLost, WorkerRefused) as exc:
-        raise InputError(f"backend discovery failed in its worker: {clean_text(str(exc))}") from None
+        try:
+            info = caller.start()
+        except WorkerRefused as exc:   # discovery found it available; its own worker disagrees
+            click.echo(f"{name}: unavailable here ({clean_text(str(exc))}), skipped")
+            return
+        except WorkerLost as lost:
+            # Lost while loading: every hunt of this backend is lost (one record each).
+            click.echo(f"{name}: {lost.kind} while loading the backend ({lost.note})")
+            for op in job.ops:
+                for dtype in job.dtypes or DTYPES:
+                    rec = load_lost_record(name, op, dtype, lost.kind, lost.note)
+                    writer.write(dict(rec, machine=job.label))
+                    job.lost_at_load.append(rec)
+            return
+        for op in job.ops:
+            if op not in info.ops:
+                click.echo(f"{name} {op}: unsupported, skipped")
+                continue
+            for dtype in job.dtypes or DTYPES:
+                if dtype not in info.dtypes:
+                    if job.dtypes:
+                        click.echo(f"{name} {op} {dtype}: dtype unsupported, skipped")
+                    continue
+                r = hunt(caller, op, dtype, budget_s=job.budget, max_evals=job.evals, seed=job.seed,
+                         found_dir=job.found_dir, start_dirs=job.start_dirs, save=job.save,
+                         case_names=job.case_names, max_len=job.max_len, catalogue_cache=job.cache,
+                         plugins=job.plugins, hypothesis_examples=job.hypothesis_examples,
+                         use_saved=job.use_saved)
+                for rec in records(r, job.label):
+                    writer.write(rec)
+                if r.stopped_by == "time" and r.evals <= EXPLORE:
+                    click.echo(f"note: {name} {op} {dtype} evaluated only {r.evals} rows in "
+                               f"{job.budget:g} s (a compile per row length?); give it a larger --budget")
+                new = sum(f.saved for f in r.findings)
+                lost = (f", {len(r.lost)} worker(s) lost ({', '.join(x['verdict'] for x in r.lost)})"
+                        if r.lost else "")
+                click.echo(f"{name} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
+                           f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
+                           f"{r.verdict}" + lost + (f", {new} new case(s) saved" if new else ""))
+                job.results.append(r)
     finally:
-        w.kill()
-    chosen = [e["name"] for e in entries if isinstance(e, dict) and name_problem(e.get("name")) is None
-              and e.get("loaded") and not e.get("unavailable")] if isinstance(entries, list) else []
-    if not chosen:
-        raise InputError("no selected backend is available here (see 'softmaxbench list')")
-    return list(dict.fromkeys(chosen))
+        caller.close()
+
+
+def _plugin_path(p: str) -> str:
+    """A ``--plugin`` file as an absolute path (workers run elsewhere); a missing .py: exit 2."""
+    from softmaxbench.errors import InputError
+
+    if p.endswith(".py") and not Path(p).is_file():
+        raise InputError(f"--plugin {p}: no such file")
+    return str(Path(p).resolve()) if Path(p).is_file() else p
 
 
 def _safe(name: str) -> str:

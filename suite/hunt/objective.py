@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from softmaxbench.reference.dtypes import finfo, np_dtype
-from softmaxbench.suite.hunt.callers import BackendRaised, InProcess
+from softmaxbench.suite.hunt.callers import InProcess
 from softmaxbench.suite.hunt.search import POPULATION, Lost, Score
 from softmaxbench.suite.hunt.space import Candidate, case_input
 
@@ -39,9 +39,11 @@ class LostCall:
 
 
 def as_caller(backend_or_caller, plugins: Sequence[str] = ()):
-    """A caller (has ``call`` and ``judge``) as it is; a ``Backend`` object wrapped in
-    :class:`~softmaxbench.suite.hunt.callers.InProcess`."""
-    if hasattr(backend_or_caller, "judge") and hasattr(backend_or_caller, "call"):
+    """A caller of :mod:`~softmaxbench.suite.hunt.callers` as it is; a ``Backend`` object
+    wrapped in :class:`~softmaxbench.suite.hunt.callers.InProcess`."""
+    from softmaxbench.suite.hunt.callers import InWorker
+
+    if isinstance(backend_or_caller, InProcess | InWorker):
         return backend_or_caller
     return InProcess(backend_or_caller, plugins)
 
@@ -90,14 +92,16 @@ class ReferenceObjective:
             self.op, self.dtype, [*cands, *[cands[-1]] * (self.rows - r)])
         self.calls += 1
         try:
-            actual = self.caller.call(self.op, padded)
-            if padded is not inputs and actual.ndim:
-                actual = actual[:r]
-        except BackendRaised as exc:  # any exception of the backend is a finding
-            return [(math.inf, math.inf, exc.message)] * r
+            result = self.caller.call(self.op, padded)
         except WorkerLost as lost:
             self.losses.append(LostCall(lost.kind, lost.note, padded, tuple(c.describe() for c in cands)))
             return [(0.0, 0.0, Lost(f"{lost.kind}: {lost.note}"))] * r
+        if result.status != "output":  # any exception of the backend is a finding
+            why = result.raised.one_line() if result.raised else (result.message or "unsupported")
+            return [(math.inf, math.inf, why)] * r
+        actual = np.asarray(result.output)
+        if padded is not inputs and actual.ndim:
+            actual = actual[:r]
         exact = self.ops.evaluate(self.op, inputs)
         if actual.shape != exact.shape:
             return [(math.inf, math.inf, f"shape {actual.shape}, expected {exact.shape}")] * r
@@ -126,6 +130,7 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
     ``category`` "found", ``found_by`` "hunt" and a repro snippet. ``backend``: a caller or a
     ``Backend`` object; a worker lost on this call gives a ``crash``/``timeout`` record."""
     from softmaxbench.reference import ops
+    from softmaxbench.suite.conformance.judge import judge, precheck
     from softmaxbench.suite.conformance.repro import snippet
     from softmaxbench.suite.isolation.channel import WorkerLost
 
@@ -135,10 +140,16 @@ def measure(backend, op: str, dtype: str, cand: Candidate, name: str = "hunt",
         exact, why = np.asarray(ops.evaluate(op, inputs)), None
     except Exception as exc:  # noqa: BLE001 - the judge turns this into an 'error' record
         exact, why = None, f"{type(exc).__name__}: {exc}"
-    try:
-        rec = caller.judge(op, inputs, exact, reference_error=why)
-    except WorkerLost as lost:
-        rec = lost_record(caller, op, inputs, lost.kind, f"{lost.note} (judging the finding)", plugins)
+    common = dict(backend=caller.name, device=caller.device, category="found", plugins=plugins,
+                  repro_backend=caller.name)
+    rec = precheck(op, inputs, exact, dtypes=caller.dtypes, ops=caller.ops, reference_error=why, **common)
+    if rec is None:
+        try:
+            result = caller.call(op, inputs)
+        except WorkerLost as lost:
+            rec = lost_record(caller, op, inputs, lost.kind, f"{lost.note} (judging the finding)", plugins)
+        else:
+            rec = judge(op, inputs, exact, result, conventions=caller.conventions, **common)
     repro = snippet(caller.name, op, inputs, plugins) + (
         "from softmaxbench.reference import metrics\n"
         "from softmaxbench.reference.cases import CaseInput\n"

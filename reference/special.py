@@ -108,6 +108,7 @@ class CrossEntropyForm:
     reduction: str
     index_targets: bool
     ignored: np.ndarray         # (N,) bool: samples whose target is ignore_index
+    divisor_terms: np.ndarray | None = None  # (N,) the w[t] summed into the divisor (mean, indices)
 
 
 def cross_entropy_form(logits: np.ndarray, target: np.ndarray, *, reduction: str = "mean",
@@ -154,7 +155,9 @@ def cross_entropy_form(logits: np.ndarray, target: np.ndarray, *, reduction: str
         ignored = np.zeros(N, bool)
         divisor = dt.type(N if reduction == "mean" else 1)
         divisor_abs_sum = 0.0
-    return CrossEntropyForm(coef, divisor, divisor_abs_sum, batch_shape, reduction, index_targets, ignored)
+        wt = None
+    return CrossEntropyForm(coef, divisor, divisor_abs_sum, batch_shape, reduction, index_targets, ignored,
+                            wt if reduction == "mean" else None)
 
 
 # ---------------------------------------------------------------------------------------------

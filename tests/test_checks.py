@@ -84,9 +84,10 @@ def test_rows_sum_to_one_catches_the_wrong_axis():
 
 def test_rows_sum_bound_covers_flushed_subnormal_rows():
     # 65536 equal float16 outputs of 2**-16 are subnormal: flushing them all is accepted, so the
-    # bound must allow a row summing to 0 there, while a 64-long float32 row gets a tight bound.
+    # bound must allow a row summing to 0 there, while a 64-long float32 row gets a tight bound
+    # (4 x 64 elements x (their own roundings + the derived running-sum allowance of ~40 u)).
     assert (checks.rows_sum_bound("softmax", build("dist_equal_float16_65536", "float16"), 4.0) > 1).all()
-    assert (checks.rows_sum_bound("softmax", build("dist_normal_scale_1"), 4.0) < 1e-5).all()
+    assert (checks.rows_sum_bound("softmax", build("dist_normal_scale_1"), 4.0) < 2e-5).all()
 
 
 def test_rows_sum_never_fails_when_the_values_pass():

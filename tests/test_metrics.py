@@ -405,7 +405,7 @@ def test_compare_reports_dtype_shape_and_the_worst_element():
     c = compare("softmax", i, bad, e)
     assert isinstance(c, Comparison) and not c.ok
     assert c.worst_index == (2, 5) and "(2, 5)" in c.message
-    assert f"{float(e[2, 5]):.9g}" in c.message and f"{float(bad[2, 5]):.9g}" in c.message
+    assert f"{float(e[2, 5]):.9g}" in c.message and str(bad[2, 5]) in c.message   # shortest repr
     assert c.max_ulp > 1e4 and c.median_ulp <= 0.5 and c.max_error_ratio > THRESHOLDS["float32"]
     empty = inp(np.zeros((3, 0), np.float32))
     assert compare("softmax", empty, np.zeros((3, 0), np.float32), np.zeros((3, 0))).ok

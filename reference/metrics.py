@@ -639,8 +639,9 @@ def format_value(v, dtype: str) -> str:
     target = np.asarray(f).astype(np.float32).astype(dt) if dtype == "bfloat16" else np.asarray(f, dt)
     for digits in range(1, 18):
         text = f"{f:.{digits}g}"
-        back = np.asarray(float(text)).astype(np.float32).astype(dt) if dtype == "bfloat16" else \
-            np.asarray(float(text), dt)
+        with np.errstate(over="ignore"):
+            back = np.asarray(float(text)).astype(np.float32).astype(dt) if dtype == "bfloat16" else \
+                np.asarray(float(text), dt)
         if back == target:
             return text
     return repr(f)

@@ -256,7 +256,7 @@ def test_float64_computed_in_float32_is_named_not_the_accepted_nan_of_the_posinf
             out = np.asarray(getattr(kernel, op)(*narrow, **kwargs)).astype(np.float64)
         f = failure(checks.check_values, op, inputs, out, exact_of(op, inputs))
         assert f.verdict == "fail" and f.metrics["error_kind"] == "beyond_bound", f.message
-        assert "float32 number" in f.message and "computed" in f.message, f.message
+        assert "float32 number" in f.message and "float32 computation" in f.message, f.message
         # The deciding element is in a finite row, not the +inf row (whose NaN is accepted).
         idx = tuple(int(i) for i in f.message.split("index (", 1)[1].split(")", 1)[0].split(", "))
         row = np.moveaxis(inputs.x, inputs.axis, -1)[idx[:-1]] if inputs.axis == -1 else None
@@ -298,3 +298,15 @@ def test_rows_sum_message_is_in_units_of_the_dtype_and_skips_exact_rows():
     f = failure(checks.check_rows_sum_to_one, "softmax", inputs, (exact * 1.01).astype(np.float32), exact)
     assert "u off (allowed" in f.message and "float32 u = 5.96e-08" in f.message
     assert "4.44e-16" not in f.message
+
+
+def test_mutation_wording_says_which_array_and_what_changed():
+    inputs = build("dist_normal_scale_1")
+    before = {"x": inputs.x.copy()}
+    written = inputs.x.copy()
+    written[1, 2] = 7.0
+    f = failure(checks.check_input_not_mutated, "softmax", inputs, before, {"x": written})
+    assert "modified its input 'x' in place" in f.message and "(1, 2)" in f.message and "was" in f.message
+    f = failure(checks.check_input_not_mutated, "softmax", inputs, before, {"x": written[:, :3]},
+                seen_as="the native array asarray made")
+    assert "in place" not in f.message and "shape (4, 3)" in f.message and "asarray made" in f.message

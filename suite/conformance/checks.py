@@ -130,21 +130,45 @@ def check_output_shape(op: str, inputs, actual: np.ndarray, exact: np.ndarray) -
 
 
 def check_input_not_mutated(op: str, inputs, before: dict[str, np.ndarray],
-                            after: dict[str, np.ndarray] | None = None) -> None:
+                            after: dict[str, np.ndarray] | None = None, *,
+                            seen_as: str = "the array passed in") -> None:
     """The backend left its inputs alone: every input array is bit-for-bit what it was.
 
     ``before`` maps names to copies taken before the call; ``after`` (default: the arrays in
-    ``inputs``) to what they hold after it, e.g. ``to_numpy`` of the native arrays passed in."""
+    ``inputs``) to what they hold after it, e.g. ``to_numpy`` of the native arrays passed in
+    (then say so with ``seen_as``, e.g. "the native array asarray made"). A different shape or
+    dtype afterwards is reported as such, not as writing in place: it is what an adapter that
+    replaces or reshapes its own copy shows, and the message says which array was compared."""
     after = after if after is not None else input_arrays(op, inputs)
     for name, old in before.items():
         new = after.get(name)
         if new is None:
             continue
         new = np.asarray(new)
-        if new.shape != old.shape or not same_bits(new, old):
-            changed = ~_same_elements(new, old) if new.shape == old.shape else None
-            where = f": {_where(changed, new)}" if changed is not None and changed.any() else ""
-            raise CheckFailure("fail", f"{op} modified its input {name!r} in place{where}")
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise CheckFailure("fail", f"{op}: input {name!r} ({seen_as}) is {_describe(new)} after the "
+                                       f"call and was {_describe(old)} before: something replaced or "
+                                       f"reshaped it (the op writing through a view, or the adapter "
+                                       f"handing back a different array)")
+        if not same_bits(new, old):
+            changed = ~_same_elements(new, old)
+            if changed.any():
+                first = tuple(int(i) for i in np.argwhere(changed)[0])
+                where = f": {_where(changed, new)} (was {_fmt(old[first])})"
+            else:
+                where = " (only NaN payloads or signs of zero)"
+            raise CheckFailure("fail", f"{op} modified its input {name!r} in place ({seen_as}){where}; an op "
+                                       f"must leave its inputs alone: copy before an in-place kernel")
+
+
+def _describe(a: np.ndarray) -> str:
+    from softmaxbench.reference.dtypes import dtype_name
+
+    try:
+        name = dtype_name(a.dtype)
+    except TypeError:
+        name = str(a.dtype)
+    return f"{name} of shape {a.shape}"
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -411,8 +435,8 @@ def explain_mismatch(op: str, inputs, actual: np.ndarray, *, exact: np.ndarray |
     exact = np.asarray(exact)
     narrower = _narrower_precision(inputs, actual, exact)
     if narrower:
-        return (f"every finite value of the result is a {narrower} number: the {inputs.dtype} input "
-                f"was computed (or its result rounded) in {narrower}")
+        return (f"every finite value of the result is a {narrower} number: a {narrower} computation "
+                f"of the {inputs.dtype} input (or its result rounded through {narrower})")
     if not op.startswith("cross_entropy") and inputs.x.ndim > 1:
         ax = inputs.axis % inputs.x.ndim
         for other in range(inputs.x.ndim):

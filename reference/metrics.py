@@ -737,8 +737,12 @@ def _story(op, inputs, a, e, a_native, ratio, ulps, scale, kind, idx, dtype, thr
                 f"expected {want}, got {got} ({ulps:.3g} ULP)")
     tail = f" ({ulps:.3g} ULP)" if np.isfinite(ulps) else ""
     if not np.isfinite(ratio):   # an exact-required element, or a wrong NaN/inf
-        what = (f"exact value required ({_exact_reason(op, inputs, idx)})" if kind != "special_value"
-                or np.isfinite(float(e)) and np.isfinite(float(a)) else "wrong special value")
+        if kind != "special_value" or np.isfinite(float(e)) and np.isfinite(float(a)):
+            what = f"exact value required ({_exact_reason(op, inputs, idx)})"
+        elif np.isfinite(float(e)):
+            what = f"{got} where the value is finite"
+        else:
+            what = f"{want} expected"
         exactly = "exactly " if "exact" in what else ""
         return f"{what} at index {idx}: expected {exactly}{want}, got {got}{tail}"
     return (f"error ratio {ratio:.3g} > {threshold:g} ({dtype}), worst at index {idx}: expected {want}, "

@@ -22,6 +22,7 @@ parent copies into a log file with a size cap (never the user's terminal, so a c
 outlives it cannot hold a CI step's output open). The kernel kills it when the parent dies
 (``PR_SET_PDEATHSIG``). Every timeout is measured by the parent's own clock.
 
+>>> import numpy as np
 >>> header, arrays = decode(*encode({"kind": "demo", "n": 1}, [np.arange(3.0)]))
 >>> header["kind"], arrays[0].tolist()
 ('demo', [0.0, 1.0, 2.0])
@@ -44,14 +45,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
-from typing import Any
-
-import ml_dtypes
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from softmaxbench.vocabulary import DTYPES, OPS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Largest JSON header either side accepts (bytes).
 HEADER_MAX = 1 << 20
@@ -67,12 +69,23 @@ LOG_CAP_BYTES = 1 << 20
 LOG_TAIL_BYTES = 16 << 10
 
 #: The dtypes an array on the channel may have (names as dtype_name() spells them).
-ARRAY_DTYPES: dict[str, np.dtype] = {
-    "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
-    "int64": np.dtype(np.int64), "bool": np.dtype(np.bool_),
-}
-_DTYPE_NAMES = {dt: name for name, dt in ARRAY_DTYPES.items()}
+ARRAY_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64", "int64", "bool")
+
+
+@cache
+def _np_dtypes() -> dict:
+    """name -> numpy dtype (imported when the first array travels: ``list`` needs none)."""
+    import ml_dtypes
+    import numpy as np
+
+    return {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+            "float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
+            "int64": np.dtype(np.int64), "bool": np.dtype(np.bool_)}
+
+
+@cache
+def _dtype_names() -> dict:
+    return {dt: name for name, dt in _np_dtypes().items()}
 
 #: Cap on any string a worker reports (names have their own, tighter rule).
 TEXT_CAP = 300
@@ -88,7 +101,7 @@ class ProtocolError(Exception):
 # -- framing ------------------------------------------------------------------------------------
 def dtype_of(a: np.ndarray) -> str:
     """The channel name of ``a``'s dtype (ProtocolError outside :data:`ARRAY_DTYPES`)."""
-    name = _DTYPE_NAMES.get(a.dtype)
+    name = _dtype_names().get(a.dtype)
     if name is None:
         raise ProtocolError(f"an array of dtype {a.dtype} cannot travel on the channel "
                             f"(allowed: {', '.join(ARRAY_DTYPES)})")
@@ -99,6 +112,8 @@ def encode(header: dict, arrays: Sequence[np.ndarray] = ()) -> tuple[bytes, list
     """The frames of one message: the JSON header bytes and one bytes-like per array."""
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"{len(arrays)} arrays in one message (at most {MAX_ARRAYS})")
+    import numpy as np
+
     flat, desc = [], []
     for a in arrays:
         a = np.asarray(a)
@@ -142,7 +157,7 @@ def _parse_header(raw: bytes) -> dict:
                 or not all(type(n) is int and 0 <= n < 2**48 for n in shape)):
             raise ProtocolError(f"array shape {str(shape)[:60]} is not a list of at most "
                                 f"{MAX_NDIM} non-negative ints")
-        if type(nbytes) is not int or nbytes != math.prod(shape) * ARRAY_DTYPES[d["dtype"]].itemsize:
+        if type(nbytes) is not int or nbytes != math.prod(shape) * _np_dtypes()[d["dtype"]].itemsize:
             raise ProtocolError(f"array nbytes {str(nbytes)[:30]} does not match shape {shape} and "
                                 f"dtype {d['dtype']}")
     return header
@@ -160,7 +175,9 @@ def decode(head: bytes, frames: Sequence[bytes]) -> tuple[dict, list[np.ndarray]
 def _array(d: dict, buf: bytes) -> np.ndarray:
     if len(buf) != d["nbytes"]:
         raise ProtocolError(f"an array frame of {len(buf)} bytes where {d['nbytes']} were announced")
-    return np.frombuffer(buf, dtype=ARRAY_DTYPES[d["dtype"]]).reshape(d["shape"])
+    import numpy as np
+
+    return np.frombuffer(buf, dtype=_np_dtypes()[d["dtype"]]).reshape(d["shape"])
 
 
 def recv(conn: Connection, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:
@@ -387,6 +404,7 @@ class WorkerRefused(Exception):
 class Worker:
     """One worker process for one backend (or ``backend=None``: a discovery worker).
 
+    >>> import numpy as np
     >>> w = Worker("numpy", plugins=(), env={})
     >>> info = w.start(timeout_s=120)
     >>> info.name, info.device
@@ -715,6 +733,8 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
     it views plus its byte offset and strides, so the backend receives the same layout the case
     built. ``names`` names the array arguments in order (x, cotangent, target, weight), for the
     mutation check; by default the positional arrays are x, then cotangent or target."""
+    import numpy as np
+
     arrays: list[np.ndarray] = []
     array_names: list[str] = []
 
@@ -746,6 +766,8 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
 def _view_of(a: np.ndarray):
     """(root, {"offset", "shape", "strides"}) for a non-contiguous view of a contiguous array of
     the same dtype; None when ``a`` travels as it is (or its layout cannot be kept)."""
+    import numpy as np
+
     if a.flags.c_contiguous or a.size == 0:
         return None
     root = a
@@ -762,6 +784,8 @@ def _view_of(a: np.ndarray):
 
 def view_from(buf: np.ndarray, view: dict) -> np.ndarray:
     """Rebuild a view described by :func:`_view_of` on ``buf`` (bounds checked by NumPy)."""
+    import numpy as np
+
     return np.ndarray(tuple(view["shape"]), buf.dtype, buffer=buf, offset=int(view["offset"]),
                       strides=tuple(view["strides"]))
 

@@ -104,6 +104,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     from softmaxbench.errors import EXIT_NONCONFORMING, EXIT_OK, InputError
     from softmaxbench.suite.cli.options import split_csv
     from softmaxbench.suite.conformance.runner import Terminated
+    from softmaxbench.suite.conformance.runner import _plugin_path as plugin_path
     from softmaxbench.suite.hunt import store as found_cases
     from softmaxbench.suite.hunt.findings import table
     from softmaxbench.suite.isolation.channel import clean_text
@@ -145,7 +146,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
                 raise InputError(str(exc.args[0] if exc.args else exc)) from None
 
     # Plugin files as absolute paths: workers run in a private working directory.
-    plugins = tuple(_plugin_path(p) for p in plugins)
+    plugins = tuple(plugin_path(p) for p in plugins)
     chosen, skipped = select_backends(split_csv(backends), plugins)
     for who, why in skipped.items():
         click.echo(f"not hunted: {who}: {clean_text(why)}")
@@ -241,9 +242,10 @@ def _hunt_backend(name: str, job: _Job, writer) -> None:
     from softmaxbench.suite.hunt.findings import fmt, hunt, load_lost_record, records
     from softmaxbench.suite.hunt.search import EXPLORE
     from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused, clean_text
+    from softmaxbench.suite.isolation.scheduler import _safe as safe_file_name
     from softmaxbench.vocabulary import DTYPES
 
-    caller = InWorker(name, plugins=job.plugins, log_path=job.logs / f"{_safe(name)}.log",
+    caller = InWorker(name, plugins=job.plugins, log_path=job.logs / f"{safe_file_name(name)}.log",
                       timeout_s=job.timeout)
     try:
         try:
@@ -280,27 +282,14 @@ def _hunt_backend(name: str, job: _Job, writer) -> None:
                     click.echo(f"note: {name} {op} {dtype} evaluated only {r.evals} rows in "
                                f"{job.budget:g} s (a compile per row length?); give it a larger --budget")
                 new = sum(f.saved for f in r.findings)
+                refused = sum(bool(f.refused) for f in r.findings)
                 lost = (f", {len(r.lost)} worker(s) lost ({', '.join(x['verdict'] for x in r.lost)})"
                         if r.lost else "")
                 click.echo(f"{name} {op} {dtype}: {r.evals} rows in {r.elapsed_s:.1f} s, "
                            f"max error ratio {fmt(r.worst_ratio)}, max ULP {fmt(r.worst_ulp)}, "
-                           f"{r.verdict}" + lost + (f", {new} new case(s) saved" if new else ""))
+                           f"{r.verdict}" + lost + (f", {new} new case(s) saved" if new else "")
+                           + (f", {refused} not saved (the model algorithm cannot compute it)" if refused
+                              else ""))
                 job.results.append(r)
     finally:
         caller.close()
-
-
-def _plugin_path(p: str) -> str:
-    """A ``--plugin`` file as an absolute path (workers run elsewhere); a missing .py: exit 2."""
-    from softmaxbench.errors import InputError
-
-    if p.endswith(".py") and not Path(p).is_file():
-        raise InputError(f"--plugin {p}: no such file")
-    return str(Path(p).resolve()) if Path(p).is_file() else p
-
-
-def _safe(name: str) -> str:
-    """A backend name as a file name."""
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)[:64] or "backend"

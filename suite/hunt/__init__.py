@@ -23,10 +23,18 @@ length; every call is padded to the same number of rows and random rows take the
 from a fixed grid so that shapes recur, but such backends still need a larger ``--budget``
 (the hunt prints a note when a search got fewer rows than its exploration phase).
 
-Every new worst input is shrunk (shorter rows that keep the error), measured once more on its
-own with ``reference.metrics.compare`` (the numbers ``check`` will report), saved as a named
-regression case (see :mod:`softmaxbench.suite.hunt.store`) and written as a ``check`` record
-with ``found_by = "hunt"`` and a copy-paste ``repro`` to ``OUT/results.jsonl``.
+Every new worst input is shrunk (shorter rows that keep the error), judged once more on its
+own exactly as ``check`` judges a case (the numbers ``check`` will report), saved as a named
+regression case (see :mod:`softmaxbench.suite.hunt.store`) unless the model algorithm itself
+cannot compute it (``reference.model.attainable``), and written as a ``check`` record with
+``found_by = "hunt"`` and a copy-paste ``repro`` to ``OUT/results.jsonl``.
+
+Trust: the ``hunt`` verb runs each backend only in a worker process
+(:class:`~softmaxbench.suite.hunt.callers.InWorker`); this process builds every input, computes
+the reference, scores, judges and saves. A worker that crashes or hangs on a call becomes a
+``crash``/``timeout`` record and the hunt goes on with a fresh one (at most three per backend x
+op x dtype). Passing a ``Backend`` object to :func:`~softmaxbench.suite.hunt.findings.hunt`
+calls it in this process instead (the Python API; no isolation).
 
 Budget and determinism
 ----------------------
@@ -54,7 +62,8 @@ Rooms
 - :mod:`.space`     what may be tried: ``Candidate`` rows, ``SearchSpace`` (random rows, mutations)
 - :mod:`.search`    the guided search, its starting points and the hypothesis phase
 - :mod:`.shrink`    shorter rows that keep the error (delta debugging)
-- :mod:`.objective` how a row is scored and a finding judged (backend call + reference)
+- :mod:`.callers`   where the backend runs: a worker process (the verb) or this process (the API)
+- :mod:`.objective` how a row is scored and a finding judged, here: reference, metrics, judge
 - :mod:`.findings`  one hunt of a backend x op x dtype, its findings, records and table
 - :mod:`.store`     the saved regression cases (files), loaded like catalogue cases
 - the verb (options, backend loop, output): :mod:`softmaxbench.suite.cli.hunt`

@@ -238,6 +238,7 @@ class _Job:
 
 def _hunt_backend(name: str, job: _Job, writer) -> None:
     """Every selected op x dtype of one backend, in one worker (a fresh one after each loss)."""
+    from softmaxbench.suite.conformance.runner import jit_cache_env
     from softmaxbench.suite.hunt.callers import InWorker
     from softmaxbench.suite.hunt.findings import fmt, hunt, load_lost_record, records
     from softmaxbench.suite.hunt.search import EXPLORE
@@ -246,7 +247,7 @@ def _hunt_backend(name: str, job: _Job, writer) -> None:
     from softmaxbench.vocabulary import DTYPES
 
     caller = InWorker(name, plugins=job.plugins, log_path=job.logs / f"{safe_file_name(name)}.log",
-                      timeout_s=job.timeout)
+                      timeout_s=job.timeout, env=jit_cache_env())
     try:
         try:
             info = caller.start()

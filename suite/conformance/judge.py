@@ -172,7 +172,8 @@ def _check_inputs(op: str, inputs, result) -> None:
     (a copy to another shape or dtype), which is named as such."""
     before = checks.input_arrays(op, inputs)
     if result.inputs_np_after:
-        checks.check_input_not_mutated(op, inputs, before, result.inputs_np_after)
+        checks.check_input_not_mutated(op, inputs, before, result.inputs_np_after,
+                                       seen_as="the NumPy array the adapter was given")
     if not result.inputs_after:
         return
     roundtrip = {n: a for n, a in result.roundtrip.items() if n in result.inputs_after}
@@ -187,7 +188,8 @@ def _check_inputs(op: str, inputs, result) -> None:
                                        f"(not a write by {op})")
         raise CheckFailure("fail", f"the adapter's asarray/to_numpy round trip changes the values of "
                                    f"input {name!r} (not a write by {op})")
-    checks.check_input_not_mutated(op, inputs, before, result.inputs_after)
+    checks.check_input_not_mutated(op, inputs, before, result.inputs_after,
+                                   seen_as="the native array asarray made, read back with to_numpy")
 
 
 def _finite(v) -> float | None:

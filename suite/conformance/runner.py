@@ -38,12 +38,18 @@ from softmaxbench.suite.conformance.api import (
     select_cases,
     supports,
 )
+from softmaxbench.suite.conformance.summary import (  # noqa: F401 - summarize, summary_table: re-exported
+    SUMMARY_COLUMNS,
+    conclude,
+    require_checks,
+    summarize,
+    summary_table,
+)
 from softmaxbench.suite.isolation.threads import thread_env
 from softmaxbench.suite.isolation.worker import WorkerHandle
 from softmaxbench.suite.records import (
     FAILING,
     RESULTS_FILE,
-    VERDICTS,
     ResultsWriter,
     new_record,
     new_run,
@@ -60,8 +66,6 @@ BATCH_BYTES = 64 * 2**20
 HELP_MIN_TASKS = 4 * BATCH_TASKS
 #: How long a worker may take to import its framework and build the backend.
 STARTUP_LIMIT_S = 180.0
-#: Verdict columns of the summary table, in order.
-SUMMARY_COLUMNS = ("pass", "deviation", "fail", "error", "unsupported", "timeout", "crash")
 
 
 def _input_error(message: str):
@@ -499,45 +503,18 @@ def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 
-# -- summary ------------------------------------------------------------------------------------
-def summarize(records: list[dict], backends: Sequence[str], strict: bool = False) -> dict[str, dict]:
-    """Per backend: verdict counts, deviations by name, and whether it conforms.
-
-    >>> summarize([{"kind": "check", "backend": "b", "verdict": "pass"},
-    ...            {"kind": "check", "backend": "b", "verdict": "deviation", "deviation": "x"}], ["b"])["b"]
-    {'counts': {'pass': 1, 'deviation': 1}, 'deviations': {'x': 1}, 'checks': 2, 'conforms': True}
-    """
-    out = {}
-    for name in backends:
-        recs = [r for r in records if r.get("kind") == "check" and r.get("backend") == name]
-        counts = Counter(r.get("verdict") for r in recs)
-        deviations = Counter(r.get("deviation") or "?" for r in recs if r.get("verdict") == "deviation")
-        bad = FAILING + (("deviation",) if strict else ())
-        out[name] = {"counts": {v: counts[v] for v in VERDICTS if counts[v]}, "deviations": dict(deviations),
-                     "checks": len(recs), "conforms": bool(recs) and not any(counts[v] for v in bad)}
-    return out
-
-
-def summary_table(summary: dict[str, dict]) -> str:
-    """The per-backend summary as a plain-text table."""
-    from tabulate import tabulate
-
-    rows = []
-    for name, s in summary.items():
-        c = s["counts"]
-        rows.append([name, s["checks"], *[c.get(v, 0) for v in SUMMARY_COLUMNS],
-                     "yes" if s["conforms"] else "NO"])
-    return tabulate(rows, headers=["backend", "checks", *SUMMARY_COLUMNS, "conforms"])
-
-
 # -- the verb -------------------------------------------------------------------------------------
 def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
               ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
               cases: Sequence[str] | None = None, plugins: Sequence[str] = (), quick: bool = False,
               timeout: float = 60.0, resume: bool = False, strict: bool = False,
               junit_xml: str | os.PathLike | None = None, seed: int = 0, jobs: int | None = None,
-              command: str | None = None, display: str = "auto") -> int:
+              command: str | None = None, display: str = "auto", baseline: str | os.PathLike | None = None,
+              known_failures: str | os.PathLike | Sequence[str] | None = None) -> int:
     """Check backends; write DIR/results.jsonl and DIR/run.json; return the exit code (0 or 1).
+
+    ``known_failures`` (files, or ``"builtin"``) and ``baseline`` (a previous results directory)
+    say which failures are known: then only a new one fails (:mod:`.known`, :mod:`.summary`).
 
     Bad input raises ``softmaxbench.suite.cli.InputError`` (exit 2). With ``resume``, the
     selection is read from DIR/run.json and what DIR/results.jsonl holds is not redone.
@@ -549,6 +526,9 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
         raise _input_error(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if jobs is not None and jobs < 1:
         raise _input_error(f"--jobs must be at least 1, got {jobs}")
+    from softmaxbench.suite.conformance import known as known_mod
+
+    known = known_mod.load(known_failures, baseline)  # a bad file stops the run before any work
     done: set = set()
     if resume:
         run_meta, sel, done = _load_resume(out)
@@ -563,6 +543,8 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     if not tasks:
         raise _input_error("the selection has no checks: no selected case applies to the selected "
                            "ops and dtypes (see 'softmaxbench cases')")
+    chosen, nothing_to_do = require_checks(chosen, tasks, explicit=bool(sel.backends))
+    skipped.update(nothing_to_do)
     cores = os.cpu_count() or 1
     jobs = jobs or min(len(chosen), max(4, cores))
     threads = max(1, cores // min(jobs, len(chosen)))
@@ -605,15 +587,22 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
 
     records = read_results(out)
     names = [b.name for b in chosen]
-    summary = summarize(records, names, strict)
+    run_meta["known_failures"] = known.sources if known else []
+    from softmaxbench.errors import InputError
+
+    try:
+        conclusion = conclude(records, names, strict=strict, known=known, out_dir=out)
+    except InputError:  # nothing was checked: exit 2, and run.json says so
+        run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete", exit_code=2)
+        write_run(out, run_meta)
+        raise
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete",
                     duration_s=round(elapsed, 3), references_computed=runner.cache.computed,
                     cpu_s={"parent": round(me.ru_utime + me.ru_stime, 1),
                            "workers": round(kids.ru_utime + kids.ru_stime, 1)},
-                    summary={n: {"counts": s["counts"], "conforms": s["conforms"]}
-                             for n, s in summary.items()})
-    conforms = all(s["conforms"] for s in summary.values())
+                    summary=conclusion.run_summary())
+    conforms = conclusion.exit_code == 0
     run_meta["exit_code"] = 130 if interrupted else (0 if conforms else 1)
     write_run(out, run_meta)
     if junit_xml:
@@ -622,12 +611,7 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
         write_junit([r for r in records if r.get("backend") in names], junit_xml, strict=strict)
 
     if display != "none":
-        print(summary_table(summary))
-        for name, s in summary.items():
-            if s["deviations"]:
-                devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
-                how = "counted as failures, --strict" if strict else "accepted"
-                print(f"{name}: deviations ({how}): {devs}")
+        print(conclusion.text())
         print(f"{len(records)} records in {out / RESULTS_FILE} ({elapsed:.1f} s)")
     if interrupted:
         print(f"interrupted; finish with: softmaxbench check --resume {out}", file=sys.stderr)
@@ -681,7 +665,8 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
                out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,
                strict: bool = False, junit_xml: str | None = None, seed: int = 0,
-               jobs: int | None = None) -> int:
+               jobs: int | None = None, baseline: str | None = None,
+               known_failures: tuple[str, ...] = ()) -> int:
     """The ``check`` verb: CLI options (comma-separated strings) -> :func:`run_check`."""
     from softmaxbench.suite.cli.options import split_csv
 
@@ -697,4 +682,4 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     return run_check(resume or out, backends=split_csv(backends), ops=split_csv(ops),
                      dtypes=split_csv(dtypes), cases=split_csv(cases), plugins=plugins, quick=quick,
                      timeout=timeout, resume=bool(resume), strict=strict, junit_xml=junit_xml, seed=seed,
-                     jobs=jobs)
+                     jobs=jobs, baseline=baseline, known_failures=known_failures)

@@ -218,13 +218,25 @@ def parse_known_failures(text: str, origin: str = "<string>") -> KnownFailures:
 
 
 def builtin_known_failures() -> KnownFailures:
-    """The built-in backends' documented known failures (``backends/conventions.toml``)."""
+    """The built-in backends' documented known failures: the ``[[known_failure]]`` entries of
+    ``backends/conventions.toml``, and the regression cases ``softmaxbench hunt`` saved with the
+    package (``reference/found/``) that failed on the backend they were found on."""
     from softmaxbench.backends import conventions
+    from softmaxbench.suite.hunt import store
 
     entries = [entry_from_table({k: v for k, v in e.items() if v != []}, f"conventions.toml entry {i}",
                                 origin=f"builtin: conventions.toml entry {i}")
                for i, e in enumerate(conventions.known_failures(), 1)]
-    return KnownFailures(entries=entries, sources=[BUILTIN])
+    exact: dict[tuple, KnownFailure] = {}
+    for case in store.load_found_cases([store.package_dir()]):
+        verdict = case.entry.get("verdict")
+        if verdict not in FAILING:
+            continue
+        key = (case.backend, case.ops[0], case.name, case.dtypes[0])
+        exact[key] = KnownFailure(reason=f"{verdict} where {case.description}", backends=(key[0],),
+                                  ops=(key[1],), cases=(key[2],), dtypes=(key[3],),
+                                  origin=f"builtin: {Path(case.path).name}")
+    return KnownFailures(entries=entries, exact=exact, sources=[BUILTIN])
 
 
 def load_known_failures(spec: str | os.PathLike) -> KnownFailures:
@@ -300,7 +312,9 @@ def _first_line(text, width: int = 200) -> str:
 
 # -- classification ------------------------------------------------------------------------------
 def classify(rec: dict, known: KnownFailures | None, *, strict: bool = False) -> str | None:
-    """'new', 'known', 'fixed', or None (a record that conforms and no entry names, or unsupported)."""
+    """'new' or 'known' for a failing record, 'fixed' for one a known failure names that conforms
+    now, None otherwise. One record alone: :func:`annotate` judges an entry by all it covers.
+    """
     verdict = rec.get("verdict")
     if verdict in failing_verdicts(strict):
         return KNOWN if known is not None and known.match(rec) else NEW
@@ -310,18 +324,43 @@ def classify(rec: dict, known: KnownFailures | None, *, strict: bool = False) ->
 
 
 def annotate(records: list[dict], known: KnownFailures | None, *, strict: bool = False) -> list[dict]:
-    """Set ``known: reason`` on each known failure and ``fixed: reason`` on each check a known
-    failure names that conforms now (clearing what an earlier annotation left); returns records."""
-    for rec in records:
-        if rec.get("kind") != "check":
-            continue
+    """Set ``known: reason`` on each known failure and ``fixed: reason`` on the checks of each
+    *fixed* known failure (clearing what an earlier annotation left); returns ``records``.
+
+    A known failure is fixed when it names at least one checked record and none of those fails
+    any more (like an xfail that passes). A pattern entry is judged by everything it names, so
+    a broad entry ("empty axes raise", dtypes: any) is not fixed while one of its checks still
+    fails; a baseline's entry names one check.
+    """
+    checks = [r for r in records if r.get("kind") == "check"]
+    for rec in checks:
         rec.pop("known", None)
         rec.pop("fixed", None)
-        kind = classify(rec, known, strict=strict)
-        if kind == KNOWN:
-            rec["known"] = known.match(rec).reason
-        elif kind == FIXED:
-            rec["fixed"] = known.covering(rec).reason
+    if known is None:
+        return records
+    failing = failing_verdicts(strict)
+    still_fails: set[int] = set()  # ids of entries that name a failing record
+    conforming: dict[int, list[dict]] = {}
+    entries: dict[int, KnownFailure] = {}
+    for rec in checks:
+        verdict = rec.get("verdict")
+        if verdict in failing:
+            hit = known.match(rec)
+            if hit is not None:
+                rec["known"] = hit.reason
+        if verdict == "unsupported":
+            continue
+        for entry in known._candidates(rec):
+            if entry.covers(rec):
+                entries[id(entry)] = entry
+                if verdict in failing:
+                    still_fails.add(id(entry))
+                else:
+                    conforming.setdefault(id(entry), []).append(rec)
+    for key, recs in conforming.items():
+        if key not in still_fails:
+            for rec in recs:
+                rec.setdefault("fixed", entries[key].reason)
     return records
 
 

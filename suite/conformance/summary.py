@@ -182,7 +182,8 @@ class Conclusion:
             how = "fails the run under --strict" if self.strict else "passes now; add --strict to fail on it"
             out.append(f"\n{len(self.fixed)} known failure(s) FIXED ({how}); update the known failures:")
             for r in self.fixed[:max_new]:
-                out.append(f"  FIXED {_line(r)}  (was known: {fixed_reason(r)})")
+                what = f"{r.get('backend')} {r.get('op')} {r.get('case')} {r.get('dtype')}"
+                out.append(f"  FIXED {what}: {r.get('verdict')} now (was known: {_short(fixed_reason(r))})")
             if len(self.fixed) > max_new:
                 out.append(f"  ... and {len(self.fixed) - max_new} more")
         if self.known:
@@ -190,7 +191,7 @@ class Conclusion:
             out.append(f"\n{len(self.known)} known failure(s) (from {', '.join(self.known_sources)}), "
                        f"not failing the run:")
             for (backend, reason), n in by_reason.most_common():
-                out.append(f"  {backend}: {n} x {reason}")
+                out.append(f"  {backend}: {n} x {_short(reason)}")
         for name, s in self.summary.items():
             if s["deviations"]:
                 devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
@@ -201,6 +202,11 @@ class Conclusion:
                            f"(it overrides none of the selected ops, or raised NotImplementedError); "
                            f"not conforming")
         return "\n".join(out)
+
+
+def _short(text: str | None, width: int = 160) -> str:
+    line = " ".join(str(text or "").split())
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def _empty_axis_hint(new: list[dict]) -> str | None:

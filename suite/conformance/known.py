@@ -128,10 +128,11 @@ class KnownFailures:
         return self
 
     def _candidates(self, rec: dict) -> Iterable[KnownFailure]:
+        # Written entries first: their reasons say why; a baseline's only that it failed before.
+        yield from self.entries
         hit = self.exact.get(record_key(rec))
         if hit is not None:
             yield hit
-        yield from self.entries
 
     def match(self, rec: dict) -> KnownFailure | None:
         """The first entry that explains ``rec`` (its backend, op, case, dtype and verdict)."""

@@ -84,7 +84,11 @@ class SoftmaxCheck:
         hit = self.known.match(rec) if self.known is not None else None
         if hit is not None:
             raise KnownFailureOccurred(f"known failure ({hit.reason}): {verdict}: {rec.get('message')}")
-        pytest.fail(f"{verdict}: {rec.get('message')}\n\nrepro:\n{rec.get('repro') or ''}", pytrace=False)
+        from softmaxbench.suite.conformance.summary import EMPTY_AXIS_NOTE, raised_on_empty
+
+        note = f"\n\nnote: {EMPTY_AXIS_NOTE}" if raised_on_empty(rec) else ""
+        repro = rec.get("repro") or ""
+        pytest.fail(f"{verdict}: {rec.get('message')}{note}\n\nrepro:\n{repro}", pytrace=False)
         return rec  # unreachable: pytest.fail raises
 
 

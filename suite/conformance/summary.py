@@ -209,15 +209,21 @@ def _short(text: str | None, width: int = 160) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
+EMPTY_AXIS_NOTE = ("the input has an empty axis (a 0 in its shape), where the reference returns an empty "
+                   "result; x.max(axis) has no identity there and raises. Handle it (e.g. x.max(axis, "
+                   "keepdims=True, initial=-np.inf)) or list it with a reason in a known-failures file.")
+
+
+def raised_on_empty(rec: dict) -> bool:
+    """Did the backend raise on an input with an empty axis (the commonest first surprise)?"""
+    return rec.get("verdict") == "error" and 0 in (rec.get("shape") or [])
+
+
 def _empty_axis_hint(new: list[dict]) -> str | None:
-    """Why a NumPy-like kernel fails on empty axes, in plain words (the commonest first surprise)."""
-    empty = [r for r in new if r.get("verdict") == "error" and 0 in (r.get("shape") or [])]
+    empty = [r for r in new if raised_on_empty(r)]
     if not empty:
         return None
-    return (f"  note: {len(empty)} of them raise on an input with an empty axis (shape with a 0), where "
-            f"the reference returns an empty result; x.max(axis) has no identity there. Handle it "
-            f"(e.g. x.max(axis, keepdims=True, initial=-np.inf)) or list it with a reason in a "
-            f"--known-failures file.")
+    return f"  note: {len(empty)} of them raise because {EMPTY_AXIS_NOTE}"
 
 
 def conclude(records: list[dict], backends: Sequence[str], *, strict: bool = False,

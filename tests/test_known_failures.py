@@ -321,3 +321,11 @@ def test_written_file_round_trips(numpy_runs, tmp_path, capsys):
     records = kf.annotate(read_results(d / "plain"), known)
     assert gate(records) == (0, [])
     assert json.dumps(records)  # still JSON
+
+
+def test_resume_keeps_the_known_failures_it_started_with(numpy_runs, capsys):
+    d = numpy_runs[0]
+    rc, out, err = cli(capsys, "check", "--resume", str(d / "builtin"))
+    assert rc == 0, out + err
+    assert read_run(d / "builtin")["known_from"] == {"known_failures": ["builtin"], "baseline": None}
+    assert sum(1 for r in read_results(d / "builtin") if r.get("known")) == 3

@@ -528,15 +528,18 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
         raise _input_error(f"--jobs must be at least 1, got {jobs}")
     from softmaxbench.suite.conformance import known as known_mod
 
-    known = known_mod.load(known_failures, baseline)  # a bad file stops the run before any work
     done: set = set()
     if resume:
         run_meta, sel, done = _load_resume(out)
+        if not known_failures and not baseline:  # finish the run with what it started with
+            known_failures, baseline = run_meta.get("known_from", {}).get("known_failures"), \
+                run_meta.get("known_from", {}).get("baseline")
     else:
         sel = Selection(list(backends) if backends else None, list(ops) if ops else None,
                         list(dtypes) if dtypes else None, list(cases) if cases else None,
                         [str(p) for p in plugins], bool(quick))
         run_meta = None
+    known = known_mod.load(known_failures, baseline)  # a bad file stops the run before any work
     case_objs = validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick)
     chosen, skipped = resolve_backends(sel.backends, sel.plugins)
     tasks = plan(case_objs, sel.ops, sel.dtypes)
@@ -558,6 +561,10 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
         run_meta = new_run("check", command, seed=seed, threads=threads)
         run_meta["options"] = sel.as_dict()
     run_meta["status"] = "running"
+    run_meta["known_failures"] = known.sources if known else []
+    run_meta["known_from"] = {"known_failures": [str(k) for k in ([known_failures] if isinstance(
+        known_failures, (str, os.PathLike)) else known_failures or [])],
+        "baseline": str(baseline) if baseline else None}
     run_meta["timeout_s"] = timeout
     run_meta["backends"] = {b.name: {"device": b.device, "framework": getattr(b, "framework", ""),
                                      "version": _version(b), "dtypes": list(b.dtypes),
@@ -587,7 +594,6 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
 
     records = read_results(out)
     names = [b.name for b in chosen]
-    run_meta["known_failures"] = known.sources if known else []
     from softmaxbench.errors import InputError
 
     try:

@@ -282,6 +282,13 @@ def test_nothing_checked_is_an_input_error(tmp_path, capsys):
     # numpy declares no bfloat16
     one_line_exit_2(capsys, "check", "--backends", "numpy", "--dtypes", "bfloat16", "--quick",
                     "--out", str(tmp_path / "a"), expect="nothing to check")
+    # a plugin that overrides no op
+    bare = tmp_path / "bare.py"
+    bare.write_text("from softmaxbench.backends import Backend\n\n"
+                    "class Bare(Backend):\n    name = 'bare'\n    dtypes = ('float32',)\n\n"
+                    "def backends():\n    return [Bare()]\n")
+    one_line_exit_2(capsys, "check", "--plugin", str(bare), "--backends", "bare", "--quick",
+                    "--out", str(tmp_path / "b"), expect="nothing to check: bare declares none")
     # a plugin whose every op raises NotImplementedError: all records unsupported after the run
     lazy = tmp_path / "lazy.py"
     lazy.write_text(textwrap.dedent('''

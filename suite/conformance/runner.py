@@ -597,7 +597,8 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     from softmaxbench.errors import InputError
 
     try:
-        conclusion = conclude(records, names, strict=strict, known=known, out_dir=out)
+        conclusion = conclude(records, names, strict=strict, known=known, out_dir=out,
+                              interrupted=interrupted)
     except InputError:  # nothing was checked: exit 2, and run.json says so
         run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete", exit_code=2)
         write_run(out, run_meta)

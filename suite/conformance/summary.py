@@ -227,11 +227,13 @@ def _empty_axis_hint(new: list[dict]) -> str | None:
 
 
 def conclude(records: list[dict], backends: Sequence[str], *, strict: bool = False,
-             known: KnownFailures | None = None, out_dir: str | os.PathLike | None = None) -> Conclusion:
+             known: KnownFailures | None = None, out_dir: str | os.PathLike | None = None,
+             interrupted: bool = False) -> Conclusion:
     """The end of a check run: classify, annotate (and rewrite ``out_dir/results.jsonl`` when
     ``known`` is given), summarize, decide the exit code.
 
-    Raises InputError (exit 2) when no record of the selected backends was checked at all.
+    Raises InputError (exit 2) when no record of the selected backends was checked at all
+    (unless the run was ``interrupted``: then it simply had not got there).
     """
     mine = [r for r in records if r.get("kind") == "check" and r.get("backend") in set(backends)]
     if known is not None or any(known_reason(r) or fixed_reason(r) for r in mine):
@@ -239,7 +241,7 @@ def conclude(records: list[dict], backends: Sequence[str], *, strict: bool = Fal
         if out_dir is not None:
             rewrite_results(out_dir, records)
     summary = summarize(mine, backends, strict)
-    if mine and not any(s["checked"] for s in summary.values()):
+    if mine and not interrupted and not any(s["checked"] for s in summary.values()):
         raise _input_error(f"nothing was checked: all {len(mine)} records of the selection are "
                            f"'unsupported' ({', '.join(backends)} provide none of the selected ops and "
                            f"dtypes); see 'softmaxbench list' for what each backend declares")

@@ -53,10 +53,10 @@ def producers(monkeypatch):
     p = Producers()
     runner = types.ModuleType("softmaxbench.suite.conformance.runner")
     runner.run_check = p.run_check
-    bench = types.ModuleType("softmaxbench.suite.bench")
+    bench = types.ModuleType("softmaxbench.suite.bench.measure")
     bench.run_bench, bench.resolve_backends = p.run_bench, p.resolve_backends
     monkeypatch.setitem(sys.modules, "softmaxbench.suite.conformance.runner", runner)
-    monkeypatch.setitem(sys.modules, "softmaxbench.suite.bench", bench)
+    monkeypatch.setitem(sys.modules, "softmaxbench.suite.bench.measure", bench)
     return p
 
 

@@ -9,7 +9,15 @@ samples cannot tell from noise is reported as ``noise``, never as a regression; 
 raised in NEW but ran in BASE is an ``error`` and fails the gate too. Copy-bandwidth rows are
 shown (they tell whether the machine itself changed) but never fail the gate.
 
-Exit codes: 0 no regression, 1 regression, 2 bad input (one line on stderr).
+A workload of BASE that NEW lacks (a truncated file, a backend that stopped running, a
+renamed workload) is ``missing`` and fails the gate too, listed by name: a comparison that
+matched only part of BASE is not a pass. Both inputs are validated against the results schema
+(and every sample must be a positive, finite number of seconds) before anything is compared.
+The two ``run.json`` files are read: when the machine, a device, the package versions or the
+thread counts differ, ``compare`` says so (the numbers may not be comparable), and under
+``--strict`` refuses to compare (exit 2).
+
+Exit codes: 0 no regression, 1 regression or missing workload, 2 bad input (one line on stderr).
 
 ``--out DIR`` writes ``DIR/compare.md`` and ``DIR/compare.json``; the JSON is what
 ``softmaxbench report --compare`` shows::
@@ -35,11 +43,11 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from softmaxbench.suite.records import RecordError, read_results
+from softmaxbench.suite.records import RecordError, read_results, read_run, schema
 
 COPY_OP = "copy"
 #: Verdicts that fail the gate.
-FAILING = ("regression", "error")
+FAILING = ("regression", "error", "missing")
 
 
 def parse_threshold(text: str | float) -> float:
@@ -110,7 +118,7 @@ def compare_records(base: Sequence[dict], new: Sequence[dict], *, threshold: flo
 
     ``change`` is new/base - 1 in throughput (-0.2: 20% slower). Verdicts: regression, noise
     (slower beyond the threshold, not significant), improvement, unchanged, error (raised in
-    NEW), unsupported, only in base, only in new.
+    NEW), unsupported, missing (in BASE, not in NEW: fails the gate), only in new.
     """
     b_map, n_map = _bench_records(base), _bench_records(new)
     rows = []
@@ -126,7 +134,7 @@ def compare_records(base: Sequence[dict], new: Sequence[dict], *, threshold: flo
         if b is None:
             row["verdict"] = "only in new"
         elif n is None:
-            row["verdict"] = "only in base"
+            row["verdict"] = "missing"  # NEW lost it: never a pass
         elif n.get("verdict") == "error":
             row["verdict"] = "error" if b_gbps else "error in both"
         elif not b_gbps or not n_gbps:
@@ -165,18 +173,127 @@ HEADERS = ["backend", "op", "dtype", "workload", "shape", "base GB/s", "new GB/s
 
 
 def _load(path: str, which: str) -> list[dict]:
+    """The records of BASE or NEW, validated: RecordError (one line) on anything unusable."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{which} {path}: no such results directory or file")
     records = read_results(p)
+    validator = _validator()
+    for i, rec in enumerate(records, 1):
+        err = next(iter(validator.iter_errors(rec)), None)
+        if err is not None:
+            where = ".".join(str(x) for x in err.absolute_path) or "the record"
+            raise RecordError(f"{which} {path}: record {i} ({_name(rec)}) does not follow the results "
+                              f"schema: {where}: {_short(err.message, 120)}")
+        if rec.get("kind") == "bench":
+            _check_bench(rec, f"{which} {path}: record {i} ({_name(rec)})")
     if not any(r.get("kind") == "bench" for r in records):
         raise RecordError(f"{which} {path}: holds no bench records (is it a 'softmaxbench check' run?)")
     return records
 
 
+def _validator():
+    import jsonschema
+
+    return jsonschema.Draft202012Validator(schema("results"))
+
+
+def _check_bench(rec: dict, where: str) -> None:
+    """What the schema cannot say: samples are positive finite seconds, bytes a positive count."""
+    for s in rec.get("samples_s") or []:
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s <= 0:
+            raise RecordError(f"{where}: samples_s holds {s!r}; every sample must be a positive, finite "
+                              f"number of seconds")
+    nbytes = rec.get("bytes")
+    if nbytes is not None and nbytes <= 0:
+        raise RecordError(f"{where}: bytes must be positive, got {nbytes!r}")
+    gbps = rec.get("gbps")
+    if gbps is not None and not (math.isfinite(gbps) and gbps >= 0):
+        raise RecordError(f"{where}: gbps must be a finite number, got {gbps!r}")
+
+
+def _name(row: dict) -> str:
+    shape = row.get("shape")
+    shape = "x".join(map(str, shape)) if isinstance(shape, (list, tuple)) else str(shape or "")
+    return " ".join(str(x) for x in (row.get("backend"), row.get("op"), row.get("dtype"),
+                                     row.get("workload") or shape) if x)
+
+
+def _run_of(path: str) -> dict:
+    """run.json next to the results (the directory, or the folder of a results.jsonl); {} if none."""
+    p = Path(path)
+    try:
+        return read_run(p if p.is_dir() else p.parent)
+    except RecordError:
+        return {}
+
+
+def run_differences(base: str, new: str, base_recs: Sequence[dict] = (),
+                    new_recs: Sequence[dict] = ()) -> list[str]:
+    """What differs between the two runs' conditions: machine, devices, versions, threads.
+
+    >>> a = {"machine": {"label": "m1", "processor": "x86_64", "cpu_count": 8, "devices": []},
+    ...      "versions": {"numpy": "2.3.0"}, "threads": 8}
+    >>> b = {"machine": {"label": "m2", "processor": "x86_64", "cpu_count": 8, "devices": []},
+    ...      "versions": {"numpy": "2.4.0"}, "threads": 4}
+    >>> _differences(a, b, [], [])
+    ['machine: label m1 vs m2', 'versions: numpy 2.3.0 vs 2.4.0', 'threads: 8 vs 4']
+    """
+    b_run, n_run = _run_of(base), _run_of(new)
+    missing = [w for w, r in (("BASE", b_run), ("NEW", n_run)) if not r]
+    if missing:
+        return [f"no run.json beside {' and '.join(missing)}: cannot tell whether machine, devices, "
+                f"versions and threads match"]
+    return _differences(b_run, n_run, base_recs, new_recs)
+
+
+def _differences(b_run: dict, n_run: dict, base_recs: Sequence[dict], new_recs: Sequence[dict]) -> list[str]:
+    out = []
+    bm, nm = b_run.get("machine") or {}, n_run.get("machine") or {}
+    machine = [f"{k} {bm.get(k)} vs {nm.get(k)}" for k in ("label", "hostname", "platform", "processor",
+                                                            "cpu_count", "memory_gib")
+               if k in bm and k in nm and bm.get(k) != nm.get(k)]
+    if machine:
+        out.append("machine: " + "; ".join(machine))
+    devices = []
+    if bm.get("devices") != nm.get("devices"):
+        devices.append(f"{_short(bm.get('devices'))} vs {_short(nm.get('devices'))}")
+    b_dev = {r.get("backend"): r.get("device") for r in base_recs if r.get("kind") == "bench"}
+    n_dev = {r.get("backend"): r.get("device") for r in new_recs if r.get("kind") == "bench"}
+    devices += [f"{k} on {b_dev[k]} vs {n_dev[k]}" for k in b_dev if k in n_dev and b_dev[k] != n_dev[k]]
+    if devices:
+        out.append("devices: " + "; ".join(devices))
+    bv, nv = b_run.get("versions") or {}, n_run.get("versions") or {}
+    versions = [f"{k} {bv.get(k, 'absent')} vs {nv.get(k, 'absent')}" for k in dict.fromkeys([*bv, *nv])
+                if bv.get(k) != nv.get(k)]
+    if versions:
+        out.append("versions: " + "; ".join(versions))
+    b_sb, n_sb = b_run.get("softmaxbench_version"), n_run.get("softmaxbench_version")
+    if b_sb != n_sb:
+        out.append(f"softmaxbench: {b_sb} vs {n_sb}")
+    threads = []
+    if b_run.get("threads") != n_run.get("threads"):
+        threads.append(f"{b_run.get('threads')} vs {n_run.get('threads')}")
+    b_thr = {_key(r): r.get("threads") for r in base_recs if r.get("kind") == "bench"}
+    n_thr = {_key(r): r.get("threads") for r in new_recs if r.get("kind") == "bench"}
+    per = sorted({f"{b_thr[k]} vs {n_thr[k]}" for k in b_thr if k in n_thr and b_thr[k] != n_thr[k]})
+    if per:
+        threads.append("per workload " + ", ".join(per))
+    if threads:
+        out.append("threads: " + "; ".join(threads))
+    return out
+
+
+def _short(value, width: int = 80) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def compare_main(base: str, new: str, max_regression: str = "10%", out: str | None = None,
-                 p_value: float = 0.01) -> int:
-    """The ``compare`` verb: print the table of changes; exit 1 on a real regression."""
+                 p_value: float = 0.01, strict: bool = False) -> int:
+    """The ``compare`` verb: print the table of changes; exit 1 on a real regression or a
+    workload of BASE missing from NEW; with ``strict``, refuse (exit 2) runs whose machine,
+    devices, versions or threads differ."""
     import click
     from tabulate import tabulate
 
@@ -191,32 +308,47 @@ def compare_main(base: str, new: str, max_regression: str = "10%", out: str | No
     try:
         base_recs, new_recs = _load(base, "BASE"), _load(new, "NEW")
     except (FileNotFoundError, RecordError) as exc:
-        raise InputError(str(exc)) from None
+        raise InputError(" ".join(str(exc).split())) from None
+    differences = run_differences(base, new, base_recs, new_recs)
+    if differences and strict:
+        raise InputError(f"--strict: BASE and NEW ran under different conditions, not compared: "
+                         f"{' | '.join(differences)}")
     rows = compare_records(base_recs, new_recs, threshold=threshold, alpha=p_value)
-    matched = [r for r in rows if r["verdict"] not in ("only in base", "only in new")]
-    if not matched:
-        raise InputError(f"BASE {base} and NEW {new} have no workload in common")
+    matched = [r for r in rows if r["verdict"] not in ("missing", "only in new")]
+    if not any(r["gate"] for r in rows if r["verdict"] != "only in new"):
+        raise InputError(f"BASE {base} holds no workload to compare (only copy-bandwidth rows)")
 
+    for d in differences:
+        click.echo(f"note: BASE and NEW differ: {d}", err=True)
     click.echo(tabulate(table_rows(rows), headers=HEADERS, disable_numparse=True))
     failing = [r for r in rows if r["verdict"] in FAILING]
+    missing = [r for r in failing if r["verdict"] == "missing"]
     noisy = [r for r in rows if r["verdict"] == "noise"]
     pct = f"{threshold:.0%}" if threshold * 100 == round(threshold * 100) else f"{threshold:.1%}"
-    summary = (f"{len(failing)} regression(s) beyond {pct} (p < {p_value:g}) among {len(matched)} "
+    regressions = len(failing) - len(missing)
+    summary = (f"{regressions} regression(s) beyond {pct} (p < {p_value:g}) among {len(matched)} "
                f"workloads compared")
+    if missing:
+        summary += f"; {len(missing)} workload(s) of BASE missing from NEW"
     if noisy:
         summary += f"; {len(noisy)} slower beyond {pct} but not significant (noise)"
+    if differences:
+        summary += "; the runs differ (" + "; ".join(d.split(":")[0] for d in differences) + ")"
     verdict = "regression" if failing else "ok"
     click.echo(summary)
     for r in failing:
-        what = f"{r['backend']} {r['op']} {r['dtype']} {r['workload']}"
-        if r["verdict"] == "error":
+        what = _name(r)
+        if r["verdict"] == "missing":
+            click.echo(f"MISSING: {what}: in BASE, not in NEW (lost, renamed or not run)", err=True)
+        elif r["verdict"] == "error":
             click.echo(f"REGRESSION: {what} raised in NEW (it ran in BASE)", err=True)
         else:
             click.echo(f"REGRESSION: {what}: {r['base_gbps']:.2f} -> {r['new_gbps']:.2f} GB/s "
                        f"({r['change']:+.1%}, p = {r['p']:.2g})", err=True)
     if out:
         write_outputs(out, rows, base=base, new=new, max_regression=str(max_regression),
-                      threshold=threshold, p_value=p_value, verdict=verdict, summary=summary)
+                      threshold=threshold, p_value=p_value, verdict=verdict, summary=summary,
+                      missing=[_name(r) for r in missing], differences=differences)
     return 1 if failing else 0
 
 
@@ -229,13 +361,13 @@ def write_outputs(out: str | os.PathLike, rows: Sequence[dict], **meta) -> tuple
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     md = d / "compare.md"
-    # Every cell and path is escaped (md_text): a '|', a newline or markup in a record's name cannot
-    # break the table or become a link, an image or HTML.
     cells = [[md_text(c) for c in row] for row in table_rows(rows)]
+    notes = "".join(f"- {md_text(d)}\n" for d in meta.get("differences") or [])
+    notes = f"\nThe runs differ (the numbers may not be comparable):\n\n{notes}" if notes else ""
     md.write_text(f"# Throughput comparison\n\nBASE: {md_text(meta.get('base'))}  \n"
                   f"NEW: {md_text(meta.get('new'))}\n\n"
                   + tabulate(cells, headers=HEADERS, tablefmt="github", disable_numparse=True)
-                  + f"\n\n{md_text(meta.get('summary', ''))}\n", encoding="utf-8")
+                  + f"\n\n{md_text(meta.get('summary', ''))}\n{notes}", encoding="utf-8")
     js = d / "compare.json"
     js.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1), encoding="utf-8")
     return md, js

@@ -241,17 +241,14 @@ def now_iso() -> str:
 
 
 def gate(records: list[dict], *, strict: bool = False) -> tuple[int, list[str]]:
-    """The conformance gate over check records: (exit code, one line per offending record).
-
-    Exit 1 when any record is fail, error, crash or timeout (with ``strict``, deviation too);
-    else 0. Used by ``check`` and by ``report --gate`` so both judge alike.
+    """The conformance gate (moved to :func:`softmaxbench.suite.conformance.summary.gate`, the
+    one place that decides "conforms"; kept here so that reports, which import only records,
+    judge as ``check`` does).
 
     >>> gate([new_record("check", backend="b", op="softmax", case="c", dtype="float32", verdict="fail",
     ...                  message="3 ULP")])
     (1, ['b softmax c float32: fail: 3 ULP'])
     """
-    bad = FAILING + (("deviation",) if strict else ())
-    lines = [f"{r.get('backend')} {r.get('op')} {r.get('case')} {r.get('dtype')}: {r['verdict']}: "
-             f"{(r.get('message') or '').splitlines()[0] if r.get('message') else ''}".rstrip(": ")
-             for r in records if r.get("kind") == "check" and r.get("verdict") in bad]
-    return (1 if lines else 0), lines
+    from softmaxbench.suite.conformance.summary import gate as conformance_gate
+
+    return conformance_gate(records, strict=strict)

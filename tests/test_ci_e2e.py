@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,79 @@ def test_regression_gate_fails_on_a_slowed_plugin_and_passes_on_the_same(tmp_pat
     assert "Comparison" in (tmp_path / "report" / "report.md").read_text()
     same = sb("compare", str(base), str(again), "--max-regression", "50%")
     assert same.returncode == 0, same.stdout + same.stderr
+
+
+DEFECTIVE = textwrap.dedent('''
+    import numpy as np
+    from softmaxbench.backends import Backend
+
+    class Kernel(Backend):
+        """A kernel with a known defect: the max-shift raises on an empty axis."""
+        name = "my-kernel"
+        dtypes = ("float32", "float64")
+        def softmax(self, x, axis=-1):
+            e = np.exp(x - x.max(axis=axis, keepdims=True))
+            return e / e.sum(axis=axis, keepdims=True)
+        def log_softmax(self, x, axis=-1):
+            shifted = x - x.max(axis=axis, keepdims=True)
+            out = shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+            return out  # NEW_DEFECT
+
+    def backends():
+        return [Kernel()]
+''')
+#: The new defect: float64 log_softmax computed in float32 (wrong by ~1e-8, far beyond float64 ULPs).
+NEW_DEFECT = "return out.astype(np.float32).astype(x.dtype) if x.dtype == np.float64 else out"
+BASELINE_SELECT = ["--ops", "softmax,log_softmax", "--dtypes", "float32,float64",
+                   "--cases", "dist_normal_scale_1,shape_empty_rows,special_neginf_among_finite"]
+
+
+def test_known_defect_gates_green_against_its_baseline_and_red_on_a_new_one(tmp_path):
+    """The templates' baseline flow: main's run is the baseline; a PR with the same known defect
+    passes check and the report gate, a PR that adds a defect fails both, naming only the new one."""
+    v1, v2 = tmp_path / "v1.py", tmp_path / "v2.py"
+    v1.write_text(DEFECTIVE)
+    v2.write_text(DEFECTIVE.replace("return out  # NEW_DEFECT", NEW_DEFECT))
+    check = ["check", "--backends", "my-kernel", *BASELINE_SELECT, "--known-failures", "builtin"]
+    # main: no baseline yet, the defect is new
+    main = tmp_path / "main" / "plugin"
+    first = sb(*check, "--plugin", str(v1), "--out", str(main / "check"))
+    assert first.returncode == 1 and "NEW my-kernel softmax shape_empty_rows" in first.stdout
+    # a PR with the same kernel, against main's results
+    pr = tmp_path / "pr" / "plugin"
+    same = sb(*check, "--plugin", str(v1), "--baseline", str(main / "check"), "--out", str(pr / "check"),
+              "--junit-xml", str(pr / "junit.xml"))
+    assert same.returncode == 0, same.stdout + same.stderr
+    assert "4 known failure(s)" in same.stdout and "NEW" not in same.stdout
+    skipped = [s for s in ET.parse(pr / "junit.xml").getroot().iter("skipped") if s.get("type") == "known"]
+    assert len(skipped) == 4 and all("in the baseline" in s.get("message") for s in skipped)
+    gate = sb("report", str(pr / "check"), "--out", str(tmp_path / "report-pr"), "--gate")
+    assert gate.returncode == 0, gate.stdout + gate.stderr
+    # a PR that adds a defect: red, the new failures first with their repro, the known ones apart
+    worse = tmp_path / "worse" / "plugin"
+    red = sb(*check, "--plugin", str(v2), "--baseline", str(main / "check"), "--out", str(worse / "check"))
+    assert red.returncode == 1
+    new_part = red.stdout[red.stdout.index("NEW failure(s)"):red.stdout.index("known failure(s)")]
+    assert "NEW my-kernel log_softmax dist_normal_scale_1 float64: fail" in new_part and "repro:" in new_part
+    assert "shape_empty_rows" not in new_part, "the known defect is not listed as new"
+    gate = sb("report", str(worse / "check"), "--out", str(tmp_path / "report-worse"), "--gate")
+    assert gate.returncode == 1
+    assert "my-kernel log_softmax dist_normal_scale_1 float64" in gate.stderr
+    assert "shape_empty_rows" not in gate.stderr
+
+
+def test_the_example_known_failures_file_serves_a_kernel(tmp_path):
+    """The shipped example file, pointed at the kernel's name, explains its empty-axis errors."""
+    example = (ROOT / "ci" / "templates" / "softmaxbench-known-failures.toml").read_text()
+    known = tmp_path / "known.toml"
+    known.write_text(example.replace('"my-kernel-v0"', '"my-kernel"'))
+    kernel = tmp_path / "v1.py"
+    kernel.write_text(DEFECTIVE)
+    res = sb("check", "--plugin", str(kernel), "--backends", "my-kernel", *BASELINE_SELECT,
+             "--known-failures", str(known), "--out", str(tmp_path / "check"))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "issue #1" in res.stdout
+    inert = sb("check", "--plugin", str(kernel), "--backends", "my-kernel", *BASELINE_SELECT,
+               "--known-failures", str(ROOT / "ci" / "templates" / "softmaxbench-known-failures.toml"),
+               "--out", str(tmp_path / "check-inert"))
+    assert inert.returncode == 1, "as shipped, the example names no real backend"

@@ -128,7 +128,7 @@ def test_error_in_new_fails_and_copy_rows_never_do():
 
 def test_workloads_in_one_side_only_are_listed():
     rows = compare.compare_records([_rec([1.0] * 3, workload="x")], [_rec([1.0] * 3, workload="y")])
-    assert sorted(r["verdict"] for r in rows) == ["only in base", "only in new"]
+    assert sorted(r["verdict"] for r in rows) == ["missing", "only in new"]
 
 
 @pytest.mark.parametrize("text,value", [("10%", 0.1), ("0.25", 0.25), ("5 %", 0.05), ("0%", 0.0)])
@@ -161,7 +161,99 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
     _one_line_exit_2(capsys, str(checks), good, expect="no bench records")
     _one_line_exit_2(capsys, good, good, "--max-regression", "abc", expect="--max-regression")
     _one_line_exit_2(capsys, good, good, "--p-value", "2", expect="--p-value")
-    other = tmp_path / "other"
-    other.mkdir()
-    (other / "results.jsonl").write_text(json.dumps(_rec([1.0], workload="elsewhere")) + "\n")
-    _one_line_exit_2(capsys, good, str(other), expect="no workload in common")
+    copies = _dir(tmp_path / "copies", [_rec([1.0] * 3, backend="copy:numpy", op="copy")])
+    _one_line_exit_2(capsys, copies, good, expect="holds no workload to compare")
+
+
+def _dir(path, records, **run) -> str:
+    """A results directory holding ``records`` (and a run.json when ``run`` fields are given)."""
+    from softmaxbench.suite.records import new_run, write_run
+
+    path.mkdir(parents=True)
+    (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if run:
+        meta = new_run("bench", "softmaxbench bench", threads=run.pop("threads", None))
+        for key, value in run.items():
+            meta[key] = {**meta[key], **value} if isinstance(value, dict) else value
+        write_run(path, meta)
+    return str(path)
+
+
+STEADY = [1.0, 1.01, 0.99, 1.0, 1.02]
+
+
+def test_a_workload_missing_from_new_fails_listed_by_name(tmp_path, capsys):
+    base = _dir(tmp_path / "base", [_rec(STEADY, workload="w1"), _rec(STEADY, workload="w2"),
+                                    _rec(STEADY, backend="copy:numpy", op="copy", workload="w1")])
+    new = _dir(tmp_path / "new", [_rec(STEADY, workload="w1"),
+                                  _rec(STEADY, backend="copy:numpy", op="copy", workload="w1")])
+    assert _cli("compare", base, new, "--out", str(tmp_path / "cmp")) == 1
+    captured = capsys.readouterr()
+    assert "MISSING: b softmax float32 w2" in captured.err and "w1" not in captured.err.split("MISSING")[-1]
+    assert "1 workload(s) of BASE missing from NEW" in captured.out
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert data["verdict"] == "regression" and data["missing"] == ["b softmax float32 w2"]
+    # NEW cut down to its copy rows (a truncated run): nothing of BASE's backends compared, fails.
+    only_copy = _dir(tmp_path / "only-copy", [_rec(STEADY, backend="copy:numpy", op="copy", workload="w1")])
+    assert _cli("compare", base, only_copy) == 1
+    assert capsys.readouterr().err.count("MISSING:") == 2
+    # the same workloads again pass
+    assert _cli("compare", base, base) == 0
+
+
+@pytest.mark.parametrize("bad, expect", [
+    ({"samples_s": [1.0, "fast", 1.0]}, "samples_s"),
+    ({"samples_s": [1.0, -1.0, 1.0]}, "positive, finite"),
+    ({"samples_s": [1.0, float("nan"), 1.0]}, "positive, finite"),
+    ({"samples_s": [1.0, float("inf")]}, "positive, finite"),
+    ({"bytes": 0}, "bytes must be positive"),
+    ({"shape": "4x8"}, "does not follow the results schema: shape"),
+    ({"kind": "benchmark"}, "schema: kind"),
+])
+def test_bad_records_are_one_line_exit_2_never_a_traceback(tmp_path, capsys, bad, expect):
+    good = _dir(tmp_path / "good", [_rec(STEADY)])
+    broken = _dir(tmp_path / "broken", [_rec(STEADY, workload="ok"), {**_rec(STEADY), **bad}])
+    _one_line_exit_2(capsys, good, broken, expect=expect)
+    _one_line_exit_2(capsys, broken, good, expect="BASE")
+
+
+def test_different_run_conditions_are_said_and_refused_under_strict(tmp_path, capsys):
+    recs = [_rec(STEADY)]
+    base = _dir(tmp_path / "base", recs, threads=8)
+    same = _dir(tmp_path / "same", recs, threads=8)
+    other = _dir(tmp_path / "other", recs, threads=2, machine={"label": "runner-2"},
+                 versions={"numpy": "0.0.1"})
+    assert _cli("compare", base, same, "--strict") == 0
+    assert "differ" not in capsys.readouterr().err
+    assert _cli("compare", base, other, "--out", str(tmp_path / "cmp")) == 0
+    err = capsys.readouterr().err
+    for word in ("machine: label", "runner-2", "versions: numpy", "0.0.1", "threads: 8 vs 2"):
+        assert word in err, err
+    data = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert any(d.startswith("threads") for d in data["differences"])
+    assert "The runs differ" in (tmp_path / "cmp" / "compare.md").read_text()
+    _one_line_exit_2(capsys, base, other, "--strict", expect="different conditions")
+    # without run.json nothing can be verified: said, and refused under --strict
+    bare = _dir(tmp_path / "bare", recs)
+    assert _cli("compare", base, bare) == 0
+    assert "no run.json beside NEW" in capsys.readouterr().err
+    _one_line_exit_2(capsys, base, bare, "--strict", expect="no run.json")
+
+
+def test_device_difference_is_said(tmp_path, capsys):
+    base = _dir(tmp_path / "base", [_rec(STEADY)], threads=1)
+    new = _dir(tmp_path / "new", [_rec(STEADY, device="gpu")], threads=1)
+    assert _cli("compare", base, new) == 0
+    assert "devices: b on cpu vs gpu" in capsys.readouterr().err
+
+
+def test_compare_md_escapes_pipes_and_newlines(tmp_path):
+    odd = "evil|name\nnext"
+    base = _dir(tmp_path / "base", [_rec(STEADY, backend=odd)])
+    new = _dir(tmp_path / "new", [_rec(STEADY, backend=odd, workload="w")])
+    _cli("compare", base, new, "--out", str(tmp_path / "cmp"))
+    md = (tmp_path / "cmp" / "compare.md").read_text()
+    table = [line for line in md.splitlines() if line.startswith("|")]
+    header_cells = table[0].count("|") - table[0].count("\\|")
+    assert all(line.count("|") - line.count("\\|") == header_cells for line in table), md
+    assert "evil\\|name next" in md and "evil|name" not in md.replace("\\|", "")

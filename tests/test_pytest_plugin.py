@@ -83,3 +83,102 @@ def test_not_a_backend_is_a_clear_error():
 
     with pytest.raises(TypeError, match="needs a Backend instance or a factory"):
         parametrize_with_checks("numpy")
+
+
+def test_default_selection_runs_the_hunt_found_cases_too(pytester):
+    """The quick selection includes the regression cases hunt saved; each one looks its case up.
+
+    These tests run pytest in a subprocess: an in-process run re-imports the suite's modules, and
+    a CheckFailure of the new import is not one of the old (a test artefact, never a user's)."""
+    from softmaxbench.suite.hunt.store import all_cases
+
+    found = [c.name for c in all_cases(quick=True) if c.name.startswith("found-")
+             and "softmax" in c.ops and "float32" in c.dtypes]
+    assert found, "the package ships hunt-found float32 softmax cases"
+    module = TINY.replace("cases=CASES", "ops=['softmax']").split("@parametrize_with_checks(Zeros")[0]
+    handles_empty = "x64.max(axis=axis, keepdims=True, initial=-np.inf)"
+    module = module.replace("x64.max(axis=axis, keepdims=True)", handles_empty)
+    pytester.makepyfile(test_default=module)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "-rfE")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes["passed"] > len(found)
+    collected = pytester.runpytest_subprocess("--collect-only", "-q", "-p", "no:cacheprovider").stdout.str()
+    assert all(name in collected for name in found)
+
+
+README_KERNEL = '''
+import numpy as np
+from softmaxbench.backends import Backend
+from softmaxbench.suite.conformance.pytest_plugin import parametrize_with_checks
+
+
+class MyKernel(Backend):
+    name = "my-kernel"
+    device = "cpu"
+    dtypes = ("float32", "float64")
+
+    def softmax(self, x, axis=-1):
+        e = np.exp(x - x.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+
+@parametrize_with_checks(MyKernel(), KNOWN)
+def test_softmaxbench(backend, check):
+    check(backend)
+'''
+KNOWN_TOML = '''
+[[known_failure]]
+backend = "my-kernel"
+case = "shape_empty_rows"
+verdict = "error"
+reason = "x.max(axis) raises on an empty axis (see issue 1)"
+'''
+
+
+def test_readme_kernel_says_plainly_why_it_fails_and_xfails_when_known(pytester):
+    """The README's one-file kernel: the only failures are the empty-axis errors, each saying why;
+    with a known-failures file they are strict xfails with its reason and the run is green."""
+    pytester.makepyfile(test_readme=README_KERNEL.replace(", KNOWN)", ")"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "-W", "ignore::RuntimeWarning")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("errors", 0) == 0 and outcomes["failed"] == 2, result.stdout.str()
+    result.stdout.fnmatch_lines(["*FAILED*shape_empty_rows-float32*", "*FAILED*shape_empty_rows-float64*"])
+    assert "note: the input has an empty axis" in result.stdout.str()
+
+    pytester.makefile(".toml", known=KNOWN_TOML)
+    pytester.makepyfile(test_readme=README_KERNEL.replace(", KNOWN)", ", known_failures='known.toml')"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-q", "-rx",
+                                           "-W", "ignore::RuntimeWarning")
+    outcomes = result.parseoutcomes()
+    assert outcomes.get("failed", 0) == 0 and outcomes.get("errors", 0) == 0, result.stdout.str()
+    assert outcomes["xfailed"] == 4  # 2 known + 2 documented deviations (+inf rows)
+    assert "known failure: x.max(axis) raises on an empty axis (see issue 1)" in result.stdout.str()
+
+
+def test_known_failures_are_strict_xfails(pytester):
+    """A known failure that passes is XPASS(strict), a failure of another kind still fails."""
+    pytester.makefile(".toml", known='''
+[[known_failure]]
+backend = "tiny*"
+case = "dist_normal_scale_1"
+verdict = "error"
+reason = "pretend it raises"
+''')
+    known = "known_failures='known.toml')"
+    pytester.makepyfile(test_tiny_kernel=TINY.replace("cases=CASES)", f"cases=CASES, {known}")
+                        .replace('cases=["dist_normal_scale_1"])', 'cases=["dist_normal_scale_1"], '
+                                 'known_failures="known.toml")'))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-rX")
+    # tiny passes dist_normal_scale_1: XPASS(strict) -> failed; tiny-zeros fails it (not an error) -> failed
+    result.assert_outcomes(passed=2, xfailed=1, failed=2)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*pretend it raises*"])
+    assert "fail: softmax: error ratio" in result.stdout.str()
+
+
+def test_a_bad_known_failures_file_is_a_usage_error(pytester):
+    pytester.makefile(".toml", known="[[known_failure]]\nbackend = 'tiny'\n")
+    pytester.makepyfile(test_bad=TINY.replace("cases=CASES)", "cases=CASES, known_failures='known.toml')"))
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    assert result.ret != 0
+    assert "needs a reason" in result.stdout.str() + result.stderr.str()

@@ -27,7 +27,8 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
                out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,
                strict: bool = False, junit_xml: str | None = None, seed: int = 0,
-               jobs: int | None = None) -> int:
+               jobs: int | None = None, baseline: str | None = None,
+               known_failures: tuple[str, ...] = ()) -> int:
     """The ``check`` verb: CLI options (comma-separated strings) -> ``run_check``."""
     from softmaxbench.errors import InputError
     from softmaxbench.suite.cli.options import split_csv
@@ -42,7 +43,7 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     return run_check(resume or out, backends=split_csv(backends), ops=split_csv(ops),
                      dtypes=split_csv(dtypes), cases=split_csv(cases), plugins=plugins, quick=quick,
                      timeout=timeout, resume=bool(resume), strict=strict, junit_xml=junit_xml, seed=seed,
-                     jobs=jobs)
+                     jobs=jobs, baseline=baseline, known_failures=known_failures)
 
 
 @click.command("check")
@@ -51,12 +52,18 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds a single case may run.")
 @click.option("--resume", "resume", default=None, metavar="DIR",
               help="Finish an interrupted run in DIR (name its --plugin files again to let them run).")
-@click.option("--strict", is_flag=True, help="Deviations count as non-conformance too.")
+@click.option("--strict", is_flag=True,
+              help="Deviations count as non-conformance too, and so does a known failure that passes now.")
 @click.option("--junit-xml", default=None, metavar="PATH", help="Also write JUnit XML.")
 @click.option("--seed", default=0, show_default=True, help="Seed recorded in run.json.")
 @click.option("--jobs", default=None, type=int, metavar="N",
               help="Worker processes at once (default: one per backend, up to max(4, cores); a "
                    "backend left alone gets more while cores are free).")
+@click.option("--baseline", default=None, metavar="DIR",
+              help="A previous results directory: its failures are known; exit 1 only on a new one.")
+@click.option("--known-failures", "known_failures", multiple=True, metavar="FILE",
+              help="TOML file of known failures (backend/op/case/dtype patterns, each with a reason), "
+                   "or 'builtin' for the built-in backends' documented findings; repeatable.")
 def check_cmd(**kwargs) -> int:
     """Check backends against the reference; write DIR/results.jsonl and DIR/run.json."""
     return check_main(**kwargs)

@@ -14,9 +14,11 @@ import click
               help="A drop counts as real when the one-sided Mann-Whitney U p-value is below this.")
 @click.option("--out", default=None, metavar="DIR",
               help="Also write the comparison table to DIR/compare.md and DIR/compare.json.")
+@click.option("--strict", is_flag=True,
+              help="Refuse (exit 2) when the two runs' machine, devices, versions or threads differ.")
 def compare_cmd(**kwargs) -> int:
     """Compare two bench results (directories or results.jsonl); exit 1 on a real throughput
-    regression, 2 on bad input."""
+    regression or a workload of BASE missing from NEW, 2 on bad input."""
     from softmaxbench.reports.compare import compare_main
 
     return compare_main(**kwargs)

@@ -4,6 +4,9 @@ One ``<testcase>`` per record, one ``<testsuite>`` per backend. ``fail`` becomes
 ``<failure>``; ``error``, ``crash`` and ``timeout`` an ``<error>``; ``unsupported`` and
 ``deviation`` are ``<skipped>`` with the record's message (a deviation is a ``<failure>``
 under ``strict``, as the exit code then counts it). The repro snippet goes in the body.
+A known failure (a record with ``known: reason``, see :mod:`.known`) is ``<skipped>`` with
+``known failure: <reason>``, so the CI's test report stays green on what is already known; a
+fixed known failure (``fixed: reason``) passes, or is a ``<failure>`` under ``strict``.
 
 >>> import tempfile, os, xml.etree.ElementTree as ET
 >>> recs = [{"kind": "check", "backend": "b", "op": "softmax", "case": "c", "dtype": "float32",
@@ -52,7 +55,16 @@ def build_junit(records: Iterable[dict], *, strict: bool = False) -> ET.Element:
         message = _clean(rec.get("message") or verdict or "")
         body = _clean(f"{message}\n\nrepro:\n{rec['repro']}" if rec.get("repro") else message)
         key = None
-        if verdict in FAILURE_VERDICTS or (strict and verdict == "deviation"):
+        known, fixed = rec.get("known"), rec.get("fixed")
+        if isinstance(known, str) and known and (verdict in FAILURE_VERDICTS + ERROR_VERDICTS
+                                                 or (strict and verdict == "deviation")):
+            el = ET.SubElement(case, "skipped", message=_clean(f"known failure: {known}"), type="known")
+            el.text, key = _clean(f"{verdict}: {body}"), "skipped"
+        elif isinstance(fixed, str) and fixed and strict and verdict not in ("unsupported",):
+            note = _clean(f"a known failure passes now ({verdict}): update the known failures; was: {fixed}")
+            el = ET.SubElement(case, "failure", message=note, type="fixed")
+            el.text, key = note, "failures"
+        elif verdict in FAILURE_VERDICTS or (strict and verdict == "deviation"):
             el = ET.SubElement(case, "failure", message=message, type=str(verdict))
             el.text, key = body, "failures"
         elif verdict in ERROR_VERDICTS:

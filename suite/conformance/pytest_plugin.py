@@ -16,7 +16,13 @@ In the project under test, e.g. ``tests/test_softmaxbench.py``::
     def test_softmaxbench(backend, check):
         check(backend)
 
-By default the catalogue's quick subset is taken; ``quick=False``, ``pytest --softmaxbench-full``
+Known failures (:mod:`softmaxbench.suite.conformance.known`): ``known_failures="known.toml"``
+(or ``"builtin"``, or several) marks every check an entry names ``xfail(strict=True)`` with the
+entry's reason: the failure it explains is an xfail, a different failure still fails, and a pass
+is an XPASS(strict) failure: the known failure was fixed, so the entry should go.
+
+By default the catalogue's quick subset (with the regression cases ``softmaxbench hunt`` saved)
+is taken; ``quick=False``, ``pytest --softmaxbench-full``
 or the environment variable ``SOFTMAXBENCH_FULL=1`` take every case. ``ops``, ``dtypes`` and
 ``cases`` narrow the selection. This module is also the pytest plugin ``softmaxbench`` (entry
 point ``pytest11``), which adds the ``--softmaxbench-full`` option and imports nothing heavy.
@@ -38,22 +44,27 @@ import pytest
 _FULL_OPTION = False
 
 
+class KnownFailureOccurred(AssertionError):
+    """The failure a known-failures entry explains (what the strict xfail marker expects)."""
+
+
 class SoftmaxCheck:
     """One check, callable on a backend: passes, fails, xfails (deviation) or skips (unsupported)."""
 
-    def __init__(self, op: str, case: str, dtype: str, plugins: Sequence[str] = ()):
+    def __init__(self, op: str, case: str, dtype: str, plugins: Sequence[str] = (), known=None):
         self.op, self.case, self.dtype = op, case, dtype
         self.plugins = tuple(plugins)
+        self.known = known  # KnownFailures or None
 
     def __repr__(self) -> str:
         return f"{self.op}-{self.case}-{self.dtype}"
 
     def record(self, backend) -> dict:
         """Run the check; return its result record without raising."""
-        from softmaxbench.reference.cases import get
         from softmaxbench.suite.conformance.api import Task, check_one, conventions_of
+        from softmaxbench.suite.hunt.store import get_case  # catalogue and hunt-found cases alike
 
-        case = get(self.case)
+        case = get_case(self.case)
         cache_ = _reference_cache()
         exact, why = cache_.result(Task(self.case, self.dtype, self.op))
         inputs = case.build(self.dtype)  # fresh: the backend may misbehave with its input
@@ -70,7 +81,14 @@ class SoftmaxCheck:
             pytest.xfail(f"deviation {rec.get('deviation')}: {rec.get('message')}")
         if verdict == "unsupported":
             pytest.skip(rec.get("message") or "unsupported")
-        pytest.fail(f"{verdict}: {rec.get('message')}\n\nrepro:\n{rec.get('repro') or ''}", pytrace=False)
+        hit = self.known.match(rec) if self.known is not None else None
+        if hit is not None:
+            raise KnownFailureOccurred(f"known failure ({hit.reason}): {verdict}: {rec.get('message')}")
+        from softmaxbench.suite.conformance.summary import EMPTY_AXIS_NOTE, raised_on_empty
+
+        note = f"\n\nnote: {EMPTY_AXIS_NOTE}" if raised_on_empty(rec) else ""
+        repro = rec.get("repro") or ""
+        pytest.fail(f"{verdict}: {rec.get('message')}{note}\n\nrepro:\n{repro}", pytrace=False)
         return rec  # unreachable: pytest.fail raises
 
 
@@ -97,27 +115,48 @@ def _instance(backend_or_factory):
 
 def checks_for(backend, *, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
                cases: Sequence[str] | None = None, quick: bool = True,
-               plugins: Sequence[str] = ()) -> list[SoftmaxCheck]:
+               plugins: Sequence[str] = (), known=None) -> list[SoftmaxCheck]:
     """Every check the backend declares (its ops and dtypes) within the selection."""
     from softmaxbench.suite.conformance.api import plan, select_cases, supports
 
     tasks = plan(select_cases(cases, quick), ops, dtypes)
-    return [SoftmaxCheck(t.op, t.case, t.dtype, plugins) for t in tasks if supports(backend, t)]
+    return [SoftmaxCheck(t.op, t.case, t.dtype, plugins, known) for t in tasks if supports(backend, t)]
+
+
+def _known(known_failures):
+    """None, a KnownFailures, or what ``--known-failures`` takes (a path, 'builtin', several)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.conformance.known import KnownFailures, load
+
+    if known_failures is None or isinstance(known_failures, KnownFailures):
+        return known_failures
+    try:
+        return load(known_failures)
+    except InputError as exc:  # at collection: a usage error of the test module, said in one line
+        raise pytest.UsageError(f"parametrize_with_checks: {exc.message}") from None
 
 
 def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = None,
                             dtypes: Sequence[str] | None = None, cases: Sequence[str] | None = None,
-                            quick: bool | None = None) -> Callable:
+                            quick: bool | None = None, known_failures=None) -> Callable:
     """A ``pytest.mark.parametrize("backend, check", ...)`` over every check of the backend.
 
     ``backend_or_factory`` is a Backend instance, or a callable returning one (called once, at
     collection). ``quick=None`` means the quick subset unless ``SOFTMAXBENCH_FULL=1``.
+    ``known_failures``: a known-failures TOML path, ``"builtin"``, a list of them, or a
+    ``KnownFailures``; the checks its entries name become ``xfail(strict=True)``.
     """
     backend = _instance(backend_or_factory)
     if quick is None:
         quick = not _full_requested()
-    params = [pytest.param(backend, check, id=f"{backend.name}-{check!r}")
-              for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick)]
+    known = _known(known_failures)
+    params = []
+    for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick, known=known):
+        key = {"backend": backend.name, "op": check.op, "case": check.case, "dtype": check.dtype}
+        entry = known.covering(key) if known is not None else None
+        marks = (pytest.mark.xfail(strict=True, raises=KnownFailureOccurred,
+                                   reason=f"known failure: {entry.reason}"),) if entry else ()
+        params.append(pytest.param(backend, check, id=f"{backend.name}-{check!r}", marks=marks))
     return pytest.mark.parametrize("backend, check", params)
 
 

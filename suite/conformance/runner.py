@@ -26,19 +26,23 @@ import shlex
 import signal
 import sys
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from softmaxbench.errors import InputError
 from softmaxbench.suite.conformance.api import plan
-from softmaxbench.suite.isolation.display import SUMMARY_COLUMNS, make_display
+from softmaxbench.suite.conformance.summary import (  # noqa: F401 - summarize, summary_table: re-exported
+    SUMMARY_COLUMNS,
+    conclude,
+    require_checks,
+    summarize,
+    summary_table,
+)
+from softmaxbench.suite.isolation.display import make_display
 from softmaxbench.suite.isolation.scheduler import CheckRun
 from softmaxbench.suite.records import (
-    FAILING,
     RESULTS_FILE,
-    VERDICTS,
     OutLock,
     ResultsWriter,
     new_run,
@@ -90,45 +94,18 @@ def jit_cache_env() -> dict[str, str]:
 
 
 
-# -- summary ------------------------------------------------------------------------------------
-def summarize(records: list[dict], backends: Sequence[str], strict: bool = False) -> dict[str, dict]:
-    """Per backend: verdict counts, deviations by name, and whether it conforms.
-
-    >>> summarize([{"kind": "check", "backend": "b", "verdict": "pass"},
-    ...            {"kind": "check", "backend": "b", "verdict": "deviation", "deviation": "x"}], ["b"])["b"]
-    {'counts': {'pass': 1, 'deviation': 1}, 'deviations': {'x': 1}, 'checks': 2, 'conforms': True}
-    """
-    out = {}
-    for name in backends:
-        recs = [r for r in records if r.get("kind") == "check" and r.get("backend") == name]
-        counts = Counter(r.get("verdict") for r in recs)
-        deviations = Counter(r.get("deviation") or "?" for r in recs if r.get("verdict") == "deviation")
-        bad = FAILING + (("deviation",) if strict else ())
-        out[name] = {"counts": {v: counts[v] for v in VERDICTS if counts[v]}, "deviations": dict(deviations),
-                     "checks": len(recs), "conforms": bool(recs) and not any(counts[v] for v in bad)}
-    return out
-
-
-def summary_table(summary: dict[str, dict]) -> str:
-    """The per-backend summary as a plain-text table."""
-    from tabulate import tabulate
-
-    rows = []
-    for name, s in summary.items():
-        c = s["counts"]
-        rows.append([name, s["checks"], *[c.get(v, 0) for v in SUMMARY_COLUMNS],
-                     "yes" if s["conforms"] else "NO"])
-    return tabulate(rows, headers=["backend", "checks", *SUMMARY_COLUMNS, "conforms"])
-
-
 # -- the verb -------------------------------------------------------------------------------------
 def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
               ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
               cases: Sequence[str] | None = None, plugins: Sequence[str] = (), quick: bool = False,
               timeout: float = 60.0, resume: bool = False, strict: bool = False,
               junit_xml: str | os.PathLike | None = None, seed: int = 0, jobs: int | None = None,
-              command: str | None = None, display: str = "auto") -> int:
+              command: str | None = None, display: str = "auto", baseline: str | os.PathLike | None = None,
+              known_failures: str | os.PathLike | Sequence[str] | None = None) -> int:
     """Check backends; write DIR/results.jsonl and DIR/run.json; return the exit code.
+
+    ``known_failures`` (files, or ``"builtin"``) and ``baseline`` (a previous results directory)
+    say which failures are known: then only a new one fails (:mod:`.known`, :mod:`.summary`).
 
     Bad input raises :class:`softmaxbench.errors.InputError` (exit 2). With ``resume``, the
     selection is read from DIR/run.json and what DIR/results.jsonl holds is not redone; a plugin
@@ -147,7 +124,7 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
     with OutLock(out):
         return _run_locked(out, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,
-                           junit_xml, seed, jobs, command, display)
+                           junit_xml, seed, jobs, command, display, baseline, known_failures)
 
 
 def _plugin_path(p) -> str:
@@ -158,7 +135,9 @@ def _plugin_path(p) -> str:
 
 
 def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,
-                junit_xml, seed, jobs, command, display) -> int:
+                junit_xml, seed, jobs, command, display, baseline, known_failures) -> int:
+    from softmaxbench.suite.conformance import known as known_mod
+
     done: set = set()
     if resume:
         run_meta, sel, done = _load_resume(out)
@@ -171,17 +150,23 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
         extra = [p for p in plugins if p not in recorded]
         if extra:
             raise _input_error(f"--resume {out}: --plugin {', '.join(extra)} was not part of that run")
+        if not known_failures and not baseline:  # finish the run with what it started with
+            known_from = run_meta.get("known_from") or {}
+            known_failures, baseline = known_from.get("known_failures"), known_from.get("baseline")
     else:
         sel = Selection(list(backends) if backends else None, list(ops) if ops else None,
                         list(dtypes) if dtypes else None, list(cases) if cases else None,
                         list(plugins), bool(quick))
         run_meta = None
+    known = known_mod.load(known_failures, baseline)  # a bad file stops the run before any work
     case_objs = validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick)
     tasks = plan(case_objs, sel.ops, sel.dtypes)
     if not tasks:
         raise _input_error("the selection has no checks: no selected case applies to the selected "
                            "ops and dtypes (see 'softmaxbench cases')")
     chosen, skipped = select_backends(sel.backends, sel.plugins)
+    chosen, nothing_to_do = require_checks(chosen, tasks, explicit=bool(sel.backends))
+    skipped.update(nothing_to_do)
     cores = os.cpu_count() or 1
     jobs = jobs or min(len(chosen), max(4, cores))
     threads = max(1, cores // min(jobs, len(chosen)))
@@ -194,6 +179,10 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
         run_meta = new_run("check", command, seed=seed, threads=threads)
         run_meta["options"] = sel.as_dict()
     run_meta["status"] = "running"
+    run_meta["known_failures"] = known.sources if known else []
+    run_meta["known_from"] = {"known_failures": [str(k) for k in ([known_failures] if isinstance(
+        known_failures, (str, os.PathLike)) else known_failures or [])],
+        "baseline": str(baseline) if baseline else None}
     run_meta["timeout_s"] = timeout
     run_meta["backends"] = {b.name: {"device": b.device, "framework": b.framework,
                                      "version": b.framework_version, "dtypes": list(b.dtypes),
@@ -236,7 +225,13 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
 
     records = read_results(out)
     names = [b.name for b in chosen]
-    summary = summarize(records, names, strict)
+    try:
+        conclusion = conclude(records, names, strict=strict, known=known, out_dir=out,
+                              interrupted=bool(interrupted))
+    except InputError:  # nothing was checked: exit 2, and run.json says so
+        run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete", exit_code=2)
+        write_run(out, run_meta)
+        raise
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     lost = {r.info.name: r.lost for r in runner.runs if r.lost} if runner else {}
     run_meta.update(finished=now_iso(), status="interrupted" if interrupted else "complete",
@@ -244,9 +239,8 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
                     cpu_s={"parent": round(me.ru_utime + me.ru_stime, 1),
                            "workers": round(kids.ru_utime + kids.ru_stime, 1)},
                     workers_lost=lost,
-                    summary={n: {"counts": s["counts"], "conforms": s["conforms"]}
-                             for n, s in summary.items()})
-    conforms = all(s["conforms"] for s in summary.values()) and bool(records) and not lost
+                    summary=conclusion.run_summary())
+    conforms = conclusion.exit_code == 0 and bool(records) and not lost
     code = (143 if isinstance(interrupted, Terminated) else 130) if interrupted else (0 if conforms else 1)
     run_meta["exit_code"] = code
     write_run(out, run_meta)
@@ -256,12 +250,9 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
         write_junit([r for r in records if r.get("backend") in names], junit_xml, strict=strict)
 
     if display != "none":
-        print(summary_table(summary))
-        for name, s in summary.items():
-            if s["deviations"]:
-                devs = ", ".join(f"{k} x{v}" for k, v in sorted(s["deviations"].items()))
-                how = "counted as failures, --strict" if strict else "accepted"
-                print(f"{name}: deviations ({how}): {devs}")
+        print(conclusion.text())
+        if lost:
+            print("workers lost: " + "; ".join(f"{k}: {v}" for k, v in lost.items()))
         print(f"{len(records)} records in {out / RESULTS_FILE} ({elapsed:.1f} s)")
     if interrupted:
         print(f"interrupted; finish with: softmaxbench check --resume {out}"

@@ -240,6 +240,10 @@ class BackendInfo:
     problems: tuple[str, ...] = ()                     # metadata that could not be read
     loaded: bool = True                                # False: could not even be built
 
+    def supported_ops(self) -> tuple[str, ...]:
+        """The ops the backend declares (the Backend protocol's spelling, for shared helpers)."""
+        return self.ops
+
     @classmethod
     def from_header(cls, h: dict, *, known_deviations: Sequence[str] | None = None) -> BackendInfo:
         """Validate a worker's description: every string escaped and capped, dtypes and ops

@@ -164,7 +164,7 @@ NUMPY = ["--backends", "numpy", "--ops", "softmax,logsumexp", "--dtypes", "float
 def numpy_runs(tmp_path_factory):
     """numpy alone (it raises on empty axes and gives NaN for logsumexp of all -inf), then with its
     documented findings, then against the first run as a baseline."""
-    from softmaxbench.suite.conformance.runner import check_main
+    from softmaxbench.suite.cli.check import check_main
 
     d = tmp_path_factory.mktemp("numpy")
     plain = check_main("numpy", "softmax,logsumexp", "float32", NUMPY[-1], out=str(d / "plain"))

@@ -121,10 +121,14 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     plugins = [_plugin_path(p) for p in plugins]
     if resume and not out.is_dir():
         raise _input_error(f"--resume {out}: no such directory")
+    from softmaxbench.suite.conformance import known as known_mod
+
+    # A bad known-failures file or baseline stops the run before anything is written.
+    known = None if resume else known_mod.load(known_failures, baseline)
     out.mkdir(parents=True, exist_ok=True)
     with OutLock(out):
         return _run_locked(out, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,
-                           junit_xml, seed, jobs, command, display, baseline, known_failures)
+                           junit_xml, seed, jobs, command, display, baseline, known_failures, known)
 
 
 def _plugin_path(p) -> str:
@@ -135,7 +139,7 @@ def _plugin_path(p) -> str:
 
 
 def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,
-                junit_xml, seed, jobs, command, display, baseline, known_failures) -> int:
+                junit_xml, seed, jobs, command, display, baseline, known_failures, known) -> int:
     from softmaxbench.suite.conformance import known as known_mod
 
     done: set = set()
@@ -153,12 +157,12 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
         if not known_failures and not baseline:  # finish the run with what it started with
             known_from = run_meta.get("known_from") or {}
             known_failures, baseline = known_from.get("known_failures"), known_from.get("baseline")
+        known = known_mod.load(known_failures, baseline)
     else:
         sel = Selection(list(backends) if backends else None, list(ops) if ops else None,
                         list(dtypes) if dtypes else None, list(cases) if cases else None,
                         list(plugins), bool(quick))
         run_meta = None
-    known = known_mod.load(known_failures, baseline)  # a bad file stops the run before any work
     case_objs = validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick)
     tasks = plan(case_objs, sel.ops, sel.dtypes)
     if not tasks:

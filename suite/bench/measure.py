@@ -483,6 +483,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
     """
     settings = settings or Settings.for_run(quick)
     out = Path(out_dir) if out_dir is not None else None
+    # Workers run in private working directories: plugin files are named by absolute path.
+    plugins = tuple(os.path.abspath(p) if p.endswith(".py") or os.sep in p else p for p in plugins)
     previous = signal.getsignal(signal.SIGTERM)
     in_main = _is_main_thread()
     if in_main:

@@ -66,6 +66,8 @@ class Backend:
       other streams is not left out).
     - ``free_memory()``: bytes free on the device after the framework's caching allocator gave
       its idle blocks back, or None when unknown (the default; CPU backends).
+    - ``cache_bytes()``: the last-level cache in front of the device's memory (a GPU's L2), which
+      sizes the rotating input pool; None (the default): the CPU's, from sysfs.
     - ``poison_free_memory()``: fill the device memory the framework's allocator holds free with
       NaN, so that a kernel cannot pass by reading a previous result left in a reused
       allocation. Called before the first call and before every timed call whose output is
@@ -141,6 +143,11 @@ class Backend:
 
     def free_memory(self) -> int | None:
         """Bytes free on the device (idle cached blocks given back first); None: unknown."""
+        return None
+
+    def cache_bytes(self) -> int | None:
+        """Bytes of the last-level cache in front of the device's memory (None: the CPU's, read by
+        the harness from sysfs)."""
         return None
 
     def poison_free_memory(self) -> None:

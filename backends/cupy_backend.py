@@ -94,6 +94,9 @@ class CuPyDevice(Backend):
     def poison_free_memory(self) -> None:
         poison_cupy_pool(_cupy())
 
+    def cache_bytes(self) -> int | None:
+        return int(_cupy().cuda.Device().attributes["L2CacheSize"])
+
     def _native(self, a: Any) -> Any:
         return self.asarray(a) if isinstance(a, np.ndarray) else a
 

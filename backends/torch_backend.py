@@ -166,6 +166,10 @@ class TorchCUDA(TorchBackend):
     def poison_free_memory(self) -> None:
         poison_torch_cache(_torch())
 
+    def cache_bytes(self) -> int | None:
+        torch = _torch()
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
+
 
 def torch_event_timer(backend):
     """CUDA events of torch around the call (see ``CudaEventTimer``)."""

@@ -182,3 +182,7 @@ class TorchCompileCUDA(TorchCompile):
 
     def poison_free_memory(self) -> None:
         poison_torch_cache(_torch())
+
+    def cache_bytes(self) -> int | None:
+        torch = _torch()
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)

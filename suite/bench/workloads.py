@@ -324,28 +324,21 @@ def cpu_cache_bytes() -> int:
     return max(sizes, default=DEFAULT_CPU_CACHE)
 
 
-def gpu_cache_bytes(backend=None) -> int:
-    """L2 size of the current CUDA device (through torch or CuPy, whichever the backend uses)."""
+def cache_bytes(backend) -> int:
+    """The last-level cache in front of the backend's memory: its ``cache_bytes()`` hook (the L2 of
+    a GPU), else the CPU's from sysfs (or a default). ``SOFTMAXBENCH_CACHE_BYTES`` overrides it."""
     import os
 
     if os.environ.get("SOFTMAXBENCH_CACHE_BYTES"):
         return _parse_size(os.environ["SOFTMAXBENCH_CACHE_BYTES"])
-    framework = str(getattr(backend, "framework", "") or "")
     try:
-        if framework.startswith("cupy"):
-            import cupy
-
-            return int(cupy.cuda.Device().attributes["L2CacheSize"])
-        import torch
-
-        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
-    except Exception:  # no such attribute in this version, no device: the default is safe
-        return DEFAULT_GPU_CACHE
-
-
-def cache_bytes(backend) -> int:
-    """The last-level cache in front of the backend's memory."""
-    return gpu_cache_bytes(backend) if getattr(backend, "device", "cpu") == "gpu" else cpu_cache_bytes()
+        hook = getattr(backend, "cache_bytes", None)
+        got = hook() if callable(hook) else None
+    except Exception:  # noqa: BLE001 - no such device attribute here: the default is safe
+        got = None
+    if isinstance(got, int) and got > 0:
+        return got
+    return DEFAULT_GPU_CACHE if getattr(backend, "device", "cpu") == "gpu" else cpu_cache_bytes()
 
 
 def input_kind(op: str) -> str:

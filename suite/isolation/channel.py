@@ -22,6 +22,7 @@ parent copies into a log file with a size cap (never the user's terminal, so a c
 outlives it cannot hold a CI step's output open). The kernel kills it when the parent dies
 (``PR_SET_PDEATHSIG``). Every timeout is measured by the parent's own clock.
 
+>>> import numpy as np
 >>> header, arrays = decode(*encode({"kind": "demo", "n": 1}, [np.arange(3.0)]))
 >>> header["kind"], arrays[0].tolist()
 ('demo', [0.0, 1.0, 2.0])
@@ -44,14 +45,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from multiprocessing.connection import Connection, Pipe
 from pathlib import Path
-from typing import Any
-
-import ml_dtypes
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from softmaxbench.vocabulary import DTYPES, OPS
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Largest JSON header either side accepts (bytes).
 HEADER_MAX = 1 << 20
@@ -67,12 +69,23 @@ LOG_CAP_BYTES = 1 << 20
 LOG_TAIL_BYTES = 16 << 10
 
 #: The dtypes an array on the channel may have (names as dtype_name() spells them).
-ARRAY_DTYPES: dict[str, np.dtype] = {
-    "float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
-    "float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
-    "int64": np.dtype(np.int64), "bool": np.dtype(np.bool_),
-}
-_DTYPE_NAMES = {dt: name for name, dt in ARRAY_DTYPES.items()}
+ARRAY_DTYPES: tuple[str, ...] = ("float16", "bfloat16", "float32", "float64", "int64", "bool")
+
+
+@cache
+def _np_dtypes() -> dict:
+    """name -> numpy dtype (imported when the first array travels: ``list`` needs none)."""
+    import ml_dtypes
+    import numpy as np
+
+    return {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+            "float32": np.dtype(np.float32), "float64": np.dtype(np.float64),
+            "int64": np.dtype(np.int64), "bool": np.dtype(np.bool_)}
+
+
+@cache
+def _dtype_names() -> dict:
+    return {dt: name for name, dt in _np_dtypes().items()}
 
 #: Cap on any string a worker reports (names have their own, tighter rule).
 TEXT_CAP = 300
@@ -88,7 +101,7 @@ class ProtocolError(Exception):
 # -- framing ------------------------------------------------------------------------------------
 def dtype_of(a: np.ndarray) -> str:
     """The channel name of ``a``'s dtype (ProtocolError outside :data:`ARRAY_DTYPES`)."""
-    name = _DTYPE_NAMES.get(a.dtype)
+    name = _dtype_names().get(a.dtype)
     if name is None:
         raise ProtocolError(f"an array of dtype {a.dtype} cannot travel on the channel "
                             f"(allowed: {', '.join(ARRAY_DTYPES)})")
@@ -99,6 +112,8 @@ def encode(header: dict, arrays: Sequence[np.ndarray] = ()) -> tuple[bytes, list
     """The frames of one message: the JSON header bytes and one bytes-like per array."""
     if len(arrays) > MAX_ARRAYS:
         raise ProtocolError(f"{len(arrays)} arrays in one message (at most {MAX_ARRAYS})")
+    import numpy as np
+
     flat, desc = [], []
     for a in arrays:
         a = np.asarray(a)
@@ -142,7 +157,7 @@ def _parse_header(raw: bytes) -> dict:
                 or not all(type(n) is int and 0 <= n < 2**48 for n in shape)):
             raise ProtocolError(f"array shape {str(shape)[:60]} is not a list of at most "
                                 f"{MAX_NDIM} non-negative ints")
-        if type(nbytes) is not int or nbytes != math.prod(shape) * ARRAY_DTYPES[d["dtype"]].itemsize:
+        if type(nbytes) is not int or nbytes != math.prod(shape) * _np_dtypes()[d["dtype"]].itemsize:
             raise ProtocolError(f"array nbytes {str(nbytes)[:30]} does not match shape {shape} and "
                                 f"dtype {d['dtype']}")
     return header
@@ -160,7 +175,9 @@ def decode(head: bytes, frames: Sequence[bytes]) -> tuple[dict, list[np.ndarray]
 def _array(d: dict, buf: bytes) -> np.ndarray:
     if len(buf) != d["nbytes"]:
         raise ProtocolError(f"an array frame of {len(buf)} bytes where {d['nbytes']} were announced")
-    return np.frombuffer(buf, dtype=ARRAY_DTYPES[d["dtype"]]).reshape(d["shape"])
+    import numpy as np
+
+    return np.frombuffer(buf, dtype=_np_dtypes()[d["dtype"]]).reshape(d["shape"])
 
 
 def recv(conn: Connection, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:
@@ -221,6 +238,7 @@ class BackendInfo:
     unavailable: str | None = None
     origin: str = "builtin"
     problems: tuple[str, ...] = ()                     # metadata that could not be read
+    loaded: bool = True                                # False: could not even be built
 
     @classmethod
     def from_header(cls, h: dict, *, known_deviations: Sequence[str] | None = None) -> BackendInfo:
@@ -257,15 +275,18 @@ class BackendInfo:
                                       "link": clean_text(info.get("link", ""), 500),
                                       "ops": tuple(o for o in conv_ops if o in OPS)}
         skip = h.get("default_check_skip")
+        loaded = h.get("loaded", True) is not False
         if bad_name:
             unavailable = bad_name
+        if not loaded:
+            unavailable = unavailable or "could not be loaded"
         return cls(name=name, device=device, dtypes=tuple(dict.fromkeys(dtypes)),
                    ops=tuple(o for o in OPS if o in ops), framework=clean_text(h.get("framework") or "", 60),
                    framework_version=clean_text(h.get("framework_version") or "", 60),
                    conventions=conventions,
                    default_check_skip=None if skip is None else clean_text(skip),
                    unavailable=unavailable, origin=clean_text(h.get("origin") or "builtin", 200),
-                   problems=tuple(problems))
+                   problems=tuple(problems), loaded=loaded and not bad_name)
 
     def as_dict(self) -> dict:
         return {"name": self.name, "device": self.device, "dtypes": list(self.dtypes),
@@ -273,7 +294,7 @@ class BackendInfo:
                 "framework_version": self.framework_version,
                 "conventions": {k: {**v, "ops": list(v["ops"])} for k, v in self.conventions.items()},
                 "default_check_skip": self.default_check_skip, "unavailable": self.unavailable,
-                "origin": self.origin, "problems": list(self.problems)}
+                "origin": self.origin, "problems": list(self.problems), "loaded": self.loaded}
 
 
 @dataclass(frozen=True)
@@ -383,6 +404,7 @@ class WorkerRefused(Exception):
 class Worker:
     """One worker process for one backend (or ``backend=None``: a discovery worker).
 
+    >>> import numpy as np
     >>> w = Worker("numpy", plugins=(), env={})
     >>> info = w.start(timeout_s=120)
     >>> info.name, info.device
@@ -629,7 +651,8 @@ class Worker:
         if not self.pending:
             return "while idle"
         kind = self.pending[0][1]
-        return "while loading the backend" if kind == "init" else f"during {kind}"
+        return ("while loading the backend" if kind == "init" else
+                "while running this case" if kind == "call" else f"during {kind}")
 
     def _drain_log(self, fd: int) -> None:
         """Copy the worker's stdout/stderr into the log file (up to the cap) and a memory tail."""
@@ -706,16 +729,28 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
                 ) -> tuple[dict, list[np.ndarray]]:
     """The header and arrays of a "call" request: arrays by index, everything else as JSON.
 
-    ``names`` names the array arguments in order (x, cotangent, target, weight), for the
-    mutation check; by default the positional arrays are x, cotangent / target."""
+    A non-contiguous view (a transposed or strided case input) travels as the contiguous array
+    it views plus its byte offset and strides, so the backend receives the same layout the case
+    built. ``names`` names the array arguments in order (x, cotangent, target, weight), for the
+    mutation check; by default the positional arrays are x, then cotangent or target."""
+    import numpy as np
+
     arrays: list[np.ndarray] = []
     array_names: list[str] = []
 
     def enc(v, default_name: str):
         if isinstance(v, np.ndarray):
-            arrays.append(v)
             array_names.append(default_name)
-            return {"a": len(arrays) - 1}
+            item: dict = {"a": len(arrays)}
+            view = _view_of(v)
+            if view is None:
+                arrays.append(v)
+            else:
+                root, item["view"] = view
+                arrays.append(root)
+            return item
+        if isinstance(v, np.generic):
+            v = v.item()
         if v is None or isinstance(v, bool | int | float | str):
             return {"v": v}
         raise ProtocolError(f"argument of type {type(v).__name__} cannot travel on the channel")
@@ -726,6 +761,33 @@ def call_header(op: str, args: list, kwargs: dict, names: Sequence[str] | None =
     if names is not None:
         array_names = list(names)
     return {"op": op, "args": enc_args, "kwargs": enc_kwargs, "names": array_names}, arrays
+
+
+def _view_of(a: np.ndarray):
+    """(root, {"offset", "shape", "strides"}) for a non-contiguous view of a contiguous array of
+    the same dtype; None when ``a`` travels as it is (or its layout cannot be kept)."""
+    import numpy as np
+
+    if a.flags.c_contiguous or a.size == 0:
+        return None
+    root = a
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    if root is a or root.dtype != a.dtype or not root.flags.c_contiguous:
+        return None
+    offset = a.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    if not 0 <= offset < root.nbytes:
+        return None
+    return root, {"offset": int(offset), "shape": [int(n) for n in a.shape],
+                  "strides": [int(n) for n in a.strides]}
+
+
+def view_from(buf: np.ndarray, view: dict) -> np.ndarray:
+    """Rebuild a view described by :func:`_view_of` on ``buf`` (bounds checked by NumPy)."""
+    import numpy as np
+
+    return np.ndarray(tuple(view["shape"]), buf.dtype, buffer=buf, offset=int(view["offset"]),
+                      strides=tuple(view["strides"]))
 
 
 def log_tail(text: str, lines: int = 3, width: int = 300) -> str:

@@ -133,7 +133,10 @@ def handle_discover(backend, header: dict, arrays: list) -> tuple[dict, list]:
     from softmaxbench.backends.registry import discover
 
     out = []
-    for e in discover(tuple(_PLUGINS), check=False):
+    only_plugins = bool(header.get("only_plugins"))
+    for e in discover(tuple(_PLUGINS), check=False, entry_points=bool(header.get("entry_points", True))):
+        if only_plugins and not e.origin.startswith("plugin:"):
+            continue
         if e.backend is None:
             out.append({"name": e.name if isinstance(e.name, str) else repr(e.name), "origin": e.origin,
                         "unavailable": e.unavailable, "loaded": False})
@@ -148,16 +151,30 @@ def handle_discover(backend, header: dict, arrays: list) -> tuple[dict, list]:
 
 # -- call -------------------------------------------------------------------------------------------
 def _decode_args(header: dict, arrays: list):
+    """Positional and keyword arguments of a call, with each array argument rebuilt (a view
+    on its own writable copy of the buffer it views)."""
+    from softmaxbench.suite.isolation.channel import view_from
+
     def dec(item):
         if not isinstance(item, dict):
             raise ValueError("bad argument encoding")
         if "a" in item:
-            return arrays[item["a"]]
+            buf = arrays[item["a"]]
+            return view_from(buf, item["view"]) if "view" in item else buf
         return item.get("v")
 
     args = [dec(a) for a in header.get("args", [])]
     kwargs = {k: dec(v) for k, v in (header.get("kwargs") or {}).items()}
     return args, kwargs
+
+
+def _sent_inputs(header: dict, arrays: list) -> list:
+    """The array arguments as the parent sent them (read-only), in argument order."""
+    from softmaxbench.suite.isolation.channel import view_from
+
+    items = [a for a in header.get("args", [])] + list((header.get("kwargs") or {}).values())
+    return [view_from(arrays[i["a"]], i["view"]) if "view" in i else arrays[i["a"]]
+            for i in items if isinstance(i, dict) and "a" in i]
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -178,10 +195,12 @@ def handle_call(backend, header: dict, arrays: list) -> tuple[dict, list]:
     given; ``roundtrip``: a fresh to_numpy(asarray(original)) for telling the adapter's round
     trip apart from an in-place write); the parent judges them against its own copies."""
     op = header["op"]
-    originals = [np.array(a, copy=True) for a in arrays]      # writable copies the backend gets
-    args, kwargs = _decode_args(header, originals)
+    copies = [np.array(a, copy=True) for a in arrays]      # writable buffers the backend gets
+    args, kwargs = _decode_args(header, copies)
+    sent = _sent_inputs(header, arrays)
+    given = [v for v in [*args, *kwargs.values()] if isinstance(v, np.ndarray)]
     names = list(header.get("names") or [])
-    by_id = {id(a): i for i, a in enumerate(originals)}
+    by_id = {id(a): i for i, a in enumerate(given)}
     t0 = time.perf_counter()
     native_of: dict[int, Any] = {}
     try:
@@ -207,23 +226,23 @@ def handle_call(backend, header: dict, arrays: list) -> tuple[dict, list]:
     reply_arrays = [actual]
     reply: dict[str, Any] = {"status": "output", "output": 0, "reported_s": took,
                              "after": {}, "np_after": {}, "roundtrip": {}}
-    for i, sent in enumerate(arrays):
+    for i, orig in enumerate(sent):
         name = names[i] if i < len(names) else f"arg{i}"
         if name not in ("x", "cotangent", "target", "weight"):
             continue
-        if not _same_bits(originals[i], sent):
+        if not _same_bits(given[i], orig):
             reply["np_after"][name] = len(reply_arrays)
-            reply_arrays.append(originals[i])
+            reply_arrays.append(given[i])
         if i in native_of:
             try:
                 now = np.asarray(backend.to_numpy(native_of[i]))
             except Exception:  # noqa: BLE001 - an input that cannot be read back is left to the judge
                 continue
-            if not _same_bits(now, sent):
+            if not _same_bits(now, orig):
                 reply["after"][name] = len(reply_arrays)
                 reply_arrays.append(now)
                 try:
-                    fresh = np.array(sent, copy=True)
+                    fresh = np.array(orig, copy=True)
                     again = np.asarray(backend.to_numpy(backend.asarray(fresh)))
                     reply["roundtrip"][name] = len(reply_arrays)
                     reply_arrays.append(again)
@@ -328,4 +347,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run as the importable module, not as __main__: the handlers (looked up by dotted name) must
+    # see the same module state (_PLUGINS) as this entry point.
+    from softmaxbench.suite.isolation.worker import main as _main
+
+    _main(sys.argv[1:])

@@ -8,6 +8,8 @@ Small backends (a plugin file written here, loaded in the workers) stand in for 
 from __future__ import annotations
 
 import doctest
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -513,3 +515,26 @@ def test_docstring_examples_run():
     for mod in (workloads, timers, bench, judge, bench_fidelity, compare):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+def test_sigterm_is_like_ctrl_c_and_a_second_run_on_the_same_out_is_refused(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "softmaxbench", "bench", "--backends", "exploit-bench-hang,numpy",
+           "--plugin", str(EXPLOITS / "bench_hang.py"), "--ops", "softmax", "--quick", "--cases",
+           "sweep-1MiB-*", "--out", str(out)]
+    env = {**os.environ, "SOFTMAXBENCH_CACHE_BYTES": "1M"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (out / RESULTS_FILE).is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)  # the hanging op is now in its worker
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        assert second.returncode == 2 and "another softmaxbench run" in second.stderr, second.stderr
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert read_run(out)["interrupted"] is True
+    assert [r["backend"] for r in read_results(out)][:1] == ["copy:exploit-bench-hang"]

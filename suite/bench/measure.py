@@ -492,19 +492,34 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
     if in_main:
         signal.signal(signal.SIGTERM, _on_sigterm)
     run = None
+    lock = None
     workers: list[BackendWorker] = []
     runner = None
     lost_backends: list[str] = []
     try:
-        if backends is None:
-            found = discover_names(plugins)
-            names_to_start = [n for n, why in found if why is None]
-        else:
-            names_to_start = list(backends)
+        from softmaxbench.errors import InputError
+        from softmaxbench.suite.selection import select_backends
+
+        try:  # one selection for every verb (suite.selection): names -> validated descriptions
+            chosen, left = select_backends(list(backends) if backends else None, plugins)
+        except InputError:
+            if strict:
+                raise
+            chosen, left = [], {}
+            for n in backends or ():
+                try:
+                    chosen += select_backends([n], plugins)[0]
+                except InputError as exc:
+                    left[n] = str(exc)
+        names_to_start = [i.name for i in chosen]
+        if out is not None:
+            lock = rec_mod.OutLock(out)
+            lock.__enter__()
         workers, targets, left_out = start_workers(names_to_start, plugins, threads,
                                                    out / "logs" if out is not None else None, settings)
         if strict and left_out:
             raise _not_runnable(left_out[0], plugins)
+        left_out = [f"{n}: {w}" for n, w in left.items()] + left_out
         if out is not None:
             prepare_out_dir(out)
             run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
@@ -553,6 +568,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
             bw.kill()
         if in_main:
             signal.signal(signal.SIGTERM, previous)
+        if lock is not None:
+            lock.__exit__(None, None, None)
     runner.close()
     recs = runner.records
     if out is not None and pytest_json:
@@ -733,12 +750,12 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                                 names=workload_names, plugins=tuple(plugins),
                                 settings=Settings.for_run(quick, min_rounds), threads=threads,
                                 echo=lambda line: click.echo(line, err=True), command=command, strict=True)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         done = rec_mod.read_results(out) if (Path(out) / rec_mod.RESULTS_FILE).is_file() else []
         click.echo(table(done))
         click.echo(f"softmaxbench bench: interrupted; the {len(done)} finished workloads are in {out}",
                    err=True)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
     if not any(r["op"] != COPY_OP for r in records):
         raise InputError("no workload matches the selection "
                          "(--ops/--dtypes/--cases and the backends' dtypes)")

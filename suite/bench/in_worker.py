@@ -328,10 +328,10 @@ def run_job(benchmark, job: Job) -> None:
     def setup():
         r = counter["round"]
         v = job.sample_rounds.get(r)
-        if v is not None:
+        if v is not None:  # a judged round: a fresh input set, and no stale result to find on the device
             pool.refresh(v)
-        if poison is not None:
-            poison()
+            if poison is not None:
+                poison()
         CLOCK.reset()  # pytest-benchmark then reads exactly 0 -> dt
         return pool.next(), kwargs
 

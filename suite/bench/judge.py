@@ -50,8 +50,9 @@ JUDGED_ROWS = 16
 
 def harness_allowance(rounds: int, kept_bytes: int = 0, refresh_bytes: int = 0, gpu: bool = False) -> float:
     """Seconds of a ``time`` request that are not timed calls, at most (a generous bound)."""
-    per_round = ROUND_ALLOWANCE_S + (1e-3 if gpu else 0.0)  # GPU: poisoning before each round
-    return REQUEST_ALLOWANCE_S + rounds * per_round + (kept_bytes + refresh_bytes) / 0.2e9
+    # Judged rounds make a fresh input set, poison free device memory and convert their outputs.
+    judged = (kept_bytes + refresh_bytes) / 0.2e9 + (0.05 if gpu else 0.0)
+    return REQUEST_ALLOWANCE_S + rounds * ROUND_ALLOWANCE_S + judged
 
 
 def timing_problem(samples, wall_s: float, rounds: int, allowance_s: float | None = None) -> str | None:

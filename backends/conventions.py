@@ -36,10 +36,20 @@ def _table() -> dict[str, list[dict[str, Any]]]:
     table = tomllib.loads(text)
     for entries in table.values():  # multi-line TOML strings -> one line each, for messages
         for e in entries:
-            for key in ("reason", "observed"):
+            for key in ("reason", "observed", "expected", "accepted"):
                 if isinstance(e.get(key), str):
                     e[key] = " ".join(e[key].split())
     return table
+
+
+def accepted() -> dict[str, dict[str, Any]]:
+    """Every ``[[convention]]`` entry by name: the accepted conventions themselves (ops, expected,
+    accepted, reason), whichever backend follows them.
+
+    >>> sorted(accepted()["zero_for_all_ignored"]["ops"])
+    ['cross_entropy', 'cross_entropy_grad']
+    """
+    return {e["name"]: e for e in _table().get("convention", [])}
 
 
 def entries() -> list[dict[str, Any]]:

@@ -60,7 +60,8 @@ class Comparison:
     ``worst_index``: the element with the largest error ratio (None when there is none).
     ``flushed_subnormals``: some zeros pass only as flush-to-zero arithmetic would compute them
     (forgiven; the suite reports the deviation ``flushed_subnormals``). ``message``: one
-    line, the worst element's story.
+    line, the worst element's story. ``error_kind``: None when ``ok``, else the kind of error
+    of the element that decided it (a key of :data:`ERROR_KINDS`).
     """
 
     ok: bool
@@ -70,6 +71,7 @@ class Comparison:
     worst_index: tuple[int, ...] | None
     flushed_subnormals: bool
     message: str
+    error_kind: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,8 +129,14 @@ def ulp(exact, dtype: str) -> np.ndarray:
     return np.ldexp(e.dtype.type(1), (binade - fi.nmant).astype(np.int32))
 
 
-def ulp_error(actual, exact, dtype: str) -> np.ndarray:
+def ulp_error(actual, exact, dtype: str, scale=None) -> np.ndarray:
     """Per element: |actual - exact| in ULPs of ``dtype`` at the exact value (float64 array).
+
+    ``scale`` (optional, broadcast to exact): the magnitude of the terms each element is computed
+    from (:func:`term_scale`). Where the exact value is smaller than one ULP of its terms (an
+    exact 0 above all) its own ULP says nothing about the computation (a rounding of the terms
+    next to an exact 0 would read as 1e35 ULP in float32); there the error is counted in ULPs of
+    the terms instead.
 
     ``exact`` is in the carry precision (float64, or np.longdouble for float64 targets). Zeros and
     subnormals use the smallest subnormal spacing; NaN vs NaN and inf vs the same inf (or a finite
@@ -142,8 +150,13 @@ def ulp_error(actual, exact, dtype: str) -> np.ndarray:
     carry = _carry(e)
     e, a = _to(e, carry), _to(actual, carry)
     mask, value = _settled(a, e, dtype)
+    spacing = ulp(e, dtype)
+    if scale is not None:
+        sc = np.broadcast_to(np.nan_to_num(np.asarray(scale, np.float64), nan=0.0), e.shape)
+        terms = ulp(sc, dtype)
+        spacing = np.where((sc > 0) & (np.abs(e) < terms), np.maximum(terms, spacing), spacing)
     with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs(a - e) / ulp(e, dtype)
+        err = np.abs(a - e) / spacing
     return np.where(mask, value, err.astype(np.float64))
 
 
@@ -193,16 +206,48 @@ def _precision(dtype: str, flush_to_zero: bool = False) -> _Precision:
                       flush_to_zero)
 
 
-def _sum_factor(n) -> np.ndarray:
-    """Relative error of a sum of n positive terms, in units of the accumulation's u.
+def _pairwise_factor(n) -> np.ndarray:
+    """Relative error of a pairwise (tree) sum of n terms, in units of the accumulation's u."""
+    return np.ceil(np.log2(np.maximum(n, 1))) + 1
 
-    Pairwise summation needs ceil(log2 n) + 1. Recursive (one after another) summation, which
-    NumPy and PyTorch use along a non-contiguous axis and online softmax uses everywhere, has a
-    worst case of n - 1 but stays within lambda * sqrt(n) with overwhelming probability (Higham &
-    Mary, SIAM J. Sci. Comput. 2019); lambda = 2 covers what the calibration measures.
+
+def sum_error(terms, ua: float) -> np.ndarray:
+    """First-order bound on the absolute error of summing ``terms`` along the last axis in a
+    precision of unit roundoff ``ua``, for any order the model allows (keepdims).
+
+    Derived, not measured: the k-th addition of a running sum rounds ``S_k = S_(k-1) + t_k`` by at
+    most ``min(ua |S_k|, |t_k|, |S_(k-1)|)`` (round to nearest is never farther than either
+    representable operand), and ``|S_k|`` is at most the prefix sum ``P_k`` of ``|t|``. So a running
+    sum in the row's order has an error below ``sum_k min(ua P_k, |t_k|, P_(k-1))``; so has any
+    order whose partial sums are sub-sums of a prefix (blocked, strided lanes); the reverse order
+    is bounded the same way with suffix sums. The bound is the larger of the two, plus the
+    pairwise factor ``(ceil(log2 n) + 1) ua sum |t|`` for combining blocks (or a tree sum alone).
+    It is attained when every rounding has the same sign, which a running sum of near-equal
+    positive terms does (each addition in a binade rounds the same way): a probabilistic
+    ``sqrt(n)`` allowance was measured 7x short on 262144 such terms (docs/metrics.md).
+
+    >>> float(sum_error(np.ones((1, 4)), 2.0**-24)[0, 0] / 2.0**-24)   # 2 + 3 + 4, tree 3 * 4
+    21.0
     """
-    n = np.maximum(n, 1)
-    return np.maximum(np.ceil(np.log2(n)) + 1, 2 * np.sqrt(n))
+    t = np.abs(np.asarray(terms))
+    n = t.shape[-1]
+    total = t.sum(-1, keepdims=True)
+    if n <= 1:
+        return ua * total
+    bounds = []
+    for row in (t, t[..., ::-1]):
+        prefix = np.cumsum(row, axis=-1)
+        step = np.minimum(np.minimum(ua * prefix, row), prefix - row)
+        bounds.append(step.sum(-1, keepdims=True))
+    return np.maximum(*bounds) + _pairwise_factor(n) * ua * total
+
+
+def _sum_rel(terms, ua: float) -> np.ndarray:
+    """:func:`sum_error` relative to the sum of |terms| (0 for an all-zero row)."""
+    t = np.abs(np.asarray(terms))
+    total = t.sum(-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, sum_error(t, ua) / np.where(total > 0, total, 1), 0.0)
 
 
 @dataclass
@@ -245,8 +290,9 @@ def _rows(x_last: np.ndarray, pr: _Precision) -> _Rows:
         n_under = (finite & (e < pr.tiny)).sum(-1, keepdims=True)
         under = n_under * pr.eta + np.sum(pr.lost(e) + np.zeros_like(e), -1, keepdims=True)
         # S: each term's relative error u|d_j| + 2u (subtraction, exp to 1 ulp), the summation
-        # ua*L(n), the store of S in the target dtype u, and underflow.
-        rho_s = pr.u * (w + 3) + pr.ua * _sum_factor(n) + under / s
+        # (sum_error, any order the model allows), the store of S in the target dtype u, and
+        # underflow.
+        rho_s = pr.u * (w + 3) + _sum_rel(e, pr.ua) + under / s
         rel_p = pr.u * (dist + 3) + rho_s
         abs_ell = np.where(finite, pr.u * (dist + 2 * log_s + np.abs(ell)) + rho_s, np.inf)
         nan = np.where(regular, 0.0, np.nan)
@@ -260,7 +306,7 @@ def _softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarray:
         v_lost = pr.lost(v)
         c = (r.p * v).sum(-1, keepdims=True)
         e_c = ((np.abs(v) * e_p + r.p * v_lost + pr.lost(r.p * v)).sum(-1, keepdims=True)
-               + (_sum_factor(r.n) + 1) * pr.ua * (r.p * np.abs(v)).sum(-1, keepdims=True)
+               + sum_error(r.p * np.abs(v), pr.ua) + pr.ua * (r.p * np.abs(v)).sum(-1, keepdims=True)
                + pr.u * np.abs(c))
         g = r.p * (v - c)
         b = (e_p * np.abs(v - c) + r.p * (e_c + pr.u * np.abs(v - c) + v_lost)
@@ -276,7 +322,7 @@ def _log_softmax_vjp_bound(r: _Rows, v: np.ndarray, pr: _Precision) -> np.ndarra
         v_lost = pr.lost(v)
         g = v - r.p * s
         return (e_p * np.abs(s)
-                + r.p * (_sum_factor(r.n) * pr.ua * np.abs(v).sum(-1, keepdims=True) + 2 * pr.u * np.abs(s)
+                + r.p * (sum_error(v, pr.ua) + 2 * pr.u * np.abs(s)
                          + np.sum(v_lost + np.zeros_like(v), -1, keepdims=True))
                 + pr.u * np.abs(g) + pr.eta + pr.lost(r.p * s) + v_lost + pr.lost(g))
 
@@ -355,20 +401,21 @@ def _cross_entropy_bound(op: str, inputs, pr: _Precision, work: np.dtype):
     r = _rows(_to(x, work).reshape(-1, C), pr)
     a = form.coef
     nz = a != 0
-    N = a.shape[0]
-    L_N = _sum_factor(N)
     big = float(finfo(dtype_name(x.dtype)).max)
     with np.errstate(all="ignore"):
         mean = form.reduction == "mean"
-        rho_d = L_N * pr.ua * form.divisor_abs_sum / abs(form.divisor) if mean else 0.0
+        rho_d = 0.0
+        if mean and form.divisor_terms is not None and form.divisor_terms.size:
+            rho_d = float(sum_error(form.divisor_terms.reshape(1, -1), pr.ua)[0, 0]) / abs(form.divisor)
         if op == "cross_entropy":
             # Each sample is a dot product of the coefficients with log_softmax: the terms' errors,
             # the accumulation over C, and rounding of coefficients (weight * smoothed target).
-            term = (np.abs(a) * (r.abs_ell + pr.eta
-                                 + ((_sum_factor(C) + 1) * pr.ua + 2 * pr.u) * np.abs(r.ell))
+            term = (np.abs(a) * (r.abs_ell + pr.eta + (pr.ua + 2 * pr.u) * np.abs(r.ell))
                     + pr.lost(a) * np.abs(r.ell))
+            products = np.where(nz, np.abs(a * r.ell), 0.0)
             loss = -np.where(nz, a * r.ell, 0.0).sum(-1)
-            e_k = np.where(nz, term, 0.0).sum(-1) + pr.u * np.abs(loss)
+            e_k = (np.where(nz, term, 0.0).sum(-1) + sum_error(products, pr.ua)[:, 0]
+                   + pr.u * np.abs(loss))
             # log_softmax below -max (a spread beyond the range) or a loss sum beyond it overflows
             # in the target dtype, though the reduced loss may be finite.
             over_k = (np.where(nz, np.abs(r.ell), 0.0) > big).any(-1) | (np.abs(loss) > big)
@@ -376,7 +423,7 @@ def _cross_entropy_bound(op: str, inputs, pr: _Precision, work: np.dtype):
                 return ((e_k + pr.eta + pr.lost(loss)).reshape(form.batch_shape),
                         over_k.reshape(form.batch_shape))
             total = loss.sum()
-            acc = e_k.sum() + L_N * pr.ua * np.abs(loss).sum()
+            acc = e_k.sum() + sum_error(loss.reshape(1, -1), pr.ua)[0, 0]
             overflow = np.asarray(over_k.any() | (np.abs(loss).sum() > big))
             if not mean:
                 return np.asarray(acc + pr.u * abs(total) + pr.eta + pr.lost(total)), overflow
@@ -410,6 +457,11 @@ def error_ratio(op: str, inputs, actual, exact, *, flush_to_zero: bool = False) 
     ...             np.array([-0.6931471805599453] * 2)) > THRESHOLDS["float32"]
     array([False,  True])
     """
+    return _ratio(op, inputs, actual, exact, flush_to_zero)[0]
+
+
+def _ratio(op: str, inputs, actual, exact, flush_to_zero: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(ratio, bound): the bound, exact's shape, 0 where an exact match is required."""
     e = np.asarray(exact)
     carry = _carry(e)
     bound, overflow = _attainable(op, inputs, flush_to_zero)
@@ -424,61 +476,301 @@ def error_ratio(op: str, inputs, actual, exact, *, flush_to_zero: bool = False) 
         value = np.where(overflow & (a == np.sign(e) * np.inf) & (e != 0), 0.0, value)
         err = np.abs(a - e)
         ratio = np.where(bound > 0, err / bound.astype(carry), np.where(err == 0, 0.0, np.inf))
-    return np.where(mask, value, ratio.astype(np.float64))
+    return np.where(mask, value, ratio.astype(np.float64)), bound
 
 
-def compare(op: str, inputs, actual, exact) -> Comparison:
+# ---------------------------------------------------------------------------------------------
+# The scale of an element's terms, and what kind of error an element has
+
+
+def term_scale(op: str, inputs) -> np.ndarray:
+    """Per output element: the magnitude of the terms the model algorithm computes it from
+    (float64, the output's shape; NaN in rows holding NaN or inf).
+
+    softmax ``p_i``; log_softmax ``max(|x_i|, |x_i - max| + log S)`` (``x - lse``); logsumexp
+    ``|max| + log S``; softmax_vjp ``p_i (|v_i| + |c|)``; log_softmax_vjp ``|v_i| + p_i |s|``;
+    cross-entropy ``sum_c |a_c l_c|`` per sample (reduced: summed, divided by |D| for the mean);
+    its gradient ``(|a_i| + p_i sum |a|) / |D|``. Where an exact value is below one ULP of its
+    terms (an exact 0 above all: one-class gradients, a one-element log_softmax), its ULP error is
+    counted in ULPs of the terms (:func:`ulp_error`'s ``scale``): one rounding of the terms is
+    then about 1 ULP, not 1e35.
+
+    >>> from types import SimpleNamespace
+    >>> inp = SimpleNamespace(x=np.array([[3.0]], np.float32), axis=-1, cotangent=None)
+    >>> term_scale("log_softmax", inp).tolist()
+    [[3.0]]
+    """
+    x = np.asarray(inputs.x)
+    dtype = dtype_name(x.dtype)
+    work = _work(dtype)
+    with np.errstate(all="ignore"):
+        if op in ("cross_entropy", "cross_entropy_grad"):
+            if x.ndim == 0 or x.shape[-1] == 0:
+                return np.zeros(np.shape(x)[:-1] if op == "cross_entropy" else np.shape(x))
+            form = cross_entropy_form(x, inputs.target, dtype=work, **dict(inputs.ce_options or {}))
+            C = x.shape[-1]
+            xl = _to(x, work).reshape(-1, C)
+            m = np.max(xl, -1, keepdims=True)
+            d = xl - m
+            e = np.where(np.isfinite(d), np.exp(d), 0.0)
+            s = e.sum(-1, keepdims=True)
+            p, ell = e / s, d - np.log(s)
+            a = form.coef
+            mean = form.reduction == "mean"
+            D = abs(form.divisor) if mean else 1.0
+            if op == "cross_entropy_grad":
+                out = (np.abs(a) + p * np.abs(a).sum(-1, keepdims=True)) / D
+                return np.asarray(out, np.float64).reshape(x.shape)
+            per = np.where(a != 0, np.abs(a * ell), 0.0).sum(-1)
+            if form.reduction == "none":
+                return np.asarray(per, np.float64).reshape(form.batch_shape)
+            return np.asarray(per.sum() / D, np.float64)
+        xl = _last(x.reshape(1) if x.ndim == 0 else x, -1 if x.ndim == 0 else inputs.axis, work)
+        axis = -1 if x.ndim == 0 else inputs.axis
+        m = np.max(xl, -1, keepdims=True, initial=-np.inf)
+        d = xl - m
+        fin = np.isfinite(d)
+        e = np.where(fin, np.exp(d), 0.0)
+        s = e.sum(-1, keepdims=True)
+        p, log_s = e / s, np.log(s)
+        if op == "softmax":
+            out = p
+        elif op == "log_softmax":
+            out = np.maximum(np.where(fin, np.abs(xl), 0.0), np.where(fin, -d, 0.0) + log_s)
+        elif op == "logsumexp":
+            out = (np.abs(m) + log_s)[..., 0]
+        elif op == "logsumexp_grad":
+            v = _to(inputs.cotangent, work)
+            out = p * np.abs(v.reshape(v.shape + (1,)) if x.ndim else v)
+        else:
+            v = _last(np.reshape(inputs.cotangent, xl.shape) if x.ndim == 0 else inputs.cotangent,
+                      axis, work)
+            if op == "softmax_vjp":
+                out = p * (np.abs(v) + np.abs((p * v).sum(-1, keepdims=True)))
+            else:
+                out = np.abs(v) + p * np.abs(v.sum(-1, keepdims=True))
+        if op not in ("logsumexp",):
+            out = np.moveaxis(out, -1, axis)
+        out = np.asarray(out, np.float64)
+    return out.reshape(np.shape(x)) if x.ndim == 0 and op != "logsumexp" else out.reshape(
+        () if x.ndim == 0 else out.shape)
+
+
+#: What kind of error decided a non-passing comparison (the records' ``error_kind``), worst first.
+ERROR_KINDS: dict[str, str] = {
+    "wrong_structure": "wrong dtype or shape",
+    "special_value": "NaN or inf where a finite value is expected, or a finite value where NaN "
+                     "or inf is expected",
+    "garbage": "no correct digit: an error at least half the magnitude of the value's terms",
+    "beyond_bound": "more error than the model algorithm attains (a less accurate algorithm)",
+    "rounding_at_exact": "one or two roundings where the convention demands an exact value "
+                         "(exactly 1 or 0 in a one-element row or a one-class gradient)",
+}
+_SEVERITY = {k: i for i, k in enumerate(reversed(tuple(ERROR_KINDS)))}
+#: At most this many ULPs (at the terms' scale) at an exact-required element count as roundings.
+ROUNDING_ULPS = 2.0
+
+
+def _kinds(a: np.ndarray, e: np.ndarray, ratio: np.ndarray, bound: np.ndarray, ulps: np.ndarray,
+           scale: np.ndarray, dtype: str, threshold: float) -> np.ndarray:
+    """Per element, the index of its kind in ``_SEVERITY`` order (-1 where it is within bound)."""
+    kinds = np.full(ratio.shape, -1, np.int8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ratio > threshold
+        special = bad & (~np.isfinite(a) | ~np.isfinite(e) | ~np.isfinite(_rounded(e, dtype)))
+        mag = np.maximum(np.abs(e), np.nan_to_num(scale, nan=0.0))
+        garbage = bad & ~special & (np.abs(a - e) >= 0.5 * mag)
+        rounding = bad & ~special & ~garbage & (bound == 0) & (ulps <= ROUNDING_ULPS)
+    kinds[bad] = _SEVERITY["beyond_bound"]
+    kinds[rounding] = _SEVERITY["rounding_at_exact"]
+    kinds[garbage] = _SEVERITY["garbage"]
+    kinds[special] = _SEVERITY["special_value"]
+    return kinds
+
+
+def _rounded(e: np.ndarray, dtype: str) -> np.ndarray:
+    """The exact value with +-inf where it rounds beyond the target's range."""
+    fi = finfo(dtype)
+    top_ulp = np.ldexp(e.dtype.type(1), int(fi.maxexp) - 1 - int(fi.nmant))
+    with np.errstate(invalid="ignore", over="ignore"):
+        return np.where(np.abs(e) >= e.dtype.type(float(fi.max)) + top_ulp / 2, np.sign(e) * np.inf, e)
+
+
+def steps_between(actual, exact, dtype: str) -> int | None:
+    """How many representable ``dtype`` numbers from ``exact`` (rounded to ``dtype``) to
+    ``actual``, signed (negative: below); None when either is not finite.
+
+    >>> steps_between(np.float32(0.99999994), 1.0, "float32")
+    -1
+    """
+    from softmaxbench.reference.dtypes import np_dtype
+
+    dt = np_dtype(dtype)
+    try:
+        av = np.asarray(actual).astype(dt) if dtype != "bfloat16" else np.asarray(
+            np.float32(actual)).astype(dt)
+        ev = np.asarray(np.float64(exact) if dtype != "float64" else np.longdouble(exact)).astype(dt)
+    except (OverflowError, ValueError):
+        return None
+    if not (np.isfinite(av.astype(np.float64)) and np.isfinite(ev.astype(np.float64))):
+        return None
+    bits = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[dt.itemsize]
+    sign = 1 << (8 * dt.itemsize - 1)
+
+    def ordinal(v) -> int:
+        b = int(np.asarray(v, dt).reshape(1).view(bits)[0])
+        return -(b & ~sign) if b & sign else b
+
+    return ordinal(av) - ordinal(ev)
+
+
+def format_value(v, dtype: str) -> str:
+    """The shortest text that reads back as the same ``dtype`` number (0.99999994, not 1.).
+
+    >>> format_value(np.float32(0.99999994), "float32"), format_value(-2**-14, "float16")
+    ('0.99999994', '-6.104e-05')
+    """
+    from softmaxbench.reference.dtypes import np_dtype
+
+    f = float(v)
+    if not np.isfinite(f):
+        return str(f)
+    dt = np_dtype(dtype)
+    target = np.asarray(f).astype(np.float32).astype(dt) if dtype == "bfloat16" else np.asarray(f, dt)
+    for digits in range(1, 18):
+        text = f"{f:.{digits}g}"
+        with np.errstate(over="ignore"):
+            back = np.asarray(float(text)).astype(np.float32).astype(dt) if dtype == "bfloat16" else \
+                np.asarray(float(text), dt)
+        if back == target:
+            return text
+    return repr(f)
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict
+
+
+def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
     """Grade one output of ``op`` on ``inputs`` against the reference's ``exact`` value.
 
     Checks dtype (the inputs' dtype) and shape, then the error ratio against
     ``THRESHOLDS[dtype]``. Zeros beyond the threshold that are within it for the same algorithm
     in flush-to-zero arithmetic (subnormal inputs, intermediates or outputs read or written as 0)
-    are forgiven and flagged (``flushed_subnormals``): the suite reports that deviation. See the
-    module docstring for an example.
+    are forgiven and flagged (``flushed_subnormals``): the suite reports that deviation.
+    ``exclude`` (a boolean mask of exact's shape) leaves elements out of the judgement: those the
+    model algorithm cannot compute (:func:`softmaxbench.reference.model.unattainable_elements`),
+    or those an accepted convention explains when only the message is wanted. See the module
+    docstring for an example.
     """
     dtype = getattr(inputs, "dtype", None) or dtype_name(np.asarray(inputs.x).dtype)
     a = np.asarray(actual)
     e = np.asarray(exact)
     got = dtype_name(a.dtype)
     if got != dtype:
-        return _verdict_only(False, f"wrong dtype: expected {dtype}, got {got}")
+        return _verdict_only(False, f"wrong dtype: expected {dtype}, got {got}", "wrong_structure")
     if a.shape != e.shape:
-        return _verdict_only(False, f"wrong shape: expected {e.shape}, got {a.shape}")
+        return _verdict_only(False, f"wrong shape: expected {e.shape}, got {a.shape}", "wrong_structure")
     if e.size == 0:
         return _verdict_only(True, "empty output, as expected")
     threshold = THRESHOLDS[dtype]
-    ratio = error_ratio(op, inputs, a, e)
-    ulps = ulp_error(a, e, dtype)
+    ratio, bound = _ratio(op, inputs, a, e)
+    try:
+        scale = term_scale(op, inputs).reshape(e.shape)
+    except Exception:  # noqa: BLE001 - a figure, never a reason to fail a comparison
+        scale = None
+    ulps = ulp_error(a, e, dtype, scale=scale)
     flushed = np.zeros(ratio.shape, bool)
+    left_out = np.zeros(ratio.shape, bool) if exclude is None else np.broadcast_to(exclude, ratio.shape)
+    ratio = np.where(left_out, 0.0, ratio)
+    ulps = np.where(left_out, 0.0, ulps)
     if ratio.max() > threshold:
         # Only zeros: flushing makes values vanish. Accepting any value within the flush-to-zero
         # bound would accept everything in float16, whose normal range starts at 6e-5.
         ftz = error_ratio(op, inputs, a, e, flush_to_zero=True)
         flushed = (ratio > threshold) & (ftz <= threshold) & (_to(a, np.dtype(np.float64)) == 0)
         ratio = np.where(flushed, ftz, ratio)
-    worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-    if ratio[worst] == 0:
-        worst = np.unravel_index(int(np.argmax(ulps)), ulps.shape)
+    carry = _carry(e)
+    ec, ac = _to(e, carry), _to(a, carry)
+    kinds = _kinds(ac, ec, ratio, bound, ulps,
+                   np.zeros(e.shape) if scale is None else scale, dtype, threshold)
+    if (kinds >= 0).any():
+        # The deciding element: the worst kind first, then the largest ratio (then ULPs).
+        order = np.lexsort((ulps.ravel(), np.nan_to_num(ratio.ravel(), posinf=np.finfo(float).max),
+                            kinds.ravel()))
+        worst = np.unravel_index(int(order[-1]), ratio.shape)
+    else:
+        worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        if ratio[worst] == 0:
+            worst = np.unravel_index(int(np.argmax(ulps)), ulps.shape)
     max_ratio = float(ratio.max())
     ok = max_ratio <= threshold
+    kind = None if ok else tuple(reversed(tuple(ERROR_KINDS)))[int(kinds[worst])]
     idx = tuple(int(i) for i in worst)
-    where = f"at index {idx}: expected {_fmt(e[worst], dtype)}, got {_fmt(a[worst], dtype)}"
-    head = (f"error ratio {max_ratio:.3g} <= {threshold:g} ({dtype})" if ok
-            else f"error ratio {max_ratio:.3g} > {threshold:g} ({dtype})")
     note = (f"; {int(flushed.sum())} zeros within the threshold only with subnormals flushed to 0"
             if flushed.any() else "")
-    msg = f"{head}, worst {where} ({float(ulps[worst]):.3g} ULP){note}"
+    msg = _story(op, inputs, ac[worst], ec[worst], a[worst], float(ratio[worst]), float(ulps[worst]),
+                 None if scale is None else float(scale[worst]), kind, idx, dtype, threshold,
+                 max_ratio, ok) + note
     return Comparison(ok, float(ulps.max()), float(np.median(ulps)), max_ratio, idx,
-                      bool(flushed.any()), msg)
+                      bool(flushed.any()), msg, kind)
 
 
-def _verdict_only(ok: bool, message: str) -> Comparison:
+def _story(op, inputs, a, e, a_native, ratio, ulps, scale, kind, idx, dtype, threshold, max_ratio,
+           ok) -> str:
+    """One line: the verdict's figure and the deciding element, in the words its kind calls for."""
+    got, want = format_value(a_native, dtype), _fmt(e, dtype)
+    if kind == "rounding_at_exact":
+        steps = steps_between(a_native, e, dtype)
+        if float(e) == 0 and scale:
+            size = (f"{ulps:.3g} ULP of its terms' scale {scale:.3g} ({dtype} u = {eps(dtype):.3g})")
+        else:
+            n = abs(steps) if steps is not None else None
+            size = (f"{'one' if n == 1 else n} ULP {'below' if (steps or 0) < 0 else 'above'} "
+                    f"the exact {want}" if n else f"{ulps:.3g} ULP")
+        why = _exact_reason(op, inputs, idx)
+        return (f"exact value required at index {idx} ({why}): expected exactly {want}, got {got}, "
+                f"{size}: a rounding where the convention demands exactness, not an accuracy loss "
+                f"(no error ratio applies)")
+    if ok:
+        return (f"error ratio {max_ratio:.3g} <= {threshold:g} ({dtype}), worst at index {idx}: "
+                f"expected {want}, got {got} ({ulps:.3g} ULP)")
+    tail = f" ({ulps:.3g} ULP)" if np.isfinite(ulps) else ""
+    if not np.isfinite(ratio):   # an exact-required element, or a wrong NaN/inf
+        if kind != "special_value" or np.isfinite(float(e)) and np.isfinite(float(a)):
+            what = f"exact value required ({_exact_reason(op, inputs, idx)})"
+        elif np.isfinite(float(e)):
+            what = f"{got} where the value is finite"
+        else:
+            what = f"{want} expected"
+        exactly = "exactly " if "exact" in what else ""
+        return f"{what} at index {idx}: expected {exactly}{want}, got {got}{tail}"
+    return (f"error ratio {ratio:.3g} > {threshold:g} ({dtype}), worst at index {idx}: expected {want}, "
+            f"got {got}{tail}")
+
+
+def _exact_reason(op: str, inputs, idx) -> str:
+    """Why the element at ``idx`` must be exact, in words."""
+    x = np.asarray(inputs.x)
+    if x.ndim == 0:
+        return "a 0-d input is one element"
+    n = x.shape[-1] if op.startswith("cross_entropy") else x.shape[inputs.axis]
+    if n == 1:
+        return {"softmax": "a one-element row is exactly 1", "log_softmax": "a one-element row is exactly 0",
+                "logsumexp": "a one-element row is exactly x",
+                "cross_entropy": "one class: the loss is exactly 0"}.get(
+                    op, "one class: p = 1, so the gradient is exactly 0")
+    if op in ("softmax", "softmax_vjp", "logsumexp_grad"):
+        return "a -inf logit has probability exactly 0"
+    return "a special-value row must match exactly"
+
+
+def _verdict_only(ok: bool, message: str, kind: str | None = None) -> Comparison:
     """A verdict without elementwise errors: an empty output (0) or a wrong dtype/shape (inf)."""
     err = 0.0 if ok else float("inf")
-    return Comparison(ok, err, err, err, None, False, message)
+    return Comparison(ok, err, err, err, None, False, message, kind)
 
 
 def _fmt(v, dtype: str) -> str:
     digits = 17 if dtype == "float64" else 9
     return f"{float(v):.{digits}g}"
-

@@ -35,7 +35,11 @@ DEVIATIONS: dict[str, str] = {
     "zeros_for_all_neginf": "an all -inf row gives zeros (softmax; log_softmax -inf) instead of NaN",
     "uniform_for_all_neginf": "an all -inf row gives 1/n (log_softmax -log n) instead of NaN",
     "flushed_subnormals": "subnormal inputs or outputs flushed to zero",
-    "zero_for_all_ignored": "cross-entropy mean over all-ignored targets gives 0 instead of NaN",
+    "zero_for_all_ignored": "cross-entropy mean over all-ignored targets gives 0 instead of NaN "
+                            "(the loss; its gradient is then 0, as expected)",
+    "nan_for_all_ignored": "cross-entropy mean over all-ignored targets: the gradient is NaN (the "
+                           "derivative of the 0/0 mean) instead of 0 (the loss is then NaN, as "
+                           "expected)",
     "nan_for_zero_mass_neginf": "a probability target with zero mass on a -inf logit gives NaN "
                                 "(0 * -inf) instead of the limit",
 }
@@ -108,6 +112,7 @@ class CrossEntropyForm:
     reduction: str
     index_targets: bool
     ignored: np.ndarray         # (N,) bool: samples whose target is ignore_index
+    divisor_terms: np.ndarray | None = None  # (N,) the w[t] summed into the divisor (mean, indices)
 
 
 def cross_entropy_form(logits: np.ndarray, target: np.ndarray, *, reduction: str = "mean",
@@ -154,7 +159,9 @@ def cross_entropy_form(logits: np.ndarray, target: np.ndarray, *, reduction: str
         ignored = np.zeros(N, bool)
         divisor = dt.type(N if reduction == "mean" else 1)
         divisor_abs_sum = 0.0
-    return CrossEntropyForm(coef, divisor, divisor_abs_sum, batch_shape, reduction, index_targets, ignored)
+        wt = None
+    return CrossEntropyForm(coef, divisor, divisor_abs_sum, batch_shape, reduction, index_targets, ignored,
+                            wt if reduction == "mean" else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,8 +299,11 @@ def _cross_entropy_alternatives(op: str, inputs, exact: np.ndarray) -> dict[str,
                 loss = losses()
                 loss[rows] = np.nan
                 alts["nan_for_zero_mass_neginf"] = reduce(loss)
-        if form.reduction == "mean" and form.divisor == 0 and np.isnan(exact).all():
-            alts["zero_for_all_ignored"] = np.zeros_like(exact)
+        if form.reduction == "mean" and form.divisor == 0:   # alike for the gradient, below
+            if np.isnan(exact).all():
+                alts["zero_for_all_ignored"] = np.zeros_like(exact)
+            else:
+                alts["nan_for_all_ignored"] = np.full_like(exact, np.nan)
         return alts
 
     # cross_entropy_grad: rows are samples; the mean's divisor does not depend on the logits.
@@ -313,8 +323,14 @@ def _cross_entropy_alternatives(op: str, inputs, exact: np.ndarray) -> dict[str,
             a = g.copy()
             a[rows] = (A[rows, None] / C - form.coef[rows]) * scale
             alts["uniform_for_all_neginf"] = a.reshape(exact.shape)
-    if form.reduction == "mean" and form.divisor == 0 and np.isnan(exact).any():
-        alts["zero_for_all_ignored"] = np.zeros_like(exact)
+    if form.reduction == "mean" and form.divisor == 0:
+        # Alike for the loss and its gradient: a mean over no sample is 0/0. The reference gives
+        # the loss NaN and the gradient 0 (no sample contributes); a kernel that defines the mean
+        # as 0 gives 0 for both, one that differentiates sum / 0 gives NaN for both.
+        if np.isnan(exact).any():
+            alts["zero_for_all_ignored"] = np.zeros_like(exact)
+        if not np.isnan(exact).all():
+            alts["nan_for_all_ignored"] = np.full_like(exact, np.nan)
     return alts
 
 

@@ -90,7 +90,8 @@ def validate_names(ops: Sequence[str] | None, dtypes: Sequence[str] | None,
             if name not in known:
                 close = difflib.get_close_matches(name, known, n=3)
                 hint = f"did you mean {', '.join(close)}? " if close else ""
-                raise InputError(f"unknown {kind} {clean_text(name, 80)!r}; {hint}choose from {', '.join(known)}")
+                raise InputError(f"unknown {kind} {clean_text(name, 80)!r}; {hint}"
+                                 f"choose from {', '.join(known)}")
     try:
         return select_cases(cases, quick)
     except KeyError as exc:

@@ -223,9 +223,36 @@ def calibration_table(kernels, verbose: bool = False) -> list[tuple[str, str, fl
     return rows
 
 
+def running_sum_table() -> None:
+    """The plain running float32 sum against the derived allowance (docs/metrics.md table)."""
+    from softmaxbench.reference.cases import CaseInput
+    from softmaxbench.reference.metrics import _sum_rel
+
+    rng = np.random.default_rng(0)
+    n, ua = 262144, 2.0**-24
+    rows = {"N(0, 1)": rng.standard_normal((1, n)), "uniform [0, 1)": rng.random((1, n)),
+            "near ties (uniform [0, 1e-3))": rng.random((1, n)) * 1e-3,
+            "one dominant logit (20) first": np.concatenate([[[20.0]], rng.standard_normal((1, n - 1))], 1)}
+    kernel = NarrowAccumulation()            # float32: a plain running sum in float32
+    for name, x in rows.items():
+        x = x.astype(np.float32)
+        terms = np.exp(x.astype(np.float64) - x.max())
+        running = np.cumsum(np.exp(x - x.max()), axis=-1, dtype=np.float32)[0, -1]
+        lost = abs(float(running) - terms.sum()) / terms.sum() / ua
+        inp = CaseInput("running", "float32", -1, x, None, None)
+        sm, lse = (compare(op, inp, np.asarray(getattr(kernel, op)(x, axis=-1)),
+                           np.asarray(ops.evaluate(op, inp))).max_error_ratio
+                   for op in ("softmax", "logsumexp"))
+        print(f"{name:32} error of S {lost:8.0f} u_a; 2 sqrt(n) {2 * np.sqrt(n):5.0f} u_a; derived "
+              f"{_sum_rel(terms, ua)[0, 0] / ua:7.0f} u_a; ratio softmax {sm:.3g}, logsumexp {lse:.3g}")
+
+
 def main(argv: list[str]) -> None:
     """No arguments: the test kernels. Else built-in backend names (e.g. numpy torch-cpu jax-cpu),
-    whose failing checks are listed too."""
+    whose failing checks are listed too; ``--running-sum``: the running-sum table."""
+    if argv == ["--running-sum"]:
+        running_sum_table()
+        return
     if argv:
         from softmaxbench.backends.registry import builtin
 

@@ -405,7 +405,7 @@ def test_compare_reports_dtype_shape_and_the_worst_element():
     c = compare("softmax", i, bad, e)
     assert isinstance(c, Comparison) and not c.ok
     assert c.worst_index == (2, 5) and "(2, 5)" in c.message
-    assert f"{float(e[2, 5]):.9g}" in c.message and f"{float(bad[2, 5]):.9g}" in c.message
+    assert f"{float(e[2, 5]):.9g}" in c.message and str(bad[2, 5]) in c.message   # shortest repr
     assert c.max_ulp > 1e4 and c.median_ulp <= 0.5 and c.max_error_ratio > THRESHOLDS["float32"]
     empty = inp(np.zeros((3, 0), np.float32))
     assert compare("softmax", empty, np.zeros((3, 0), np.float32), np.zeros((3, 0))).ok
@@ -426,3 +426,109 @@ def test_thresholds_cover_every_dtype_and_unknown_ops_are_refused():
     assert set(THRESHOLDS) == set(DTYPES) and all(t >= 1 for t in THRESHOLDS.values())
     with pytest.raises(ValueError, match="unknown op"):
         attainable_error("softplus", inp(np.zeros(3)))
+
+
+# -- the model algorithm and what it cannot compute (reference.model) ------------------------------
+def test_model_attainable_names_the_overflow_of_the_hunted_float16_vjp():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import CaseInput
+
+    x = np.array([9.96, -0.159], np.float16)
+    v = np.array([10420.0, -65500.0], np.float16)   # v - <p, v> = -75916 overflows float16
+    inp = CaseInput("found", "float16", -1, x, v, None)
+    assert np.isneginf(model.evaluate("softmax_vjp", inp)[1])
+    reason = model.attainable("softmax_vjp", inp)
+    assert reason is not None and "index (1,)" in reason and "float16" in reason
+    assert model.unattainable_elements("softmax_vjp", inp).tolist() == [False, True]
+    # The same input in float32: the model computes it, so it is judged.
+    inp32 = CaseInput("found", "float32", -1, x.astype(np.float32), v.astype(np.float32), None)
+    assert model.attainable("softmax_vjp", inp32) is None
+
+
+def test_model_attainable_ignores_special_rows_and_exact_overflow():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import CaseInput
+
+    # One +inf: the model gives NaN, but special rows follow the conventions, not the model.
+    inp = CaseInput("c", "float32", -1, np.array([[np.inf, 0.0]], np.float32), None, None)
+    assert model.attainable("softmax", inp) is None
+    # An exact value beyond the range rounds to inf: inf is then the exact answer, not an overflow.
+    big = np.array([[65504.0, 65504.0]], np.float16)
+    assert model.attainable("logsumexp", CaseInput("c", "float16", -1, big, None, None)) is None
+
+
+# -- figures at exact 0 and 1, kinds of error ---------------------------------------------------
+def test_one_rounding_next_to_an_exact_value_reads_as_one_ulp_not_1e35():
+    from softmaxbench.reference.cases import CaseInput
+    from softmaxbench.reference.ops import evaluate
+
+    x = np.array([[0.3], [1.5]], np.float32)
+    n1 = CaseInput("n1", "float32", -1, x, None, None)
+    c = compare("softmax", n1, np.array([[0.99999994], [1.0]], np.float32), evaluate("softmax", n1))
+    assert not c.ok and c.error_kind == "rounding_at_exact" and c.max_ulp <= 1
+    assert "one ULP below the exact 1" in c.message and "0.99999994" in c.message
+    # C = 1: the gradient is exactly 0; -2**-30 (float32) and -2**-14 (float16) are one rounding of
+    # terms of size 1/16, not 6.65e35 or 1024 ULPs of the smallest subnormal.
+    for dtype, off in (("float32", -2.0**-30), ("float16", -2.0**-14)):
+        inp = CaseInput("c1", dtype, -1, np.zeros((16, 1), np.dtype(dtype)), None, np.zeros(16, np.int64))
+        exact = evaluate("cross_entropy_grad", inp)
+        got = np.zeros((16, 1), np.dtype(dtype))
+        got[3, 0] = off
+        c = compare("cross_entropy_grad", inp, got, exact)
+        assert not c.ok and c.error_kind == "rounding_at_exact" and c.max_ulp <= 1, (dtype, c)
+        assert "index (3, 0)" in c.message and "exactly 0" in c.message
+        got[3, 0] = 0.3                                  # garbage stays garbage
+        c = compare("cross_entropy_grad", inp, got, exact)
+        assert c.error_kind == "garbage" and c.max_ulp > 1e3
+    assert ulp_error(np.float32(-2.0**-30), 0.0, "float32") > 1e30  # without the terms' scale
+
+
+def test_error_kinds_rank_garbage_above_roundings_and_name_the_deciding_element():
+    from softmaxbench.reference.cases import CaseInput
+    from softmaxbench.reference.ops import evaluate
+
+    x = np.array([[0.3], [1.0], [2.0]], np.float32).repeat(2, 1)
+    x[0, 1] = 0.0
+    inp = CaseInput("mix", "float32", -1, x[:, :1].copy(), None, None)
+    exact = evaluate("softmax", inp)
+    got = exact.astype(np.float32)
+    got[0, 0] = np.float32(0.99999994)     # a rounding at an exact 1
+    got[2, 0] = np.nan                     # garbage of the worst kind
+    c = compare("softmax", inp, got, exact)
+    assert c.error_kind == "special_value" and c.worst_index == (2, 0)
+
+
+def test_schema_names_every_error_kind():
+    import json
+    from importlib import resources
+
+    from softmaxbench.reference.metrics import ERROR_KINDS
+
+    text = resources.files("softmaxbench.suite").joinpath("schema/results-v1.json").read_text()
+    enum = json.loads(text)["properties"]["error_kind"]["enum"]
+    assert set(enum) == set(ERROR_KINDS) | {"not_attainable", None}
+
+
+def test_running_sum_allowance_is_derived_and_covers_a_plain_float32_running_sum():
+    """262144 near-equal positive terms: a float32 running sum loses ~7800 u (7.6x the old
+    2 sqrt(n) allowance), and softmax and logsumexp of that one sum are judged alike."""
+    from softmaxbench.reference.cases import CaseInput
+    from softmaxbench.reference.metrics import sum_error
+    from softmaxbench.reference.ops import evaluate
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((1, 262144)) * 1e-3).astype(np.float32)
+    terms = np.exp(x.astype(np.float64) - x.max())
+    running = np.cumsum(np.exp(x - x.max()), axis=-1, dtype=np.float32)[0, -1]
+    lost = abs(float(running) - terms.sum()) / terms.sum() / 2.0**-24
+    assert lost > 2 * 2 * np.sqrt(262144)             # beyond the old probabilistic allowance
+    assert lost < sum_error(terms, 2.0**-24)[0, 0] / terms.sum() / 2.0**-24
+    inp = CaseInput("run", "float32", -1, x, None, None)
+    with np.errstate(all="ignore"):
+        d = x - x.max()
+        p = (np.exp(d) / running).astype(np.float32)
+        lse = (x.max() + np.log(running)).astype(np.float32).reshape(1)
+    rs = compare("softmax", inp, p, evaluate("softmax", inp))
+    rl = compare("logsumexp", inp, lse, evaluate("logsumexp", inp))
+    assert rs.ok and rl.ok, (rs.message, rl.message)
+    assert abs(rs.max_error_ratio - rl.max_error_ratio) < 0.5 * max(rs.max_error_ratio, rl.max_error_ratio)

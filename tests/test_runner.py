@@ -148,7 +148,8 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     assert refused.returncode == 2 and "--plugin" in refused.stderr and "Traceback" not in refused.stderr
     assert read_results(out) == before or len(read_results(out)) == len(before)
     code = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--resume", str(out),
-                           "--plugin", PLUGIN, "--timeout", "1.5"], capture_output=True, text=True, timeout=300)
+                           "--plugin", PLUGIN, "--timeout", "1.5"], capture_output=True, text=True,
+                          timeout=300)
     assert code.returncode == 1, code.stderr  # the hang costs timeouts
     after = read_results(out)
     keys = Counter((r["backend"], r["op"], r["case"], r["dtype"]) for r in after)

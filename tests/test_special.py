@@ -196,7 +196,7 @@ def test_all_ignored_mean_may_be_zero():
     i = inp(x, target=np.full(4, -100), ignore_index=-100, reduction="mean")
     alts = alternatives("cross_entropy", i, np.array(nan))
     assert set(alts) == {"zero_for_all_ignored"} and alts["zero_for_all_ignored"] == 0
-    assert alternatives("cross_entropy", i, np.array(0.0)) == {}
+    assert set(alternatives("cross_entropy", i, np.array(0.0))) == {"nan_for_all_ignored"}
     i_sum = inp(x, target=np.full(4, -100), ignore_index=-100, reduction="sum")
     assert alternatives("cross_entropy", i_sum, np.array(0.0)) == {}
 
@@ -235,3 +235,44 @@ def test_subnormal_inputs_may_be_flushed():
     exact = np.asarray(ops.softmax_vjp(x, v, axis=-1))
     alts = alternatives("softmax_vjp", i, exact)
     assert "flushed_subnormals" in alts and np.array_equal(alts["flushed_subnormals"], np.zeros((1, 2)))
+
+
+def test_all_ignored_mean_conventions_apply_to_the_loss_and_its_gradient_alike():
+    """The mean over all-ignored targets: a NaN loss is the expected one, so the NaN gradient of
+    that same loss is accepted too; a kernel defining the empty mean as 0 gets 0 for both."""
+    from softmaxbench.reference import ops
+    from softmaxbench.suite.conformance.checks import CheckFailure, check_values
+
+    x = np.zeros((4, 3), np.float32)
+    i = inp(x, target=np.full(4, -100), ignore_index=-100, reduction="mean")
+    i.dtype = "float32"
+    loss, grad = ops.cross_entropy(x, i.target, ignore_index=-100), ops.cross_entropy_grad(
+        x, i.target, ignore_index=-100)
+    assert np.isnan(loss) and (grad == 0).all()
+
+    def verdict(op, actual, exact):
+        try:
+            check_values(op, i, actual, exact)
+            return "pass"
+        except CheckFailure as f:
+            return f"{f.verdict}:{f.deviation}"
+
+    nan_loss, zero_loss = np.array(np.nan, np.float32), np.array(0.0, np.float32)
+    assert verdict("cross_entropy", nan_loss, loss) == "pass"
+    assert verdict("cross_entropy_grad", np.full_like(x, np.nan), grad) == "deviation:nan_for_all_ignored"
+    assert verdict("cross_entropy", zero_loss, loss) == "deviation:zero_for_all_ignored"
+    assert verdict("cross_entropy_grad", np.zeros_like(x), grad) == "pass"
+    assert verdict("cross_entropy_grad", np.ones_like(x), grad).startswith("fail")
+
+
+def test_every_accepted_convention_is_data_with_its_reason():
+    from softmaxbench.backends.conventions import accepted
+    from softmaxbench.vocabulary import OPS
+
+    data = accepted()
+    assert set(data) == set(DEVIATIONS)
+    for name, entry in data.items():
+        assert entry["reason"] and entry["expected"] and entry["accepted"], name
+        assert set(entry["ops"]) <= set(OPS), name
+    for name in ("zero_for_all_ignored", "nan_for_all_ignored"):   # a loss and its gradient alike
+        assert set(data[name]["ops"]) == {"cross_entropy", "cross_entropy_grad"}

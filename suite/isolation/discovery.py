@@ -152,9 +152,10 @@ def _run_workers(plugins: tuple[str, ...]) -> list[BackendInfo]:
             raw = {**raw, "origin": origin}
         if not raw.get("loaded", True):
             name = raw.get("name")
+            why = clean_text(raw.get("unavailable") or "could not be loaded", 600)
             infos.append(BackendInfo(name=clean_text(name, 64) if isinstance(name, str) else "?",
-                                     unavailable=clean_text(raw.get("unavailable") or "could not be loaded", 600),
-                                     origin=clean_text(raw.get("origin") or "", 200), loaded=False))
+                                     unavailable=why, origin=clean_text(raw.get("origin") or "", 200),
+                                     loaded=False))
             return
         infos.append(BackendInfo.from_header(raw, known_deviations=known))
 
@@ -165,7 +166,8 @@ def _run_workers(plugins: tuple[str, ...]) -> list[BackendInfo]:
         label = Path(spec).name if spec.endswith(".py") else spec
         if got is None:
             infos.append(BackendInfo(name=clean_text(label, 64), origin=clean_text(f"plugin:{spec}", 200),
-                                     unavailable=clean_text(f"plugin failed to load: {note}", 600), loaded=False))
+                                     unavailable=clean_text(f"plugin failed to load: {note}", 600),
+                                     loaded=False))
             continue
         for raw in got:
             add(raw)
@@ -178,9 +180,12 @@ def _refuse_duplicates(infos: list[BackendInfo]) -> list[BackendInfo]:
     owners: dict[str, str] = {}
     out = []
     for info in infos:
+        if not info.loaded and (info.unavailable or "").startswith("duplicate name") and info.name in owners:
+            info = replace(info, loaded=True)  # the worker's registry saw the clash too: say it our way
         if info.loaded and info.name in owners:
             first = owners[info.name]
-            why = (f"refused: {info.name!r} is the name of a built-in backend" if first == "builtin"
+            why = (f"refused: {info.name!r} is the name of a built-in backend (the built-in is used)"
+                   if first == "builtin"
                    else f"refused: duplicate name {info.name!r}, already provided by {first}")
             out.append(replace(info, unavailable=why, loaded=False))
             continue

@@ -102,7 +102,8 @@ class CheckRun:
         return rec(verdict, message, check=None)
 
     def _common(self, run: BackendRun, case) -> dict:
-        return dict(backend=run.info.name, device=run.info.device, category=case.category, plugins=self.plugins)
+        return dict(backend=run.info.name, device=run.info.device, category=case.category,
+                    plugins=self.plugins)
 
     def _unsupported_first(self, run: BackendRun) -> None:
         """Records of tasks needing no call (undeclared op/dtype, reference failure), at once."""

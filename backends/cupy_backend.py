@@ -71,7 +71,31 @@ class CuPyDevice(Backend):
         return _cupy().asnumpy(x)
 
     def synchronize(self) -> None:
-        _cupy().cuda.get_current_stream().synchronize()
+        # The whole device, every stream (the current stream alone would leave side streams out).
+        _cupy().cuda.runtime.deviceSynchronize()
+
+    # -- harness hooks (see Backend) -----------------------------------------------------------
+    def copy(self, src, dst):
+        _cupy().copyto(dst, src)
+        return dst
+
+    def timer(self):
+        from softmaxbench.backends.base import CudaEventTimer
+
+        cupy = _cupy()
+        return CudaEventTimer(self, cupy.cuda.Event, lambda a, b: cupy.cuda.get_elapsed_time(a, b),
+                              name="cupy.cuda.Event")
+
+    def free_memory(self) -> int | None:
+        cupy = _cupy()
+        cupy.get_default_memory_pool().free_all_blocks()
+        return int(cupy.cuda.runtime.memGetInfo()[0])
+
+    def poison_free_memory(self) -> None:
+        poison_cupy_pool(_cupy())
+
+    def cache_bytes(self) -> int | None:
+        return int(_cupy().cuda.Device().attributes["L2CacheSize"])
 
     def _native(self, a: Any) -> Any:
         return self.asarray(a) if isinstance(a, np.ndarray) else a
@@ -116,3 +140,28 @@ class CuPyBackend(CuPyDevice):
         return textbook.cross_entropy_grad(_cupy(), self.softmax(logits, -1), target, reduction=reduction,
                                            label_smoothing=label_smoothing, ignore_index=ignore_index,
                                            weight=weight)
+
+
+def poison_cupy_pool(cupy) -> int:
+    """Fill the free bytes CuPy's memory pool holds with NaN; returns the bytes filled.
+
+    CuPy does not list its free chunks, so the pool's ``free_bytes()`` are taken as arrays of
+    halving sizes (each served from a free chunk where one fits), filled and given back.
+    """
+    pool = cupy.get_default_memory_pool()
+    want, held, filled = int(pool.free_bytes()), [], 0
+    size = want
+    while want - filled >= 512 and size >= 512:
+        if pool.free_bytes() < size:
+            size //= 2
+            continue
+        try:
+            a = cupy.empty(size // 4, dtype=cupy.float32)
+        except cupy.cuda.memory.OutOfMemoryError:
+            size //= 2
+            continue
+        a.fill(float("nan"))
+        held.append(a)
+        filled += size
+    del held
+    return filled

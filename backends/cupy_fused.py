@@ -156,6 +156,11 @@ class CuPyFused(CuPyDevice):
         self._dummies: dict[str, Any] = {}
 
     # -- data movement -----------------------------------------------------------------------
+    def copy(self, src, dst):
+        """Device copy of the storage (a bfloat16 array's uint16 bits)."""
+        _cupy().copyto(_storage(dst)[0], _storage(src)[0])
+        return dst
+
     def asarray(self, a: Any) -> Any:
         if isinstance(a, BF16Array):
             return a

@@ -116,6 +116,25 @@ class JaxBackend(Backend):
         if self._last is not None:
             _jax().block_until_ready(self._last)
 
+    # -- harness hooks (see Backend) -----------------------------------------------------------
+    def copy(self, src, dst):
+        """JAX arrays are immutable: a jitted copy into a new buffer (dst is only its shape)."""
+        jax = _jax()
+        key = ("copy", src.shape, str(src.dtype))
+        fn = self._executables.get(key)
+        if fn is None:
+            fn = self._executables[key] = jax.jit(lambda a: a.copy()).lower(src).compile()
+        self._last = fn(src)
+        return self._last
+
+    def threads_in_use(self) -> int | None:
+        import os
+
+        if self.device == "gpu":
+            return None
+        nproc = os.environ.get("NPROC", "")  # XLA:CPU sizes its pool from NPROC, else every core
+        return int(nproc) if nproc.isdigit() and int(nproc) > 0 else os.cpu_count()
+
     # -- compile once per (op, arrays' shapes and dtypes, options), then run ------------------
     def _run(self, op: str, arrays: tuple, **options):
         arrays = tuple(None if a is None else self.asarray(a) if isinstance(a, np.ndarray) else a

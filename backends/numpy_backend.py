@@ -47,6 +47,9 @@ class NumPyBackend(Backend):
     def asarray(self, a: Any) -> np.ndarray:
         return np.asarray(a)
 
+    def threads_in_use(self) -> int | None:
+        return 1  # NumPy's ufuncs and reductions run on one thread
+
     @quiet
     def softmax(self, x, axis: int = -1):
         e = np.exp(x - x.max(axis=axis, keepdims=True))

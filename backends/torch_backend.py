@@ -70,6 +70,18 @@ class TorchBackend(Backend):
         """Targets and weights may arrive as NumPy arrays; make them tensors on our device."""
         return None if a is None else self.asarray(a)
 
+    # -- harness hooks (see Backend) -----------------------------------------------------------
+    def copy(self, src, dst):
+        return dst.copy_(src)
+
+    def set_threads(self, n: int) -> None:
+        torch = _torch()
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+    def threads_in_use(self) -> int | None:
+        return None if self.device == "gpu" else int(_torch().get_num_threads())
+
     # -- operations --------------------------------------------------------------------------
     def softmax(self, x, axis: int = -1):
         return _torch().softmax(x, dim=axis)
@@ -141,7 +153,54 @@ class TorchCUDA(TorchBackend):
         return torch_cuda_problem()
 
     def synchronize(self) -> None:
-        _torch().cuda.synchronize()
+        _torch().cuda.synchronize()  # the whole device: every stream
+
+    def timer(self):
+        return torch_event_timer(self)
+
+    def free_memory(self) -> int | None:
+        torch = _torch()
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info()[0])
+
+    def poison_free_memory(self) -> None:
+        poison_torch_cache(_torch())
+
+    def cache_bytes(self) -> int | None:
+        torch = _torch()
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
+
+
+def torch_event_timer(backend):
+    """CUDA events of torch around the call (see ``CudaEventTimer``)."""
+    from softmaxbench.backends.base import CudaEventTimer
+
+    torch = _torch()
+    return CudaEventTimer(backend, lambda: torch.cuda.Event(enable_timing=True),
+                          lambda a, b: a.elapsed_time(b), name="torch.cuda.Event")
+
+
+def poison_torch_cache(torch) -> int:
+    """Fill every free block of torch's CUDA caching allocator with NaN; returns the bytes filled.
+
+    Each inactive block of ``torch.cuda.memory_snapshot()`` is taken by a tensor of its size
+    (largest first, so a request is served by that block rather than by splitting a larger
+    one), filled, and given back: the next allocations reuse NaN-filled memory, and a kernel that
+    reads a previous result left in a reused allocation fails its check instead of passing.
+    """
+    sizes = sorted((blk["size"] for seg in torch.cuda.memory_snapshot() for blk in seg.get("blocks", ())
+                    if blk.get("state") == "inactive" and blk.get("size", 0) >= 512), reverse=True)
+    held, filled = [], 0
+    for size in sizes:
+        try:
+            t = torch.empty(size // 4, dtype=torch.float32, device="cuda")
+        except RuntimeError:  # out of memory: what is held is poisoned already
+            break
+        t.fill_(float("nan"))
+        held.append(t)
+        filled += size
+    del held
+    return filled
 
 
 def torch_cuda_problem() -> str | None:

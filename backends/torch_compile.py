@@ -18,7 +18,14 @@ import time
 from typing import Any
 
 from softmaxbench.backends.conventions import declared
-from softmaxbench.backends.torch_backend import NOTHING_IGNORED, TorchBackend, _torch, torch_cuda_problem
+from softmaxbench.backends.torch_backend import (
+    NOTHING_IGNORED,
+    TorchBackend,
+    _torch,
+    poison_torch_cache,
+    torch_cuda_problem,
+    torch_event_timer,
+)
 
 # Every shape of the catalogue is a recompile of the same function; Dynamo's default limit (8)
 # would then silently run the rest eagerly and we would measure eager PyTorch under our name.
@@ -164,3 +171,18 @@ class TorchCompileCUDA(TorchCompile):
 
     def synchronize(self) -> None:
         _torch().cuda.synchronize()
+
+    def timer(self):
+        return torch_event_timer(self)
+
+    def free_memory(self) -> int | None:
+        torch = _torch()
+        torch.cuda.empty_cache()
+        return int(torch.cuda.mem_get_info()[0])
+
+    def poison_free_memory(self) -> None:
+        poison_torch_cache(_torch())
+
+    def cache_bytes(self) -> int | None:
+        torch = _torch()
+        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)

@@ -1,66 +1,61 @@
 """Fidelity of the benchmark harness, shown by measurement: ``python -m benchmarks.bench_fidelity``.
 
-Two claims, each printed with its figures:
+Three claims about ``softmaxbench bench`` (one worker process per backend), each printed with its
+figures:
 
-1. **Reproducible.** Two runs of the bench (the real path: pytest, pytest-benchmark,
-   rotation, records) on the CPU backends agree within 5% in median GB/s at shapes of 16 MiB
-   and more. Each (backend, workload) pair runs in a fresh process, as a user's bench does;
-   each run is made of complete harness measurements, and the two runs' measurements
-   alternate back to back (A B B A, then B A A B, ...): a neighbour's job that starts or
-   stops during the check weighs on both runs alike. Sessions are added until the standard
-   error of the paired difference is 1.5% (or a time budget is spent). Pairing matters: on a
-   shared virtual machine even a plain 64 MiB copy into a reused buffer drifts by 10-20% in
-   phases of a second or so, and such phases cancel between A and B of one session, not
-   between two runs minutes apart.
-2. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend timed through the
-   harness is compared with the same no-op in a bare ``perf_counter`` loop (alternated, several
-   times, medians); the difference is what the harness adds to every sample, and it is set
-   against the median time of each CPU backend's 1 MiB ops.
+1. **Cheap.** The harness adds at most 2% to a 1 MiB op. A no-op backend (this module is its
+   plugin) timed through the whole path -- its worker, the byte channel, pytest-benchmark, the
+   device timer -- is compared with the same no-op in a bare ``perf_counter`` loop (alternated,
+   ``--repeats`` times, medians); the difference is what the harness adds to every sample, set
+   against the median time of each backend's 1 MiB ops. Beside it, the share of each timed
+   request's wall time (the parent's clock) that is not timed calls: what the channel and the
+   per-round bookkeeping cost a run.
+2. **Independent.** A backend's figure does not depend on the other backends in the run: each
+   backend benched alone and in a run with all the others (alternated, ``--repeats`` times
+   each, medians of GB/s), within 5%. Before the worker design, torch-cpu's 64 MiB
+   log_softmax_vjp took 131 ms alone and 57 ms after jax-cpu in the same process.
+3. **Reproducible.** Two back-to-back ``softmaxbench bench --threads 1`` runs (the user's command,
+   in subprocesses) agree within 5% in GB/s at 16 MiB and more.
 
 The machine's load average is printed with the figures: with more runnable jobs than cores, a
-sample measures the run queue as much as the op, and no method makes two runs agree closely.
-
-Exit 0 when both hold, 1 when one does not. ``--threads 1`` is the default: on a small machine
-shared with other jobs, a second framework thread waits for a core someone else holds, and that
-measures the neighbours, not the harness (pass ``--threads N`` to check N).
+sample measures the run queue as much as the op. Exit 0 when every claim checked holds, 1 when
+one does not, 2 for bad arguments. ``--only`` runs some of the checks (a small version: e.g.
+``--only overhead --backends numpy``).
 
 >>> noop = NoopBackend()
 >>> x = object()
 >>> noop.softmax(x, axis=-1) is x
+True
+>>> agreement(10.0, 10.4) < REPRO_LIMIT
 True
 """
 
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import json
-import math
-import multiprocessing
 import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
-from scipy.stats import mstats
 
 from softmaxbench.backends.base import Backend
 from softmaxbench.suite.bench import measure as bench
-from softmaxbench.suite.bench.workloads import InputPool, Workload, clear_host_pool
+from softmaxbench.suite.bench.workloads import InputPool, Workload
 
 REPRO_LIMIT = 0.05
+INDEPENDENCE_LIMIT = 0.05
 OVERHEAD_LIMIT = 0.02
+CHECKS = ("overhead", "independence", "reproducibility")
 
-#: Shapes of 16 MiB and more (float32): a forward and a backward op, short and long rows, and
-#: cross-entropy at an LLM vocabulary.
-REPRO_WORKLOADS: tuple[Workload, ...] = (
+#: Shapes of 16 MiB and more (float32) the run-to-run and alone/together figures are taken at.
+LARGE_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-16MiB-r1024", "softmax", "float32", (4096, 1024)),
     Workload("sweep-64MiB-r16384", "log_softmax_vjp", "float32", (1024, 16384)),
-    Workload("llm-t128-v50257", "cross_entropy", "float32", (128, 50257)),
 )
 #: 1 MiB shapes (float32) the overhead is set against.
 SMALL_WORKLOADS: tuple[Workload, ...] = (
@@ -68,9 +63,9 @@ SMALL_WORKLOADS: tuple[Workload, ...] = (
     Workload("sweep-1MiB-r1024", "log_softmax", "float32", (256, 1024)),
     Workload("sweep-1MiB-r1024", "softmax_vjp", "float32", (256, 1024)),
 )
-#: One measurement of a run: short, so that the two runs alternate quickly.
-REPRO_SETTINGS = bench.Settings(min_rounds=4, max_time=0.2, warmup_time=0.0, min_warmup=1)
 SMALL_SETTINGS = bench.Settings(min_rounds=50, max_time=0.5, warmup_time=0.1)
+LARGE_SETTINGS = bench.Settings(min_rounds=10, max_time=1.0, warmup_time=0.1)
+DEFAULT_BACKENDS = ("numpy", "scipy", "torch-cpu", "jax-cpu")
 
 
 class NoopBackend(Backend):
@@ -78,6 +73,7 @@ class NoopBackend(Backend):
 
     name = "noop"
     device = "cpu"
+    dtypes = ("float32",)
     framework = "numpy"
 
     def softmax(self, x, axis=-1):
@@ -90,15 +86,15 @@ class NoopBackend(Backend):
 
     log_softmax_vjp = softmax_vjp
 
-    def cross_entropy(self, logits, target, **options):
-        return logits
 
-    cross_entropy_grad = cross_entropy
+def backends():
+    """This module is the no-op's plugin (``--plugin benchmarks/bench_fidelity.py``)."""
+    return [NoopBackend()]
 
 
-def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None = None) -> list[float]:
+def bare_loop(backend: Backend, w: Workload, rounds: int) -> list[float]:
     """``rounds`` calls timed with nothing but perf_counter around them (same input rotation)."""
-    pool = pool or InputPool(backend, w)
+    pool = InputPool(backend, w)
     fn = getattr(backend, w.op)
     kwargs = w.call_kwargs
     pc = time.perf_counter
@@ -111,286 +107,281 @@ def bare_loop(backend: Backend, w: Workload, rounds: int, pool: InputPool | None
     return samples
 
 
-#: Share of blocks trimmed from each end of the paired log(A/B) (Yuen's 20% trimmed mean).
-TRIM = 0.2
+def agreement(a: float | None, b: float | None) -> float | None:
+    """|a - b| over their mean."""
+    return abs(a - b) / ((a + b) / 2) if a and b else None
 
 
-def run_times(sessions: Sequence[dict[str, Sequence[float]]]) -> tuple[float | None, float | None, float]:
-    """Each run's time and the standard error of their log ratio, from sessions of samples.
-
-    ``sessions`` holds, per bench session, run A's and run B's samples (seconds), in the order
-    they ran: A B B A, B A A B, A B B A, ... Two consecutive sessions make a block in which A and
-    B each held every place once, so what comes with a place (the first measurement of a
-    session paying for what warms up) cancels within the block. Per block, each run's time is
-    the geometric mean of its two session medians (A and B of one session saw the same machine),
-    and the block's log ratio is log(A/B).
-
-    The blocks whose ratio is among the 20% highest or the 20% lowest are set aside (a 20%
-    trimmed mean: one measurement that lands on a host hiccup, 185 ms among 115 ms ones, makes
-    a ratio of 1.5 that would otherwise swing the mean by 5%), and a run's time is averaged
-    geometrically over the blocks kept. So A's time over B's is exactly the trimmed mean ratio,
-    and the standard error is Yuen's, from the winsorized variance
-    (``scipy.stats.mstats.trimmed_stde``). A lone last session (an odd count) is left out.
-
-    >>> a, b, se = run_times([{"A": [1.0, 1.1, 1.0], "B": [1.1, 1.0, 1.1]},
-    ...                       {"A": [2.2, 2.0, 2.2], "B": [2.0, 2.2, 2.0]}] * 2)
-    >>> round(a, 3), round(b, 3), round(se, 3)
-    (1.483, 1.483, 0.0)
-    >>> run_times([{"A": [1.0], "B": [1.0]}] * 3)[2]
-    inf
-    """
-    both = [sn for sn in sessions if sn.get("A") and sn.get("B")]
-    blocks = list(zip(both[0::2], both[1::2], strict=False))
-    if not blocks:
-        return None, None, math.inf
-    log_a = np.array([np.log([statistics.median(sn["A"]) for sn in blk]).mean() for blk in blocks])
-    log_b = np.array([np.log([statistics.median(sn["B"]) for sn in blk]).mean() for blk in blocks])
-    ratios = log_a - log_b
-    n = len(ratios)
-    cut = int(TRIM * n)
-    keep = np.argsort(ratios, kind="stable")[cut:n - cut]
-    se = float(mstats.trimmed_stde(ratios, limits=(TRIM, TRIM))) if n >= 2 else math.inf
-    return math.exp(log_a[keep].mean()), math.exp(log_b[keep].mean()), se
+def _gbps(recs: Sequence[dict]) -> dict[tuple, float]:
+    return {(r["backend"], r["op"], r["workload"]): r["gbps"] for r in recs if r.get("gbps")}
 
 
-def reproducibility(backends: Sequence[Backend], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
-                    out_dir: Path | None, threads: int | None, settings: bench.Settings = REPRO_SETTINGS,
-                    budget_s: float = 60.0, precision: float = 0.015, echo=print) -> list[dict]:
-    """Two runs of the bench per (backend, workload), interleaved; rows with both runs' median GB/s.
-
-    Each run is made of complete harness measurements of the workload (each its own
-    pytest-benchmark test with its own input pool, first call, warm-up and timed rounds); the
-    two runs' measurements alternate back to back, A B B A in one bench session, then B A A B,
-    and so on: load that comes and goes lands on both runs alike instead of on whichever ran
-    second.
-
-    A run's figure is its median time in each session, averaged (geometrically, over blocks of
-    two sessions, 20% trimmed on the paired ratio: :func:`run_times`), turned into GB/s. Not the median of
-    all its samples pooled: this machine's memory bandwidth has states (a 64 MiB torch-compile
-    VJP takes 120 ms for seconds on end, then 96 ms), the pooled samples are bimodal, and their
-    median sits on the edge between the modes, where two more slow samples in one run move it
-    by 20%. The per-session median is stable (A and B of one session see the same state), and
-    the average weighs each state by the time the run spent in it.
-
-    Enough rounds: after one uncounted warm-up session, sessions are added (six at least, in
-    pairs) until the standard error of the runs' difference is under ``precision`` (1.5%: a 5%
-    difference is then over three standard errors from none) or ``budget_s`` is spent. The
-    standard error is taken from the blocks' paired log(A/B), not from the spread of the samples
-    or of each run alone: samples of one measurement share the machine's state of the moment,
-    so they are not independent, and the slow drift of a shared machine is common to A and B of
-    a session. The stopping rule looks at the uncertainty, never at the difference itself.
-    """
-    rows = []
-    for w in workloads:
-        for b in backends:
-            if w.dtype not in b.dtypes or w.op not in b.supported_ops():
-                continue
-            sessions: list[dict[str, list[float]]] = []  # per session, each run's samples
-            measurements = {"A": 0, "B": 0}
-            # A warm-up session first, not counted: the first measurements after the input pool
-            # is made reuse the memory its making freed (a 64 MiB jax VJP took 79 ms there,
-            # 150 ms after), which would set A against B by 50% in the first block.
-            bench.run_bench(None, [b], [replace(w, label=f"{w.label}@warm-up")], settings=settings,
-                            threads=threads, echo=None, pytest_json=False, copies=False, keep_pool=True)
-            started, batch = time.perf_counter(), 0
-            time_a, time_b, se = None, None, math.inf
-            # Whole blocks of two sessions (see run_times), three blocks at least.
-            while batch < 6 or batch % 2 or (se > precision and time.perf_counter() - started < budget_s):
-                order = ("A", "B", "B", "A") if batch % 2 == 0 else ("B", "A", "A", "B")
-                parts = [replace(w, label=f"{w.label}@{run}{batch}.{k}") for k, run in enumerate(order)]
-                target = out_dir / f"{b.name}-{w.id}-{batch}" if out_dir else None
-                _, recs = bench.run_bench(target, [b], parts, settings=settings, threads=threads, echo=None,
-                                          pytest_json=False, copies=False, keep_pool=True)
-                sessions.append({"A": [], "B": []})
-                for r in recs:
-                    if r.get("samples_s"):
-                        run = r["workload"].rsplit("@", 1)[1][0]
-                        sessions[-1][run] += r["samples_s"]
-                        measurements[run] += 1
-                batch += 1
-                time_a, time_b, se = run_times(sessions)
-            a, b_ = (w.bytes_moved / t / 1e9 if t else None for t in (time_a, time_b))
-            diff = abs(a - b_) / ((a + b_) / 2) if a and b_ else None
-            n_samples = sum(len(sn["A"]) for sn in sessions)
-            rows.append({"backend": b.name, "op": w.op, "dtype": w.dtype, "workload": w.label, "gbps_a": a,
-                         "gbps_b": b_, "difference": diff, "standard_error": se,
-                         "samples": n_samples, "measurements": measurements["A"], "sessions": len(sessions),
-                         "ok": diff is not None and diff <= REPRO_LIMIT})
-            if echo:
-                echo(f"  {b.name:<14} {w.op:<16} {w.label:<19} run A {_f(a)} GB/s, run B {_f(b_)} GB/s"
-                     f" ({measurements['A']} measurements, {n_samples} samples each; "
-                     f"s.e. {_pct(se)}): difference {_pct(diff)}")
-        clear_host_pool()
-    return rows
-
-
-def _pair_child(name: str, plugins: Sequence[str], w: Workload, threads: int | None, out_dir: Path | None,
-                settings: bench.Settings, budget_s: float, quiet: bool) -> list[dict]:
-    """One (backend, workload) pair's two runs, in a process of its own (see below)."""
-    bench.configure_threads(threads)
-    (backend,) = cpu_backends([name], plugins)
-    rows = reproducibility([backend], [w], out_dir=out_dir, threads=threads, settings=settings,
-                           budget_s=budget_s, echo=None if quiet else _echo_flush)
-    return [{**r, "pid": os.getpid()} for r in rows]
-
-
-def _echo_flush(line: str) -> None:
-    print(line, flush=True)
-
-
-def reproducibility_apart(names: Sequence[str], workloads: Sequence[Workload] = REPRO_WORKLOADS, *,
-                          plugins: Sequence[str] = (), out_dir: Path | None, threads: int | None,
-                          settings: bench.Settings = REPRO_SETTINGS, budget_s: float = 60.0,
-                          quiet: bool = False) -> list[dict]:
-    """:func:`reproducibility` for each (backend, workload) pair in a fresh process, as a user's
-    ``softmaxbench bench`` runs.
-
-    Why: a large op's time depends on what the process did before. A 64 MiB torch VJP
-    allocates its outputs afresh on every call, and 60% of its time is the kernel's page
-    faults for them (``getrusage``: 3.0 s system against 1.9 s user over 40 calls; torch's
-    ``THP_MEM_ALLOC_ENABLE=1`` halves the time). After other workloads have run in the same
-    process, the allocator's state makes that cost come and go, and the two runs' difference
-    swung by 5-8% with a standard error as large; in a fresh process the same pair agreed
-    within 1.1% with a 0.6% standard error.
-    """
-    ctx = multiprocessing.get_context("spawn")
-    rows: list[dict] = []
-    for w in workloads:
-        for name in names:
-            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-                job = pool.submit(_pair_child, name, tuple(plugins), w, threads, out_dir, settings, budget_s,
-                                  quiet)
-                rows += job.result()
-    return rows
-
-
-def overhead(backends: Sequence[Backend], *, threads: int | None, repeats: int = 3,
-             workloads: Sequence[Workload] = SMALL_WORKLOADS, echo=print) -> dict:
-    """The harness's added time per sample (no-op through the harness minus no-op in a bare loop),
-    against the median time of each backend's 1 MiB ops timed by the harness."""
-    noop = NoopBackend()
-    w0 = workloads[0]
-    harness_medians, bare_medians = [], []
+def overhead(names: Sequence[str], *, threads: int | None, repeats: int = 3, echo=print) -> dict:
+    """The harness's added time per sample, against each backend's 1 MiB ops."""
+    w0 = SMALL_WORKLOADS[0]
+    harness, bare, walls = [], [], []
     for _ in range(repeats):  # alternated, so both see the same machine
-        _, recs = bench.run_bench(None, [noop], [w0], settings=SMALL_SETTINGS, threads=threads, echo=None,
-                                  copies=False)
-        harness_medians.append(recs[0]["median_s"])
-        pool = InputPool(noop, w0)
-        bare_medians.append(statistics.median(bare_loop(noop, w0, len(recs[0]["samples_s"]), pool)))
-        del pool
-    harness_s, bare_s = statistics.median(harness_medians), statistics.median(bare_medians)
+        _, recs = bench.run_bench(
+            None,
+            ["noop"],
+            plugins=[__file__],
+            workloads=[w0],
+            settings=SMALL_SETTINGS,
+            threads=threads,
+            echo=None,
+            copies=False,
+        )
+        harness.append(recs[0]["median_s"])
+        walls.append(1 - sum(recs[0]["samples_s"]) / recs[0]["request_wall_s"])
+        bare.append(statistics.median(bare_loop(NoopBackend(), w0, len(recs[0]["samples_s"]))))
+    harness_s, bare_s = statistics.median(harness), statistics.median(bare)
     added = max(0.0, harness_s - bare_s)
     if echo:
-        echo(f"  no-op through the harness: {harness_s * 1e9:.0f} ns per sample; in a bare perf_counter loop:"
-             f" {bare_s * 1e9:.0f} ns; the harness adds {added * 1e9:.0f} ns")
+        echo(
+            f"  no-op through the harness: {harness_s * 1e9:.0f} ns per sample; in a bare perf_counter loop: "
+            f"{bare_s * 1e9:.0f} ns; the harness adds {added * 1e9:.0f} ns per sample"
+        )
     ops = []
-    _, recs = bench.run_bench(None, list(backends), list(workloads), settings=SMALL_SETTINGS, threads=threads,
-                              echo=None, copies=False)
+    _, recs = bench.run_bench(
+        None,
+        list(names),
+        workloads=list(SMALL_WORKLOADS),
+        settings=SMALL_SETTINGS,
+        threads=threads,
+        echo=None,
+        copies=False,
+    )
     for r in recs:
         if not r.get("median_s"):
             continue
         frac = added / r["median_s"]
-        ops.append({"backend": r["backend"], "op": r["op"], "workload": r["workload"],
-                    "median_s": r["median_s"], "overhead": frac, "bound": harness_s / r["median_s"],
-                    "ok": frac <= OVERHEAD_LIMIT})
+        untimed = 1 - sum(r["samples_s"]) / r["request_wall_s"]
+        ops.append(
+            {
+                "backend": r["backend"],
+                "op": r["op"],
+                "workload": r["workload"],
+                "median_s": r["median_s"],
+                "overhead": frac,
+                "untimed_share_of_request": untimed,
+                "ok": frac <= OVERHEAD_LIMIT,
+            }
+        )
         if echo:
-            echo(f"  {r['backend']:<16} {r['op']:<16} {r['workload']:<18} "
-                 f"median {r['median_s'] * 1e6:8.1f} µs: harness overhead {frac:.3%} "
-                 f"(whole no-op sample: {harness_s / r['median_s']:.3%})")
-    return {"noop_harness_s": harness_s, "noop_bare_s": bare_s, "added_s": added, "ops": ops,
-            "worst": max((o["overhead"] for o in ops), default=None),
-            "ok": bool(ops) and all(o["ok"] for o in ops)}
+            echo(
+                f"  {r['backend']:<14} {r['op']:<14} {r['workload']:<17} "
+                f"median {r['median_s'] * 1e6:8.1f} µs: "
+                f"harness overhead {frac:.3%}; untimed share of the timed request {untimed:.1%}"
+            )
+    return {
+        "noop_harness_s": harness_s,
+        "noop_bare_s": bare_s,
+        "added_s": added,
+        "ops": ops,
+        "noop_untimed_share": statistics.median(walls),
+        "worst": max((o["overhead"] for o in ops), default=None),
+        "ok": bool(ops) and all(o["ok"] for o in ops),
+    }
+
+
+def independence(
+    names: Sequence[str], workloads: Sequence[Workload], *, threads: int | None, repeats: int = 2, echo=print
+) -> dict:
+    """Each backend alone and in a run with all of them, alternated; median GB/s of each."""
+    alone: dict[tuple, list[float]] = {}
+    together: dict[tuple, list[float]] = {}
+    for k in range(repeats):
+        order = ("alone", "together") if k % 2 == 0 else ("together", "alone")
+        for how in order:
+            if how == "together":
+                _, recs = bench.run_bench(
+                    None,
+                    list(names),
+                    workloads=list(workloads),
+                    settings=LARGE_SETTINGS,
+                    threads=threads,
+                    echo=None,
+                    copies=False,
+                )
+                for key, g in _gbps(recs).items():
+                    together.setdefault(key, []).append(g)
+            else:
+                for n in names:
+                    _, recs = bench.run_bench(
+                        None,
+                        [n],
+                        workloads=list(workloads),
+                        settings=LARGE_SETTINGS,
+                        threads=threads,
+                        echo=None,
+                        copies=False,
+                    )
+                    for key, g in _gbps(recs).items():
+                        alone.setdefault(key, []).append(g)
+    rows = []
+    for key in sorted(set(alone) & set(together)):
+        a, t = statistics.median(alone[key]), statistics.median(together[key])
+        d = agreement(a, t)
+        rows.append(
+            {
+                "backend": key[0],
+                "op": key[1],
+                "workload": key[2],
+                "gbps_alone": a,
+                "gbps_together": t,
+                "difference": d,
+                "ok": d is not None and d <= INDEPENDENCE_LIMIT,
+            }
+        )
+        if echo:
+            echo(
+                f"  {key[0]:<14} {key[1]:<16} {key[2]:<19} alone {a:.3g} GB/s, with {len(names) - 1} other "
+                f"backends {t:.3g} GB/s: difference {d:.1%}"
+            )
+    return {
+        "rows": rows,
+        "worst": max((r["difference"] for r in rows), default=None),
+        "ok": bool(rows) and all(r["ok"] for r in rows),
+    }
+
+
+def reproducibility(
+    names: Sequence[str], cases: Sequence[str], ops: Sequence[str], *, threads: int = 1, echo=print
+) -> dict:
+    """Two back-to-back ``softmaxbench bench --threads N`` runs; GB/s per record, compared."""
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
+        for k in range(2):
+            out = Path(tmp) / f"run{k}"
+            cmd = [
+                sys.executable,
+                "-m",
+                "softmaxbench",
+                "bench",
+                "--backends",
+                ",".join(names),
+                "--threads",
+                str(threads),
+                "--cases",
+                ",".join(cases),
+                "--ops",
+                ",".join(ops),
+                "--dtypes",
+                "float32",
+                "--out",
+                str(out),
+            ]
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            if echo:
+                echo(
+                    f"  run {k + 1}: {' '.join(cmd[1:])}: exit {proc.returncode} after "
+                    f"{time.perf_counter() - t0:.0f} s"
+                )
+            from softmaxbench.suite.records import read_results
+
+            runs.append(_gbps(read_results(out)) if (out / "results.jsonl").is_file() else {})
+    rows = []
+    for key in sorted(set(runs[0]) & set(runs[1])):
+        a, b = runs[0][key], runs[1][key]
+        d = agreement(a, b)
+        rows.append(
+            {
+                "backend": key[0],
+                "op": key[1],
+                "workload": key[2],
+                "gbps_a": a,
+                "gbps_b": b,
+                "difference": d,
+                "ok": d is not None and d <= REPRO_LIMIT,
+            }
+        )
+        if echo:
+            echo(
+                f"  {key[0]:<20} {key[1]:<16} {key[2]:<19} run 1 {a:.3g} GB/s, run 2 {b:.3g} GB/s: "
+                f"difference {d:.1%}"
+            )
+    return {
+        "rows": rows,
+        "worst": max((r["difference"] for r in rows), default=None),
+        "ok": bool(rows) and all(r["ok"] for r in rows),
+    }
 
 
 def _load() -> float | None:
-    """1-minute load average (the other jobs this check shares the machine with)."""
     try:
         return round(os.getloadavg()[0], 2)
     except OSError:
         return None
 
 
-def _f(v) -> str:
-    return "-" if v is None else f"{v:.2f}"
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{v:.1%}" if v >= 0.01 else f"{v:.3%}"
-
-
-def cpu_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> list[Backend]:
-    """The available CPU backends (or the named ones)."""
-    chosen = bench.resolve_backends(names, plugins)
-    return [b for b in chosen if b.device == "cpu" and not b.unavailable()]
-
-
-def fidelity(backends: Sequence[Backend], *, threads: int | None = 1, out_dir: Path | None = None,
-             repro_workloads: Sequence[Workload] = REPRO_WORKLOADS, budget_s: float = 60.0,
-             fresh_processes: bool = False, plugins: Sequence[str] = (), echo=print) -> dict:
-    """Both checks; returns the figures (also what ``--json`` writes). ``out_dir`` keeps every
-    session's results (none are written without it). ``fresh_processes``: each pair of runs in a
-    process of its own (the command line does; the backends are then found again by name)."""
-    bench.configure_threads(threads)
-    load_before = _load()
-    if echo:
-        echo(f"machine: {os.cpu_count()} cores, load average {load_before}")
-        echo(f"Reproducibility: two interleaved bench runs per backend and workload (>= 16 MiB, "
-             f"threads={threads}, up to {budget_s:g} s each); limit {REPRO_LIMIT:.0%}")
-    if fresh_processes:
-        repro = reproducibility_apart([b.name for b in backends], repro_workloads, plugins=plugins,
-                                      out_dir=out_dir, threads=threads, budget_s=budget_s, quiet=echo is None)
-    else:
-        repro = reproducibility(backends, repro_workloads, out_dir=out_dir, threads=threads,
-                                budget_s=budget_s, echo=echo)
-    if echo:
-        echo("Overhead: no-op backend, harness vs bare loop, against 1 MiB ops; "
-             f"limit {OVERHEAD_LIMIT:.0%}")
-    over = overhead(backends, threads=threads, echo=echo)
-    diffs = [r["difference"] for r in repro if r["difference"] is not None]
-    result = {"threads": threads, "load_average": [load_before, _load()], "reproducibility": repro,
-              "worst_difference": max(diffs, default=None),
-              "reproducible": bool(repro) and all(r["ok"] for r in repro), "overhead": over}
-    result["ok"] = result["reproducible"] and over["ok"]
-    if echo:
-        echo(f"worst run-to-run difference: {_pct(result['worst_difference'])} (limit {REPRO_LIMIT:.0%}) -> "
-             f"{'holds' if result['reproducible'] else 'DOES NOT HOLD'}")
-        echo(f"worst harness overhead at 1 MiB: {_pct(over['worst'])} (limit {OVERHEAD_LIMIT:.0%}) -> "
-             f"{'holds' if over['ok'] else 'DOES NOT HOLD'}")
-        echo(f"load average before / after: {result['load_average'][0]} / {result['load_average'][1]} "
-             f"(above {os.cpu_count()}, jobs wait for a core, this check's too)")
-    return result
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fidelity",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", default=None, help="CPU backends (default: every available one)")
-    parser.add_argument("--plugin", action="append", default=[], help="third-party backend module or file")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_fidelity", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help="CPU backends (comma list)")
     parser.add_argument("--threads", type=int, default=1, help="framework threads (default: 1)")
-    parser.add_argument("--out", default=None, help="keep the bench runs' results here")
-    parser.add_argument("--budget", type=float, default=60.0,
-                        help="seconds at most per backend and workload pair of runs (default: 60)")
+    parser.add_argument("--only", default=",".join(CHECKS), help=f"checks to run, of {', '.join(CHECKS)}")
+    parser.add_argument(
+        "--cases",
+        default="sweep-16MiB-r1024,sweep-64MiB-r16384",
+        help="workloads (>= 16 MiB) of the reproducibility and independence checks",
+    )
+    parser.add_argument("--ops", default="softmax,log_softmax_vjp", help="ops of those checks")
+    parser.add_argument(
+        "--repeats", type=int, default=2, help="alternations of the overhead/independence checks"
+    )
     parser.add_argument("--json", default=None, help="write the figures as JSON to this file")
     args = parser.parse_args(argv)
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
-    # Threads before any framework is imported (XLA reads its flags at import).
-    bench.configure_threads(args.threads)
-    names = [n.strip() for n in args.backends.split(",")] if args.backends else None
-    try:
-        backends = cpu_backends(names, args.plugin)
-    except (LookupError, ImportError) as exc:
-        print(f"bench_fidelity: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    if not backends:
-        print("bench_fidelity: error: no CPU backend can run here", file=sys.stderr)
-        return 2
-    print(f"CPU backends: {', '.join(b.name for b in backends)}")
-    result = fidelity(backends, threads=args.threads, out_dir=Path(args.out) if args.out else None,
-                      budget_s=args.budget, fresh_processes=True, plugins=args.plugin)
+    only = [c.strip() for c in args.only.split(",") if c.strip()]
+    if args.threads < 1 or args.repeats < 1 or any(c not in CHECKS for c in only):
+        parser.error(f"--threads and --repeats at least 1; --only from {', '.join(CHECKS)}")
+    names = [n.strip() for n in args.backends.split(",") if n.strip()]
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    ops = [o.strip() for o in args.ops.split(",") if o.strip()]
+    large = [w for w in LARGE_WORKLOADS if w.label in cases and w.op in ops] or [
+        Workload(w.label, op, w.dtype, w.shape) for w in LARGE_WORKLOADS[:1] for op in ops[:1]
+    ]
+    print(
+        f"machine: {os.cpu_count()} cores, load average {_load()}; backends {', '.join(names)}; "
+        f"threads {args.threads}"
+    )
+    result: dict = {"threads": args.threads, "backends": names, "load_average": [_load()]}
+    ok = True
+    if "overhead" in only:
+        print(
+            f"Overhead: no-op backend through the worker harness vs a bare loop, against 1 MiB ops; "
+            f"limit {OVERHEAD_LIMIT:.0%}"
+        )
+        result["overhead"] = overhead(names, threads=args.threads, repeats=args.repeats)
+        ok &= result["overhead"]["ok"]
+    if "independence" in only and len(names) > 1:
+        print(
+            f"Independence: each backend alone and with the others ({', '.join(w.id for w in large)}); "
+            f"limit {INDEPENDENCE_LIMIT:.0%}"
+        )
+        result["independence"] = independence(names, large, threads=args.threads, repeats=args.repeats)
+        ok &= result["independence"]["ok"]
+    if "reproducibility" in only:
+        print(
+            f"Reproducibility: two back-to-back 'softmaxbench bench --threads {args.threads}' runs; "
+            f"limit {REPRO_LIMIT:.0%}"
+        )
+        result["reproducibility"] = reproducibility(names, cases, ops, threads=args.threads)
+        ok &= result["reproducibility"]["ok"]
+    result["load_average"].append(_load())
+    result["ok"] = bool(ok)
+    for check in CHECKS:
+        if check in result:
+            worst = result[check]["worst"]
+            print(
+                f"{check}: worst {'-' if worst is None else f'{worst:.2%}'} -> "
+                f"{'holds' if result[check]['ok'] else 'DOES NOT HOLD'}"
+            )
+    print(f"load average before / after: {result['load_average'][0]} / {result['load_average'][1]}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")
-    return 0 if result["ok"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,36 +1,41 @@
-"""The benchmark harness: workloads, rotation, device-aware timers, records and pytest-benchmark.
+"""The benchmark harness: workloads, rotation, device-aware timers, the worker design, the trusted
+side's checks, records and pytest-benchmark.
 
-Small backends defined here stand in for the built-ins (tiny shapes, few rounds): the CI part
-of this file runs in well under a minute.
+Small backends (a plugin file written here, loaded in the workers) stand in for the built-ins
+(tiny shapes, few rounds). The code under test runs only in worker processes, never in this one.
 """
 
 from __future__ import annotations
 
 import doctest
-import json
 import os
+import signal
 import subprocess
 import sys
 import time
-import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from softmaxbench.backends.base import Backend
+from softmaxbench.suite.bench import judge, timers, workloads
 from softmaxbench.suite.bench import measure as bench
-from softmaxbench.suite.bench import timers, workloads
 from softmaxbench.suite.bench.workloads import MiB, Workload
-from softmaxbench.suite.isolation.threads import THREAD_VARIABLES
 from softmaxbench.suite.records import RESULTS_FILE, read_results, read_run, validate_record
 
-TINY = Settings = bench.Settings(min_rounds=8, max_rounds=200, max_time=0.02, warmup_time=0.005,
-                                 cache=64 * 1024)
+TINY = bench.Settings(min_rounds=8, max_rounds=200, max_time=0.02, warmup_time=0.005, cache=64 * 1024,
+                      prepare_timeout=60)
+EXPLOITS = Path(__file__).parent / "exploits"
+
+#: Small backends for the harness, loaded in the workers with --plugin.
+TINY_PLUGIN = """
+import time
+import numpy as np
+from softmaxbench.backends import Backend
 
 
 class TinyNumpy(Backend):
-    """The textbook softmax family in NumPy, enough for the benchmark."""
-
     name = "tiny-numpy"
     device = "cpu"
     dtypes = ("float32", "float64")
@@ -49,8 +54,6 @@ class TinyNumpy(Backend):
 
 
 class Compiling(TinyNumpy):
-    """Pretends to jit: the first call per (op, shape, dtype) 'compiles' for 60 ms."""
-
     name = "tiny-compiling"
 
     def __init__(self):
@@ -68,14 +71,11 @@ class Raising(TinyNumpy):
     name = "tiny-raising"
 
     def softmax(self, x, axis=-1):
-        raise RuntimeError("kernel launch failed\nsecond line")
+        raise RuntimeError("kernel launch failed\\nsecond line")
 
 
-class Jittery(Backend):
-    """Alternates 1 ms and 4 ms calls: a wide spread."""
-
+class Jittery(TinyNumpy):
     name = "tiny-jittery"
-    dtypes = ("float32",)
 
     def __init__(self):
         self.n = 0
@@ -83,13 +83,25 @@ class Jittery(Backend):
     def softmax(self, x, axis=-1):
         self.n += 1
         time.sleep(0.004 if self.n % 2 else 0.001)
-        return x
+        return super().softmax(x, axis)
 
 
-@pytest.fixture
-def numpy_copy_only(monkeypatch):
-    """The device copy measured with np.copyto only (torch's import is slow for CI)."""
-    monkeypatch.setattr(bench, "copy_kernels", lambda device: [bench.NumpyCopy()])
+def backends():
+    return [TinyNumpy(), Compiling(), Raising(), Jittery()]
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    path = tmp_path_factory.mktemp("plugins") / "tiny_backends.py"
+    path.write_text(TINY_PLUGIN)
+    return str(path)
+
+
+def _run(out, names, plugin, workloads_, **kw):
+    kw.setdefault("settings", TINY)
+    kw.setdefault("echo", None)
+    return bench.run_bench(out, names, plugins=[plugin], workloads=workloads_, **kw)
 
 
 # --------------------------------------------------------------------------------------------- workloads
@@ -137,7 +149,7 @@ def test_inputs_are_deterministic_and_typed():
     assert len(Workload("t", "softmax_vjp", "bfloat16", (3, 5)).host_inputs()) == 2
 
 
-def test_pool_rotates_over_more_than_the_cache():
+def test_pool_rotates_over_more_than_the_cache_with_distinct_values():
     w = Workload("t", "softmax_vjp", "float32", (16, 64))  # 8 KiB per set (x, cotangent)
     pool = workloads.InputPool(Backend(), w, cache=40 * 1024)
     assert len(pool) * w.set_bytes >= workloads.ROTATION_FACTOR * 40 * 1024
@@ -145,7 +157,10 @@ def test_pool_rotates_over_more_than_the_cache():
     assert pool.next() is seen[0]  # round robin, oldest first
     xs = [s[0] for s in seen]
     assert not any(np.shares_memory(xs[0], x) for x in xs[1:])  # distinct memory, not views
-    workloads.clear_host_pool()
+    assert all((xs[0] != x).any() for x in xs[1:])  # distinct values: a cached result cannot stand in
+    assert np.array_equal(xs[3], w.input_set(3)[0])  # the trusted side rebuilds any set
+    pool.refresh(999)
+    assert pool.next()[0] is not seen[1][0] and pool.last_index == 999
 
 
 def test_cache_size_from_sysfs_or_env(monkeypatch):
@@ -176,56 +191,70 @@ def test_host_timer_waits_for_async_results_and_synchronizes():
     assert calls == ["sync", "block", "sync"]
 
 
-def _fake_cuda_module(kind: str, elapsed_ms: float, log: list):
-    class Event:
-        def __init__(self, *a, **k):
-            self.recorded = False
+def test_cuda_event_timer_times_side_streams_in_full():
+    """The event timer reads the device clock; a kernel still running on another stream when the
+    end event is recorded makes the later event (after synchronize) the end."""
+    log, clock = [], {"t": 0.0}
 
-        def record(self, *a):
+    class Event:
+        def record(self):
             log.append("record")
+            self.t = clock["t"]
 
         def synchronize(self):
             log.append("event-sync")
 
-        def elapsed_time(self, end):
-            return elapsed_ms
-
-    if kind == "torch":
-        return types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event))
-    return types.SimpleNamespace(cuda=types.SimpleNamespace(Event=Event,
-                                                             get_elapsed_time=lambda s, e: elapsed_ms))
-
-
-@pytest.mark.parametrize("framework,kind,cls", [("torch", "torch", timers.TorchEventTimer),
-                                                 ("cupy-cuda12x", "cupy", timers.CupyEventTimer)])
-def test_gpu_backends_get_cuda_event_timers(monkeypatch, framework, kind, cls):
-    log: list = []
-    monkeypatch.setitem(sys.modules, kind, _fake_cuda_module(kind, 2.5, log))
-
     class Gpu(Backend):
         device = "gpu"
+        side = 0.0
 
         def synchronize(self):
             log.append("device-sync")
+            clock["t"] += self.side
 
-    Gpu.framework = framework
-    timer = timers.timer_for(Gpu())
-    assert isinstance(timer, cls)
-    assert timer.time(lambda: log.append("op"), (), {}) == pytest.approx(0.0025)
-    assert log == ["device-sync", "record", "op", "record", "event-sync"]
+    gpu = Gpu()
+    timer = timers.CudaEventTimer(gpu, Event, lambda a, b: (b.t - a.t) * 1e3)
+
+    def op():
+        log.append("op")
+        clock["t"] += 0.0025
+
+    assert timer.time(op, (), {}) == pytest.approx(0.0025)
+    assert log == ["device-sync", "record", "op", "record", "device-sync", "record", "event-sync"]
+    gpu.side = 0.004  # a side stream kept the device busy 4 ms past the end event
+    assert timer.time(op, (), {}) == pytest.approx(0.0065)
 
 
-def test_gpu_workloads_that_do_not_fit_are_skipped(monkeypatch):
-    free = {"bytes": 64 * 2**30}
-    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(empty_cache=lambda: None,
-                                                            mem_get_info=lambda: (free["bytes"], 80 * 2**30)))
-    monkeypatch.setitem(sys.modules, "torch", fake)
-    gpu = type("G", (Backend,), {"device": "gpu", "framework": "torch"})()
+def test_framework_code_lives_behind_backend_hooks():
+    """No torch or cupy in suite/bench: they are behind Backend hooks in backends/."""
+    import softmaxbench.suite.bench as pkg
+    from softmaxbench.backends import cupy_backend, torch_backend
+
+    for f in Path(pkg.__file__).parent.glob("*.py"):
+        text = f.read_text()
+        assert "import torch" not in text and "import cupy" not in text, f.name
+    for cls in (torch_backend.TorchCUDA, cupy_backend.CuPyBackend):
+        for hook in ("timer", "free_memory", "poison_free_memory", "copy"):
+            assert getattr(cls, hook) is not getattr(Backend, hook), (cls, hook)
+    assert torch_backend.TorchCPU().threads_in_use() >= 1
+
+
+def test_gpu_workloads_that_do_not_fit_are_skipped():
+    from softmaxbench.suite.bench import in_worker
+
+    class Gpu(Backend):
+        device = "gpu"
+        free = 64 * 2**30
+
+        def free_memory(self):
+            return self.free
+
+    gpu = Gpu()
     w = Workload("gpu-4GiB-r1024", "softmax_vjp", "float32", (2**20, 1024))  # 8 GiB per input set
-    assert bench._device_memory_problem(gpu, w, cache=50 * MiB) is None  # 2 sets + outputs: 28 GiB
-    free["bytes"] = 16 * 2**30
-    assert "GiB free" in bench._device_memory_problem(gpu, w, cache=50 * MiB)
-    assert bench._device_memory_problem(TinyNumpy(), w, cache=None) is None  # CPU: not asked
+    assert in_worker._device_memory_problem(gpu, w, cache=50 * MiB) is None  # 2 sets + outputs: 28 GiB
+    gpu.free = 16 * 2**30
+    assert "GiB free" in in_worker._device_memory_problem(gpu, w, cache=50 * MiB)
+    assert in_worker._device_memory_problem(Backend(), w, cache=50 * MiB) is None  # CPU: not asked
 
 
 def test_timer_choice_by_device_and_framework():
@@ -240,21 +269,23 @@ def test_summary_figures():
     assert s.median == 3.0 and s.iqr == 2.0 and s.n == 5 and s.cv > 1
 
 
+
 # --------------------------------------------------------------------------------------------- the harness
 
-def test_bench_records_and_pytest_benchmark_hold_the_same_samples(tmp_path, numpy_copy_only):
+def test_bench_records_and_pytest_benchmark_hold_the_same_samples(tmp_path, tiny):
     ws = [Workload("tiny", "softmax", "float32", (8, 256)),
           Workload("tiny", "softmax_vjp", "float32", (8, 256))]
-    rc, recs = bench.run_bench(tmp_path, [TinyNumpy()], ws, settings=TINY, threads=1, echo=None)
-    assert rc == 0
+    rc, recs = _run(tmp_path, ["tiny-numpy"], tiny, ws, threads=1)
+    assert rc == 0, recs
     on_disk = read_results(tmp_path)
-    assert [r["backend"] for r in on_disk] == ["copy:numpy", "tiny-numpy", "tiny-numpy"]
+    assert [r["backend"] for r in on_disk] == ["copy:tiny-numpy", "tiny-numpy", "tiny-numpy"]
     for r in on_disk:
         validate_record(r)
         assert r["kind"] == "bench" and len(r["samples_s"]) >= TINY.min_rounds
         assert r["median_s"] == pytest.approx(float(np.median(r["samples_s"])))
         assert r["gbps"] == pytest.approx(r["bytes"] / r["median_s"] / 1e9)
-        assert r["iqr_s"] >= 0 and r["cv"] >= 0 and r["threads"] == 1
+        assert r["iqr_s"] >= 0 and r["cv"] >= 0
+        assert sum(r["samples_s"]) <= r["request_wall_s"]  # bounded by the trusted clock
     copy, sm, vjp = on_disk
     assert copy["op"] == "copy" and copy["bytes"] == 2 * 8 * 256 * 4
     assert sm["bytes"] == 2 * 8 * 256 * 4 and vjp["bytes"] == 3 * 8 * 256 * 4
@@ -266,33 +297,44 @@ def test_bench_records_and_pytest_benchmark_hold_the_same_samples(tmp_path, nump
     pb = bench.load_pytest_benchmark(tmp_path)
     by_name = {b["name"]: b for b in pb["benchmarks"]}
     assert set(by_name) == {f"test_throughput[{i}]" for i in
-                            ("copy:numpy-copy-float32-tiny", "tiny-numpy-softmax-float32-tiny",
+                            ("copy:tiny-numpy-copy-float32-tiny", "tiny-numpy-softmax-float32-tiny",
                              "tiny-numpy-softmax_vjp-float32-tiny")}
     pb_sm = by_name["test_throughput[tiny-numpy-softmax-float32-tiny]"]
-    assert pb_sm["stats"]["data"] == sm["samples_s"]  # bit-identical: our clock is pytest-benchmark's timer
+    assert pb_sm["stats"]["data"] == sm["samples_s"]
     assert pb_sm["extra_info"]["bytes"] == sm["bytes"]
-    assert "HarnessClock" in pb_sm["options"]["timer"]
 
 
-def test_rerun_replaces_the_results(tmp_path, numpy_copy_only):
+def test_backends_run_in_their_own_workers_and_take_turns(tmp_path, tiny):
+    ws = [Workload("a", "softmax", "float32", (8, 256)), Workload("b", "softmax", "float32", (16, 256))]
+    rc, recs = _run(tmp_path, ["tiny-numpy", "tiny-jittery"], tiny, ws)
+    assert rc == 0
+    order = [(r["workload"], r["backend"]) for r in recs]
+    # each group goes to every backend's worker in turn, its copy first; who starts rotates
+    assert order == [("a", "copy:tiny-jittery"), ("a", "tiny-jittery"), ("a", "copy:tiny-numpy"),
+                     ("a", "tiny-numpy"), ("b", "copy:tiny-numpy"), ("b", "tiny-numpy"),
+                     ("b", "copy:tiny-jittery"), ("b", "tiny-jittery")]
+    assert "tiny_backends" not in sys.modules  # the plugin never ran in this process
+
+
+def test_rerun_replaces_the_results(tmp_path, tiny):
     w = [Workload("tiny", "softmax", "float32", (4, 64))]
     for _ in range(2):
-        bench.run_bench(tmp_path, [TinyNumpy()], w, settings=TINY, echo=None, copies=False)
+        _run(tmp_path, ["tiny-numpy"], tiny, w, copies=False)
     assert len(read_results(tmp_path)) == 1
 
 
-def test_compile_time_is_measured_apart(tmp_path):
+def test_compile_time_is_measured_apart(tmp_path, tiny):
     w = [Workload("tiny", "softmax", "float32", (4, 64))]
-    _, (rec,) = bench.run_bench(tmp_path, [Compiling()], w, settings=TINY, echo=None, copies=False)
+    _, (rec,) = _run(tmp_path, ["tiny-compiling"], tiny, w, copies=False)
     assert rec["compile_s"] == 0.06
     assert rec["first_call_s"] >= 0.06
     assert rec["median_s"] < 0.01  # no compile in the timed rounds
 
 
-def test_unsupported_and_raising_ops_are_recorded(tmp_path):
+def test_unsupported_and_raising_ops_are_recorded(tmp_path, tiny):
     ws = [Workload("tiny", "cross_entropy", "float32", (4, 64)),
           Workload("tiny", "softmax", "float32", (4, 64))]
-    rc, recs = bench.run_bench(tmp_path, [Raising()], ws, settings=TINY, echo=None, copies=False)
+    rc, recs = _run(tmp_path, ["tiny-raising"], tiny, ws, copies=False)
     assert rc == 1
     verdicts = {r["op"]: (r["verdict"], r.get("message")) for r in recs}
     assert verdicts["cross_entropy"][0] == "unsupported"
@@ -300,50 +342,26 @@ def test_unsupported_and_raising_ops_are_recorded(tmp_path):
     assert "unsupported" in bench.table(recs) and "error" in bench.table(recs)
 
 
-def test_wide_spread_is_flagged(tmp_path):
+def test_wide_spread_is_flagged(tiny):
     s = bench.Settings(min_rounds=10, max_rounds=10, max_time=0.001, warmup_time=0.0, min_warmup=1,
                        cache=1024)
-    _, (rec,) = bench.run_bench(None, [Jittery()], [Workload("t", "softmax", "float32", (2, 8))],
-                                settings=s, echo=None, copies=False)
+    _, (rec,) = _run(None, ["tiny-jittery"], tiny, [Workload("t", "softmax", "float32", (2, 8))],
+                     settings=s, copies=False)
     assert rec["cv"] > 0.05 and "coefficient of variation" in rec["warning"]
 
 
-def test_threads_are_applied_and_recorded(monkeypatch):
-    torch = pytest.importorskip("torch")
-    for var in THREAD_VARIABLES + ("XLA_FLAGS",):
-        monkeypatch.delenv(var, raising=False)
-    before = torch.get_num_threads()
-
-    class TorchCpu(Backend):
-        name, framework, dtypes = "tiny-torch", "torch", ("float32",)
-
-        def asarray(self, a):
-            return torch.from_numpy(a)
-
-        def softmax(self, x, axis=-1):
-            return torch.softmax(x, axis)
-
-    seen = {}
-    orig = bench.measure
-
-    def spy(benchmark, session, item, clock=bench.CLOCK):
-        seen["threads"] = torch.get_num_threads()
-        seen["omp"] = os.environ.get("OMP_NUM_THREADS")
-        return orig(benchmark, session, item, clock)
-
-    monkeypatch.setattr(bench, "measure", spy)
-    _, (rec,) = bench.run_bench(None, [TorchCpu()], [Workload("t", "softmax", "float32", (4, 64))],
-                                settings=TINY, threads=1, echo=None, copies=False)
-    assert rec["threads"] == 1 and seen == {"threads": 1, "omp": "1"}
-    assert torch.get_num_threads() == before and "OMP_NUM_THREADS" not in os.environ  # restored
+def test_threads_reach_the_worker():
+    w = [Workload("t", "softmax", "float32", (4, 64))]
+    _, recs = bench.run_bench(None, ["torch-cpu"], workloads=w, settings=TINY, threads=1, echo=None,
+                              copies=False)
+    assert recs[0]["threads"] == 1, recs  # torch.get_num_threads() in the worker
 
 
-def test_pytest_benchmark_compare_reads_our_json(tmp_path):
+def test_pytest_benchmark_compare_reads_our_json(tmp_path, tiny):
     w = [Workload("tiny", "softmax", "float32", (4, 64))]
     for d in ("a", "b"):
-        bench.run_bench(tmp_path / d, [TinyNumpy()], w, settings=TINY, echo=None, copies=False)
-    exe = os.path.join(os.path.dirname(sys.executable), "pytest-benchmark")
-    cmd = [exe] if os.path.exists(exe) else [sys.executable, "-m", "pytest_benchmark.cli"]
+        _run(tmp_path / d, ["tiny-numpy"], tiny, w, copies=False)
+    cmd = [sys.executable, "-c", "import sys; from pytest_benchmark.cli import main; sys.exit(main())"]
     proc = subprocess.run(cmd + ["compare", str(tmp_path / "a" / bench.PYTEST_BENCHMARK_FILE),
                                  str(tmp_path / "b" / bench.PYTEST_BENCHMARK_FILE), "--group-by=name"],
                           capture_output=True, text=True, timeout=120)
@@ -351,27 +369,80 @@ def test_pytest_benchmark_compare_reads_our_json(tmp_path):
     assert "tiny-numpy-softmax-float32-tiny" in proc.stdout
 
 
-def test_module_runs_under_plain_pytest(tmp_path):
-    """``pytest --benchmark-only bench_suite.py`` with the selection in environment variables."""
-    import softmaxbench.backends.registry  # noqa: F401 - a missing module is a failure
-    plugin = tmp_path / "tinyplug.py"
-    plugin.write_text("import numpy as np\nfrom softmaxbench.backends import Backend\n"
-                      "class P(Backend):\n    name = 'plug-noop'\n    dtypes = ('float32',)\n"
-                      "    def softmax(self, x, axis=-1):\n        return x + 0\n"
-                      "def backends():\n    return [P()]\n")
-    env = dict(os.environ, SOFTMAXBENCH_BENCH_BACKENDS="plug-noop", SOFTMAXBENCH_BENCH_PLUGINS=str(plugin),
-               SOFTMAXBENCH_BENCH_OPS="softmax", SOFTMAXBENCH_BENCH_WORKLOADS="sweep-1MiB-*",
-               SOFTMAXBENCH_BENCH_MIN_ROUNDS="3", SOFTMAXBENCH_BENCH_OUT=str(tmp_path / "out"),
-               SOFTMAXBENCH_CACHE_BYTES="1M")
-    proc = subprocess.run([sys.executable, "-m", "pytest", str(bench.bench_module_path()), "--benchmark-only",
-                           "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q",
-                           f"--benchmark-json={tmp_path / 'pb.json'}"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+def test_module_alone_under_pytest_skips_with_a_pointer(tmp_path):
+    """bench_suite.py runs inside the workers; alone it has nothing to time and says so."""
+    from softmaxbench.suite.bench import bench_suite
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", bench_suite.__file__, "--benchmark-only", "-rs",
+                           "-p", "no:cacheprovider", "-p", "no:hypothesispytest"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    names = [b["name"] for b in json.loads((tmp_path / "pb.json").read_text())["benchmarks"]]
-    assert "test_throughput[plug-noop-softmax-float32-sweep-1MiB-r1024]" in names
-    recs = read_results(tmp_path / "out")
-    assert any(r["backend"] == "plug-noop" and r["gbps"] for r in recs)
+    assert "softmaxbench bench" in proc.stdout
+
+
+# ------------------------------------------------------------------------------------- the trusted checks
+
+EXPLOIT_WORK = [Workload("t", "softmax", "float32", (256, 1024))]
+EXPLOIT_SETTINGS = bench.Settings(min_rounds=8, max_rounds=400, max_time=0.05, warmup_time=0.005,
+                                  cache=1 << 20, prepare_timeout=8)
+
+
+@pytest.mark.parametrize("plugin,verdict,says", [
+    ("lazy", "fail", "before their results were computed"),
+    ("replay", "fail", "not the op's result"),
+    ("clock", "fail", "not plausible"),
+    ("exit", "crash", "exited with code 0"),
+    ("segv", "crash", "SIGSEGV"),
+    ("hang", "timeout", "no answer within"),
+])
+def test_hostile_bench_plugins_get_their_verdict_and_the_rest_goes_on(tmp_path, plugin, verdict, says):
+    name = f"exploit-bench-{plugin}"
+    rc, recs = bench.run_bench(tmp_path, [name, "numpy"], plugins=[str(EXPLOITS / f"bench_{plugin}.py")],
+                               workloads=EXPLOIT_WORK, settings=EXPLOIT_SETTINGS, echo=None)
+    assert rc == 1
+    (hostile,) = [r for r in recs if r["backend"] == name]
+    assert hostile["verdict"] == verdict and says in hostile["message"], hostile
+    assert hostile.get("gbps") is None and hostile.get("fraction_of_copy") is None
+    (honest,) = [r for r in recs if r["backend"] == "numpy"]
+    assert honest["verdict"] is None and honest["gbps"] > 0  # a hostile backend costs its own cases only
+    assert len(read_results(tmp_path)) == len(recs)
+    pb = bench.load_pytest_benchmark(tmp_path)
+    assert not any(f"[{name}-" in b["name"] for b in pb["benchmarks"])
+
+
+def test_a_figure_above_the_copy_bandwidth_is_implausible():
+    assert judge.implausible(10.0, 8.0) is None
+    why = judge.implausible(1927 * 8.0, 8.0)
+    assert "1.93e+03x the device's copy bandwidth" in why
+    assert "cannot be checked" in judge.implausible(3.0, None)
+    rec = {"backend": "b", "op": "softmax", "dtype": "float32", "workload": "w", "shape": [2, 2],
+           "verdict": None, "implausible": why, "claimed_gbps": 15416.0, "gbps": None}
+    assert "implausible" in bench.table([rec]) and "15416" not in bench.table([rec])
+
+
+def test_clock_check_bounds_the_samples_by_the_parent_wall():
+    assert "impossible" in judge.timing_problem([0.2] * 10, wall_s=1.0, rounds=10)
+    assert "not plausible" in judge.timing_problem([0.01] * 100, wall_s=10.0, rounds=100)
+    assert judge.timing_problem([0.09] * 100, wall_s=10.0, rounds=100) is None
+    assert "samples for" in judge.timing_problem([0.1], wall_s=1.0, rounds=2)
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax", "softmax_vjp", "log_softmax_vjp", "cross_entropy",
+                                "cross_entropy_grad", "logsumexp", "copy"])
+def test_output_check_tells_a_result_from_another_inputs_result(op):
+    w = Workload("t", op, "float32", (8, 64))
+    a, b = w.input_set(1), w.input_set(2)
+    rows = [0, 3, 7]
+    right = judge.expected(w, a, None if op == "cross_entropy" else rows).astype(np.float32)
+    assert judge.output_problem(w, a, right, None if op == "cross_entropy" else rows, "r") is None
+    assert "r:" in judge.output_problem(w, b, right, None if op == "cross_entropy" else rows, "r")
+
+
+def test_small_figures_keep_significant_digits():
+    assert bench.sig(0.00312) == "0.00312" and bench.sig(0.0) == "0" and bench.sig(41.2345) == "41.2"
+    line = bench.progress_line({"backend": "slow", "op": "softmax", "dtype": "float32", "workload": "w",
+                                "verdict": None, "gbps": 0.004})
+    assert "0.00400 GB/s" in line and "0.00 GB/s" not in line
 
 
 # --------------------------------------------------------------------------------------------- the verb
@@ -396,13 +467,12 @@ def test_bad_bench_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message)
 
 
 def test_unknown_backend_is_exit_2(capsys, tmp_path):
-    import softmaxbench.backends.registry  # noqa: F401 - a missing module is a failure
     assert _cli("bench", "--backends", "no-such-backend", "--out", str(tmp_path)) == 2
     err = capsys.readouterr().err
     assert "no-such-backend" in err and "Traceback" not in err
 
 
-def test_bench_verb_prints_throughput_for_numpy(capsys, tmp_path, monkeypatch, numpy_copy_only):
+def test_bench_verb_prints_throughput_for_numpy(capsys, tmp_path, monkeypatch):
     import softmaxbench.backends.registry  # noqa: F401 - a missing module is a failure
     monkeypatch.setenv("SOFTMAXBENCH_CACHE_BYTES", "4M")
     rc = _cli("bench", "--backends", "numpy", "--ops", "softmax", "--quick", "--cases", "sweep-1MiB-*",
@@ -419,11 +489,11 @@ def test_cuda_event_timer_on_a_real_device():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device here")
-    gpu = type("G", (Backend,), {"device": "gpu", "framework": "torch",
-                                 "synchronize": lambda self: torch.cuda.synchronize()})()
+    from softmaxbench.backends.torch_backend import TorchCUDA
+
     x = torch.randn(4096, 4096, device="cuda")
-    timer = timers.timer_for(gpu)
-    assert isinstance(timer, timers.TorchEventTimer)
+    timer = timers.timer_for(TorchCUDA())
+    assert isinstance(timer, timers.CudaEventTimer) and timer.name == "torch.cuda.Event"
     assert 0 < timer.time(torch.softmax, (x, -1), {}) < 1
 
 
@@ -442,6 +512,29 @@ def test_docstring_examples_run():
     from benchmarks import bench_fidelity
     from softmaxbench.reports import compare
 
-    for mod in (workloads, timers, bench, bench_fidelity, compare):
+    for mod in (workloads, timers, bench, judge, bench_fidelity, compare):
         result = doctest.testmod(mod)
         assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+def test_sigterm_is_like_ctrl_c_and_a_second_run_on_the_same_out_is_refused(tmp_path):
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "softmaxbench", "bench", "--backends", "exploit-bench-hang,numpy",
+           "--plugin", str(EXPLOITS / "bench_hang.py"), "--ops", "softmax", "--quick", "--cases",
+           "sweep-1MiB-*", "--out", str(out)]
+    env = {**os.environ, "SOFTMAXBENCH_CACHE_BYTES": "1M"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not (out / RESULTS_FILE).is_file():
+            time.sleep(0.2)
+        time.sleep(1.0)  # the hanging op is now in its worker
+        second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
+        assert second.returncode == 2 and "another softmaxbench run" in second.stderr, second.stderr
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert read_run(out)["interrupted"] is True
+    assert [r["backend"] for r in read_results(out)][:1] == ["copy:exploit-bench-hang"]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 
-from softmaxbench.backends.base import Backend
 from softmaxbench.reports import compare
 from softmaxbench.suite.bench import measure as bench
 from softmaxbench.suite.bench.workloads import Workload
@@ -19,20 +17,32 @@ SETTINGS = bench.Settings(min_rounds=15, max_rounds=15, max_time=0.0, warmup_tim
 WORK = [Workload("tiny", "softmax", "float32", (64, 1024))]
 
 
+#: The backends, as a plugin the bench workers load (the code under test never runs in this process).
+PLUGIN = """
+import time
+import numpy as np
+from softmaxbench.backends import Backend
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
 class Sleeper(Backend):
-    """A kernel whose time is a sleep: steady medians even on a busy machine."""
+    \"\"\"A kernel whose time is a sleep: steady medians even on a busy machine.\"\"\"
 
     name = "sleeper"
     dtypes = ("float32",)
-    seconds = 0.002
+    seconds = 0.02  # long beside the softmax it also computes (its output is judged)
 
     def softmax(self, x, axis=-1):
         time.sleep(self.seconds)
-        return x
+        return _softmax(x, axis)
 
 
 class SlowSleeper(Sleeper):
-    seconds = 0.003  # 50% more time: a third less throughput
+    seconds = 0.03  # 50% more time: a third less throughput
 
 
 class Textbook(Backend):
@@ -42,17 +52,26 @@ class Textbook(Backend):
 
     def softmax(self, x, axis=-1):
         for _ in range(self.repeats):  # the slowed version repeats the work
-            e = np.exp(x - x.max(axis=axis, keepdims=True))
-            y = e / e.sum(axis=axis, keepdims=True)
+            y = _softmax(x, axis)
         return y
 
 
-def _bench(path, backend_cls, name=None):
-    b = backend_cls()
-    if name:
-        b.name = name  # the slowed version stands in for the same backend in a later run
-    rc, _ = bench.run_bench(path, [b], WORK, settings=SETTINGS, echo=None, copies=False)
-    assert rc == 0
+class Slowed(Textbook):
+    repeats = 4
+"""
+
+
+def _bench(path, backend_cls: str, name=None):
+    """Bench the plugin's class ``backend_cls`` (named ``name``: a slowed version stands in for the
+    same backend in a later run)."""
+    plugin = path.parent / f"plugin_{path.name}.py"
+    cls_name = name or {"Sleeper": "sleeper", "SlowSleeper": "sleeper", "Textbook": "textbook",
+                        "Slowed": "textbook"}[backend_cls]
+    plugin.write_text(PLUGIN + f"\n\ndef backends():\n    b = {backend_cls}()\n    b.name = {cls_name!r}\n"
+                      "    return [b]\n")
+    rc, recs = bench.run_bench(path, [cls_name], plugins=[str(plugin)], workloads=WORK, settings=SETTINGS,
+                               echo=None, copies=False)
+    assert rc == 0, recs
     return str(path)
 
 
@@ -65,14 +84,14 @@ def _cli(*argv):
 
 
 def test_same_backend_twice_passes(tmp_path, capsys):
-    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", Sleeper)
+    base, new = _bench(tmp_path / "a", "Sleeper"), _bench(tmp_path / "b", "Sleeper")
     assert _cli("compare", base, new, "--max-regression", "10%") == 0
     out = capsys.readouterr().out
     assert "sleeper" in out and "unchanged" in out and "0 regression(s)" in out
 
 
 def test_slowed_backend_trips_the_gate(tmp_path, capsys):
-    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", SlowSleeper, name="sleeper")
+    base, new = _bench(tmp_path / "a", "Sleeper"), _bench(tmp_path / "b", "SlowSleeper", name="sleeper")
     assert _cli("compare", base, new, "--max-regression", "10%", "--out", str(tmp_path / "cmp")) == 1
     captured = capsys.readouterr()
     assert "regression" in captured.out and "REGRESSION: sleeper softmax float32 tiny" in captured.err
@@ -87,14 +106,13 @@ def test_slowed_backend_trips_the_gate(tmp_path, capsys):
 
 
 def test_repeated_work_trips_the_gate(tmp_path):
-    slowed = type("Slowed", (Textbook,), {"repeats": 4})
-    base, new = _bench(tmp_path / "a", Textbook), _bench(tmp_path / "b", slowed, name="textbook")
+    base, new = _bench(tmp_path / "a", "Textbook"), _bench(tmp_path / "b", "Slowed", name="textbook")
     assert _cli("compare", base, new) == 1
 
 
 def test_compare_output_is_readable_by_the_report(tmp_path):
     import softmaxbench.reports.tables as tables
-    base, new = _bench(tmp_path / "a", Sleeper), _bench(tmp_path / "b", SlowSleeper, name="sleeper")
+    base, new = _bench(tmp_path / "a", "Sleeper"), _bench(tmp_path / "b", "SlowSleeper", name="sleeper")
     _cli("compare", base, new, "--out", str(tmp_path / "cmp"))
     table = tables.compare_table(json.loads((tmp_path / "cmp" / "compare.json").read_text()))
     assert "regression" in table.view.to_string()
@@ -149,7 +167,7 @@ def _one_line_exit_2(capsys, *argv, expect: str) -> None:
 
 
 def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
-    good = _bench(tmp_path / "good", Sleeper)
+    good = _bench(tmp_path / "good", "Sleeper")
     _one_line_exit_2(capsys, str(tmp_path / "missing"), good, expect="no such results directory")
     junk = tmp_path / "junk.txt"
     junk.write_text("hello\n")

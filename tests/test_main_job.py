@@ -41,9 +41,11 @@ class Producers:
     def resolve_backends(self, names, plugins=()):
         return [types.SimpleNamespace(name=n, unavailable=lambda: None) for n in names or ("numpy", "scipy")]
 
-    def run_bench(self, out_dir, backends, workloads=None, *, quick=False, ops=None, dtypes=None, names=None,
-                  settings=None, threads=None, echo=print, pytest_json=True, command=None):
-        self.bench_kwargs = dict(backends=[b.name for b in backends], quick=quick, ops=ops, dtypes=dtypes)
+    def run_bench(self, out_dir, backends=None, *, quick=False, ops=None, dtypes=None, plugins=(),
+                  threads=None, command=None, echo=print, **more):
+        # measure.run_bench takes backend names (None: every available one); each runs in a worker
+        self.bench_kwargs = dict(backends=list(backends or ("numpy", "scipy")), quick=quick, ops=ops,
+                                 dtypes=dtypes)
         self.bench_threads = threads
         if self.bench_error:
             raise self.bench_error

@@ -1,40 +1,30 @@
-"""The shipped pytest-benchmark module: one ``test_throughput`` per (backend, workload).
+"""The pytest-benchmark module that times a backend, run inside the backend's worker.
 
-``softmaxbench bench`` runs it with its selection. It also runs on its own, as any
-pytest-benchmark suite does::
+``softmaxbench bench`` sends each worker one workload at a time; the worker's pytest session
+(``suite.bench.in_worker.PytestSession``, one per worker, started on the first workload) runs
+:func:`test_throughput` once per workload: ``benchmark.pedantic`` with the backend's device
+timer as pytest-benchmark's clock, so the numbers pytest-benchmark holds are exactly the samples
+the worker reports (the trusted process checks them against its own clock, and writes
+``pytest-benchmark.json`` from the checked records).
 
-    # the module's path: python -c 'import softmaxbench.suite.bench.bench_suite as m; print(m.__file__)'
-    pytest --benchmark-only "$BENCH_SUITE_PATH" \\
-        --benchmark-json=bench.json
-
-selecting with environment variables (``SOFTMAXBENCH_BENCH_BACKENDS=numpy,torch-cpu``, ``_OPS``,
-``_DTYPES``, ``_WORKLOADS``, ``_PLUGINS``, ``_QUICK=0`` for the full sweep, ``_MIN_ROUNDS``,
-``_THREADS``, ``_OUT=DIR`` to also write softmaxbench records). Every test times one op with
-the device's own timer (``suite.timers``) through ``benchmark.pedantic``; the numbers
-pytest-benchmark stores are exactly the samples in the softmaxbench record.
+Run on its own (``pytest bench_suite.py``) there is no workload to time: the test is skipped
+with a pointer to ``softmaxbench bench``, which is the way to run it (the code under test runs
+only in workers).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from softmaxbench.suite.bench import measure as bench
+from softmaxbench.suite.bench import in_worker
 
-# pytest-benchmark reads bench.CLOCK, which our device timers advance by the measured call time.
-pytestmark = pytest.mark.benchmark(timer=bench.CLOCK, disable_gc=True)
-
-
-def pytest_generate_tests(metafunc) -> None:
-    if "bench_item" not in metafunc.fixturenames:
-        return
-    session = bench.session_for(metafunc.config)
-    if not session.items:
-        metafunc.parametrize("bench_item", [pytest.param(None, marks=pytest.mark.skip(
-            reason=f"nothing to benchmark: {session.note or 'no workload selected'}"))], ids=["none"])
-        return
-    metafunc.parametrize("bench_item", session.items, ids=[item.id for item in session.items])
+# pytest-benchmark reads in_worker.CLOCK, which our device timers advance by the measured call time.
+pytestmark = pytest.mark.benchmark(timer=in_worker.CLOCK, disable_gc=True)
 
 
-def test_throughput(benchmark, bench_item: bench.BenchItem, request) -> None:
-    """Throughput of one backend (or copy kernel) on one workload; the record is written as it ends."""
-    bench.measure(benchmark, bench.session_for(request.config), bench_item)
+def test_throughput(benchmark) -> None:
+    """Time the worker's current workload (its timed rounds; the samples go back to the parent)."""
+    job = in_worker.current_job()
+    if job is None:
+        pytest.skip("no workload: run 'softmaxbench bench' (it runs this module in each backend's worker)")
+    in_worker.run_job(benchmark, job)

@@ -1,93 +1,70 @@
-"""``softmaxbench bench``: throughput of every backend on the workloads, on pytest-benchmark.
+"""``softmaxbench bench``: throughput of every backend on the workloads, each backend in its own worker.
 
-The benchmarks are the shipped pytest module ``softmaxbench/suite/bench_suite.py``: one
-``test_throughput`` per (backend, workload), timed by pytest-benchmark's ``pedantic`` mode with
-our device-aware timer as its clock (``suite.timers``). ``softmaxbench bench`` runs that module
-with ``pytest.main`` and a :class:`BenchSession` plugin object that carries the selection; the
-same module runs alone as ``pytest --benchmark-only <path>/bench_suite.py`` (selection from
-``SOFTMAXBENCH_BENCH_*`` environment variables, quick by default).
+The trusted process (this module) never imports backend or framework code. It starts one fresh
+worker per backend (``suite.isolation.channel.Worker``) and sends it workloads; the worker times
+them with pytest-benchmark and the backend's device timer (``suite.bench.in_worker``) and
+reports samples, which are checked here (``suite.bench.judge``) before any figure is published.
 
-For each workload, on each backend:
+Order. Workloads sharing a shape and dtype form a group; each group goes to every backend's
+worker in turn (the workers live side by side, only one times at a time): in each worker the
+device's copy first (``Backend.copy``, timed the same way: the copy bandwidth of that device
+in that process), then each op. A backend's figure therefore does not depend on the other
+backends in the run (separate processes: no shared allocator, caches or threads), and drift of
+the machine spreads over every backend evenly. Workers free their pools between workloads.
 
-1. rotating input sets covering twice the last-level cache are made (``workloads.InputPool``);
-2. the first call is timed apart (it holds jit / torch.compile work; a backend's
-   ``compile_times`` hook, when it has one, gives the compile time itself);
-3. warm-up calls until ``warmup_time`` has passed; their median sizes the timed rounds;
-4. ``rounds`` timed calls through pytest-benchmark, one input set each;
-5. a bench record: raw samples, median, IQR, coefficient of variation (a warning over 5%),
-   GB/s over the fewest bytes the op must move, and the fraction of the device's copy
-   bandwidth measured the same way on the same bytes in the same run (copies are timed first
-   in each group of workloads sharing a shape and dtype).
+For each (backend, workload), three requests, each timed by the parent's clock:
+
+1. ``prepare``: rotating input sets covering twice the last-level cache, with distinct values
+   (``workloads.InputPool``); the first call timed apart (compile time apart when the backend's
+   ``compile_times`` hook has it); warm-up calls, whose median sizes the timed rounds;
+2. ``time``: the rounds through pytest-benchmark, one input set each; two rounds picked here get
+   fresh input sets and their outputs are kept;
+3. ``rows``: rows picked here (after the timing) of the kept outputs, judged against results
+   computed here from the seeded inputs.
+
+A record then carries raw samples, median, IQR, coefficient of variation (a warning over 5%),
+GB/s over the fewest bytes the op must move, and the fraction of the copy bandwidth; or verdict
+``fail`` (clock or output check failed), ``error`` (the op raised), ``unsupported``, ``crash`` /
+``timeout`` (the worker died or went silent: a fresh worker takes the rest), or ``implausible``
+(a figure above 2x the copy bandwidth; GB/s then stays empty and ``claimed_gbps`` holds it).
 
 Results: ``DIR/results.jsonl`` (one record per workload, written as it finishes), ``DIR/run.json``
-and ``DIR/pytest-benchmark.json`` (pytest-benchmark's own, readable by ``pytest-benchmark compare``).
-
->>> import tempfile, numpy as np
->>> from softmaxbench.backends import Backend
->>> class Numpy(Backend):
-...     name = "np-doc"
-...     def softmax(self, x, axis=-1):
-...         e = np.exp(x - x.max(axis=axis, keepdims=True))
-...         return e / e.sum(axis=axis, keepdims=True)
->>> from softmaxbench.suite.bench.workloads import Workload
->>> out = tempfile.mkdtemp()
->>> rc, records = run_bench(out, [Numpy()], [Workload("tiny", "softmax", "float32", (8, 64))],
-...                         settings=Settings(min_rounds=5, max_time=0.01, cache=4096), echo=None)
->>> rc, [(r["op"], len(r["samples_s"]) >= 5, r["gbps"] > 0) for r in records if r["backend"] == "np-doc"]
-(0, [('softmax', True, True)])
->>> records[0]["backend"]  # the device's copy bandwidth is measured first, then the ops
-'copy:numpy'
->>> 0 < records[-1]["fraction_of_copy"]
-True
+and ``DIR/pytest-benchmark.json`` (pytest-benchmark's format, readable by ``pytest-benchmark
+compare``, written here from the checked records).
 """
 
 from __future__ import annotations
 
 import functools
-import gc
-import importlib.util
 import json
 import math
 import os
 import shlex
+import signal
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
-from softmaxbench.backends.base import Backend
 from softmaxbench.reference.dtypes import DTYPES
 from softmaxbench.suite import records as rec_mod
-from softmaxbench.suite.bench.timers import HarnessClock, summarize, timer_for
-from softmaxbench.suite.bench.workloads import (
-    COPY_OP,
-    SELECTABLE_OPS,
-    InputPool,
-    Workload,
-    cache_bytes,
-    clear_host_pool,
-    copy_workload,
-    pool_size,
-    select,
-)
-from softmaxbench.suite.isolation.threads import (
-    THREAD_VARIABLES,
-    configure_threads,
-    threads_used,
-    torch_threads,
-)
+from softmaxbench.suite.bench import judge
+from softmaxbench.suite.bench.timers import summarize
+from softmaxbench.suite.bench.workloads import COPY_OP, SELECTABLE_OPS, Workload, copy_workload, select
+from softmaxbench.suite.isolation.threads import thread_env
 
 PYTEST_BENCHMARK_FILE = "pytest-benchmark.json"
 #: Coefficient of variation above which a record carries a warning.
 CV_WARNING = 0.05
-#: The clock pytest-benchmark reads (bench_suite's marker names it): advanced by our timers.
-CLOCK = HarnessClock()
 EXIT_OK, EXIT_ERROR = 0, 1
+#: Verdicts of a bench record that make the run fail.
+FAILING = ("fail", "error", "crash", "timeout")
+#: Timed rounds whose outputs are kept and judged, per workload.
+SAMPLED_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -100,8 +77,10 @@ class Settings:
     warmup_time: float = 0.1         # seconds of warm-up calls after the first call
     min_warmup: int = 3
     max_warmup: int = 200
-    cache: int | None = None         # last-level cache bytes; None: detect per device
+    cache: int | None = None         # last-level cache bytes; None: detect per device (in the worker)
     max_sets: int = 4096             # cap on rotating input sets (tiny shapes)
+    start_timeout: float = 300.0     # seconds for a worker to load its backend
+    prepare_timeout: float = 600.0   # seconds for pool, first call (compiles) and warm-up
 
     @classmethod
     def for_run(cls, quick: bool, min_rounds: int | None = None) -> Settings:
@@ -109,11 +88,22 @@ class Settings:
         return replace(s, min_rounds=min_rounds) if min_rounds else s
 
 
-@dataclass
-class BenchItem:
-    """One test of the benchmark module: a backend (or a copy kernel) on one workload."""
+@dataclass(frozen=True)
+class Target:
+    """One backend as its worker described it (validated metadata; no backend object here)."""
 
-    backend: Backend
+    name: str
+    device: str
+    dtypes: tuple[str, ...]
+    ops: tuple[str, ...]
+    framework: str = ""
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """One (backend, workload) to time; ``workload.op == "copy"`` for the device's copy."""
+
+    backend: Target
     workload: Workload
 
     @property
@@ -126,190 +116,322 @@ class BenchItem:
 
 
 # ---------------------------------------------------------------------------------------------
-# Copy kernels: the device's bandwidth, measured by the same harness on the same bytes.
+# Planning
 
-class NumpyCopy(Backend):
-    """np.copyto on the CPU (one thread: NumPy's memcpy)."""
+def plan(targets: Sequence[Target], *, quick: bool = False, ops=None, dtypes=None, names=None,
+         workloads: Sequence[Workload] | None = None, copies: bool = True) -> list[list[BenchItem]]:
+    """Groups of items (same device, dtype, shape and label), in run order; in each group every
+    backend's items are together, its copy first, and the backends take turns.
 
-    name = "copy:numpy"
-    device = "cpu"
-    framework = "numpy"
-
-    def asarray(self, a):
-        return a.view(np.uint8).reshape(-1)  # a copy moves bytes; the dtype does not matter
-
-    def copy(self, src, dst):
-        np.copyto(dst, src)
-        return dst
-
-
-class TorchCopy(Backend):
-    """torch ``Tensor.copy_`` on the CPU (threaded) or on the current CUDA device."""
-
-    framework = "torch"
-
-    def __init__(self, device: str = "cpu"):
-        self.device = device
-        self.name = f"copy:torch-{'cuda' if device == 'gpu' else 'cpu'}"
-
-    def asarray(self, a):
-        import torch
-
-        t = torch.from_numpy(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
-        return t.to("cuda") if self.device == "gpu" else t
-
-    def copy(self, src, dst):
-        return dst.copy_(src)
-
-    def synchronize(self) -> None:
-        if self.device == "gpu":
-            import torch
-
-            torch.cuda.synchronize()
-
-
-class CupyCopy(Backend):
-    """CuPy ``copyto`` on the current CUDA device."""
-
-    name = "copy:cupy"
-    device = "gpu"
-    framework = "cupy-cuda12x"
-
-    def asarray(self, a):
-        import cupy
-
-        return cupy.asarray(np.ascontiguousarray(a).view(np.uint8).reshape(-1))
-
-    def copy(self, src, dst):
-        import cupy
-
-        cupy.copyto(dst, src)
-        return dst
-
-    def synchronize(self) -> None:
-        import cupy
-
-        cupy.cuda.get_current_stream().synchronize()
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-def copy_kernels(device: str) -> list[Backend]:
-    """The copies a device's bandwidth is measured with; a record's ``copy_gbps`` is the best.
-
-    CPU: np.copyto, and torch's threaded copy_ when torch is installed. GPU: torch copy_ and CuPy
-    copyto, whichever has a device here.
+    ``workloads`` replaces the selection (quick/ops/dtypes/names) when given; ``copies=False``
+    leaves out the copies (and with them ``copy_gbps``).
     """
-    if device != "gpu":
-        return [NumpyCopy()] + ([TorchCopy("cpu")] if _has("torch") else [])
-    kernels: list[Backend] = []
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            kernels.append(TorchCopy("gpu"))
-    except ImportError:
-        pass
-    try:
-        import cupy
-
-        if cupy.cuda.is_available():
-            kernels.append(CupyCopy())
-    except ImportError:
-        pass
-    return kernels
+    per_group: dict[tuple, dict[str, list[BenchItem]]] = {}
+    for b in targets:
+        if workloads is not None:
+            work = [w for w in workloads if w.dtype in b.dtypes]
+        else:
+            # --quick measures float32 unless dtypes are named (every backend has it).
+            dts = [d for d in (dtypes or (("float32",) if quick else DTYPES)) if d in b.dtypes]
+            work = select(b.device, quick=quick, ops=ops, dtypes=dts, names=names) if dts else []
+        for w in work:
+            per_group.setdefault((b.device, w.dtype, w.shape, w.label), {}).setdefault(b.name, []).append(
+                BenchItem(b, w))
+    groups = []
+    for n, by_backend in enumerate(per_group.values()):
+        order = sorted(by_backend)
+        order = order[n % len(order):] + order[:n % len(order)]  # who goes first rotates: drift spreads
+        group: list[BenchItem] = []
+        for name in order:
+            items = sorted(by_backend[name], key=lambda it: it.workload.op)
+            if copies:
+                group.append(BenchItem(items[0].backend, copy_workload(items[0].workload)))
+            group += items
+        groups.append(group)
+    return groups
 
 
 # ---------------------------------------------------------------------------------------------
-# The session: what to run, where records go. The plugin object of ``softmaxbench bench``.
+# Backends, through workers
 
-_SESSION_KEY = pytest.StashKey["BenchSession"]()
+def worker_env(threads: int | None) -> dict[str, str]:
+    env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # JAX takes 75% of a GPU at start otherwise
+    if threads is not None:
+        env.update(thread_env(threads))
+    return env
 
 
-@dataclass(eq=False)  # hashable by identity: pluggy keeps plugins in sets
-class BenchSession:
-    """Selection and results of one bench run; registered with pytest as a plugin object."""
+def discover_names(plugins: Sequence[str] = (), check: bool = True) -> list[tuple[str, str | None]]:
+    """(name, why unavailable) of every backend discovery finds, asked of a discovery worker."""
+    from softmaxbench.suite.isolation.channel import Worker, name_problem
 
-    items: list[BenchItem]
-    settings: Settings = field(default_factory=Settings)
-    out_dir: Path | None = None
-    threads: int | None = None
-    echo: Callable[[str], None] | None = None
-    records: list[dict] = field(default_factory=list)
-    copy_gbps: dict[tuple, float] = field(default_factory=dict)
-    machine: str = field(default_factory=lambda: rec_mod.machine_info()["label"])
-    note: str | None = None          # why there is nothing to run, shown as the skip reason
-    keep_pool: bool = False          # keep the host input pool for the next session (same workloads)
-    _writer: rec_mod.ResultsWriter | None = None
+    w = Worker(None, plugins=tuple(plugins), env={})
+    try:
+        w.start(timeout_s=300)
+        reply = w.request("discover", {"check": check}, [], timeout_s=300)
+    finally:
+        w.kill()
+    out = []
+    for e in reply.header.get("entries") or []:
+        if not isinstance(e, dict) or name_problem(e.get("name")) is not None:
+            continue
+        why = e.get("unavailable")
+        out.append((e["name"], None if why is None else str(why)[:300]))
+    return out
 
-    # pytest hooks (this object is registered as a plugin)
-    def pytest_configure(self, config) -> None:
-        config.stash[_SESSION_KEY] = self
 
-    def pytest_sessionfinish(self, session, exitstatus) -> None:
-        self.close()
+class BackendWorker:
+    """The parent's handle on one backend's worker: started, restarted after a loss, killed."""
 
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_benchmark_generate_machine_info(self, config) -> dict:
-        """pytest-benchmark's own machine info, computed once per process: py-cpuinfo takes a
-        second or more, and the fidelity check runs many bench sessions in one process."""
-        return dict(_machine_info_once())
+    def __init__(self, name: str, plugins: Sequence[str], threads: int | None, log_dir: Path | None,
+                 settings: Settings):
+        self.name, self.plugins, self.threads, self.settings = name, tuple(plugins), threads, settings
+        self.log_path = None if log_dir is None else log_dir / f"bench-{name}.log"
+        self.worker = None
+        self.info = None
+        self.lost_note: str | None = None
 
-    def add(self, rec: dict) -> None:
-        """Keep, write (flushed at once) and announce one record."""
-        _validate(rec)
-        self.records.append(rec)
-        if self.out_dir is not None:
-            if self._writer is None:
-                self._writer = rec_mod.ResultsWriter(self.out_dir)
-            self._writer.write(rec)
-        if self.echo:
-            self.echo(progress_line(rec))
+    def start(self):
+        from softmaxbench.suite.isolation.channel import Worker
+
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.worker = Worker(self.name, plugins=self.plugins, env=worker_env(self.threads),
+                             log_path=self.log_path)
+        self.info = self.worker.start(timeout_s=self.settings.start_timeout)
+        return self.info
+
+    def request(self, header: dict, *, timeout_s: float):
+        if self.worker is None or not self.worker.alive():
+            self.start()
+        return self.worker.request("bench", header, [], timeout_s=timeout_s)
+
+    def kill(self) -> None:
+        if self.worker is not None:
+            self.worker.kill()
+            self.worker = None
+
+
+def start_workers(names: Sequence[str], plugins: Sequence[str], threads: int | None, log_dir: Path | None,
+                  settings: Settings, echo=None) -> tuple[list[BackendWorker], list[Target], list[str]]:
+    """Start one worker per backend; returns (workers, their targets, lines about those left out)."""
+    from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused
+
+    workers, targets, skipped = [], [], []
+    for name in names:
+        bw = BackendWorker(name, plugins, threads, log_dir, settings)
+        try:
+            info = bw.start()
+        except (WorkerRefused, WorkerLost) as exc:
+            bw.kill()
+            skipped.append(f"{name}: {getattr(exc, 'note', None) or exc}")
+            continue
+        if info.unavailable:
+            bw.kill()
+            skipped.append(f"{name}: {info.unavailable}")
+            continue
+        workers.append(bw)
+        targets.append(Target(info.name, info.device, tuple(info.dtypes), tuple(info.ops), info.framework))
+    return workers, targets, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# One item
+
+class Runner:
+    """Runs the planned items through the workers, checks every reply, keeps the records."""
+
+    def __init__(self, workers: dict[str, BackendWorker], settings: Settings, out_dir: Path | None,
+                 threads: int | None, echo, seed: int | None = None):
+        self.workers, self.settings, self.out = workers, settings, out_dir
+        self.threads, self.echo = threads, echo
+        self.copies = True
+        self.records: list[dict] = []
+        self.copy_gbps: dict[tuple, float] = {}
+        self.inputs = judge.InputCache()
+        self.rng = np.random.default_rng(seed)
+        self.machine = rec_mod.machine_info()["label"]
+        self._writer = rec_mod.ResultsWriter(out_dir) if out_dir is not None else None
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if not self.keep_pool:
-            clear_host_pool()
 
-    @classmethod
-    def from_env(cls) -> BenchSession:
-        """The selection of a plain ``pytest bench_suite.py`` run, from SOFTMAXBENCH_BENCH_* variables.
+    def add(self, rec: dict) -> None:
+        _validate(rec)
+        self.records.append(rec)
+        if self._writer is not None:
+            self._writer.write(rec)
+        if self.echo:
+            self.echo(progress_line(rec))
 
-        BACKENDS, OPS, DTYPES, WORKLOADS (comma lists), PLUGINS (comma list of modules/files),
-        QUICK (default 1), MIN_ROUNDS, THREADS, OUT (a results directory; none: no records).
-        """
-        env = os.environ.get
+    def base_record(self, item: BenchItem) -> dict:
+        b, w = item.backend, item.workload
+        return rec_mod.new_record(
+            "bench", backend=f"copy:{b.name}" if item.is_copy else b.name, device=b.device,
+            machine=self.machine, op=w.op, dtype=w.dtype, shape=list(w.shape), axis=-1, workload=w.label,
+            bytes=w.bytes_moved, threads=None, verdict=None)
 
-        def csv(name: str) -> list[str] | None:
-            v = env(f"SOFTMAXBENCH_BENCH_{name}", "")
-            return [s.strip() for s in v.split(",") if s.strip()] or None
+    def release(self, name: str) -> None:
+        bw = self.workers[name]
+        if bw.worker is not None and bw.worker.alive():
+            try:
+                bw.worker.request("bench", {"phase": "release"}, [], timeout_s=60)
+            except Exception:  # noqa: BLE001 - a worker that cannot release is killed instead
+                bw.kill()
 
-        quick = env("SOFTMAXBENCH_BENCH_QUICK", "1").lower() not in ("0", "false", "no", "")
-        rounds = env("SOFTMAXBENCH_BENCH_MIN_ROUNDS")
-        threads = env("SOFTMAXBENCH_BENCH_THREADS")
-        threads_n = int(threads) if threads else None
-        configure_threads(threads_n)
-        out = env("SOFTMAXBENCH_BENCH_OUT")
+    def run_item(self, item: BenchItem) -> dict:
+        from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused
+
+        rec = self.base_record(item)
+        b, w = item.backend, item.workload
+        if not item.is_copy and w.op not in b.ops:
+            rec.update(verdict="unsupported", message=f"{b.name} does not provide {w.op}")
+            self.add(rec)
+            return rec
+        started = time.perf_counter()
+        bw = self.workers[b.name]
         try:
-            backends = resolve_backends(csv("BACKENDS"), tuple(csv("PLUGINS") or ()))
-            items = plan(backends, quick=quick, ops=csv("OPS"), dtypes=csv("DTYPES"), names=csv("WORKLOADS"))
-            note = None if items else "no workload selected"
-        except (LookupError, ValueError, ImportError) as exc:
-            items, note = [], str(exc)
-        session = cls(items=items, settings=Settings.for_run(quick, int(rounds) if rounds else None),
-                      out_dir=Path(out) if out else None, threads=threads_n, note=note)
-        if session.out_dir is not None:
-            prepare_out_dir(session.out_dir)
-            run = rec_mod.new_run("bench", shlex.join(sys.argv), threads=threads_n)
-            rec_mod.write_run(session.out_dir, run)
-        return session
+            rec = self._measure(bw, item, rec)
+        except WorkerLost as exc:
+            rec.update(verdict=exc.kind, message=f"the worker of {b.name} was lost on this workload: "
+                                                 f"{exc.note}"[:600])
+            bw.kill()  # the next item starts a fresh worker
+        except WorkerRefused as exc:
+            rec.update(verdict="error", message=f"the bench harness failed in {b.name}'s worker: {exc}"[:600])
+        rec["duration_s"] = time.perf_counter() - started
+        self.add(rec)
+        return rec
+
+    def _measure(self, bw: BackendWorker, item: BenchItem, rec: dict) -> dict:
+        b, w, s = item.backend, item.workload, self.settings
+        header = {"phase": "prepare", "workload": {"label": w.label, "op": w.op, "dtype": w.dtype,
+                                                    "shape": list(w.shape), "seed": w.seed},
+                  "settings": asdict(s), "threads": self.threads}
+        prep = bw.request(header, timeout_s=s.prepare_timeout).header
+        status = prep.get("status")
+        if status == "skip":
+            rec.update(verdict="unsupported", message=_text(prep.get("message")))
+            return rec
+        if status in ("unsupported", "raised"):
+            rec.update(verdict="unsupported" if status == "unsupported" else "error",
+                       message=_text(prep.get("message")))
+            return rec
+        if status != "ready":
+            rec.update(verdict="error", message=f"the worker answered prepare with {_text(status)!r}")
+            return rec
+        estimate = _number(prep.get("estimate_s"), 1e-3)
+        rounds = int(max(s.min_rounds, min(s.max_rounds, math.ceil(s.max_time / max(estimate, 1e-9)))))
+        k = min(SAMPLED_ROUNDS, rounds)
+        sample_rounds = sorted(int(r) for r in self.rng.choice(rounds, size=k, replace=False))
+        pool_sets = int(_number(prep.get("pool_sets"), 2))
+        variants = [pool_sets + 1000 + int(self.rng.integers(0, 10**6)) for _ in sample_rounds]
+        timeout = 120 + 10 * rounds * max(estimate, 1e-4) + 3 * s.max_time
+        reply = bw.request({"phase": "time", "rounds": rounds, "sample_rounds": sample_rounds,
+                            "variants": variants}, timeout_s=timeout)
+        t = reply.header
+        if t.get("status") in ("unsupported", "raised"):
+            rec.update(verdict="unsupported" if t["status"] == "unsupported" else "error",
+                       message=_text(t.get("message")))
+            return rec
+        samples = t.get("samples")
+        if not isinstance(samples, list):
+            rec.update(verdict="fail", message="the worker reported no samples")
+            return rec
+        sampled = [m for m in (t.get("sampled") or []) if isinstance(m, dict)][:k]
+        out_bytes = sum(_out_bytes(m) for m in sampled)
+        allowance = judge.harness_allowance(rounds, out_bytes, k * w.set_bytes, gpu=b.device == "gpu")
+        problem = judge.timing_problem(samples, reply.wall_s, rounds, allowance)
+        rec.update(first_call_s=_number(prep.get("first_call_s")), compile_s=_number(prep.get("compile_s")),
+                   timer=_text(prep.get("timer"), 60), threads=_int(prep.get("threads")),
+                   pool_sets=pool_sets, rounds=len(samples))
+        if item.is_copy and prep.get("copy_kernel"):
+            rec["copy_kernel"] = _text(prep.get("copy_kernel"), 200)
+        if problem:
+            rec.update(verdict="fail", message=problem, samples_s=[float(x) for x in samples
+                                                                  if isinstance(x, int | float)][:10000])
+            return rec
+        stats = summarize(samples)
+        rec.update(samples_s=[float(x) for x in samples], median_s=stats.median, iqr_s=stats.iqr, cv=stats.cv,
+                   request_wall_s=reply.wall_s)
+        # The work: the kept outputs, judged on rows picked now.
+        problem = self._judge_outputs(bw, w, sampled, sample_rounds, variants)
+        problem = problem or judge.lazy_problem(sampled, stats.median)
+        if problem:
+            rec.update(verdict="fail", message=problem)
+            return rec
+        gbps = w.bytes_moved / stats.median / 1e9 if stats.median > 0 else None
+        key = (b.name, w.dtype, w.shape, w.label)
+        warning = None
+        if stats.cv > CV_WARNING:
+            warning = f"wide spread: coefficient of variation {stats.cv:.1%} over {stats.n} rounds (> 5%)"
+        if item.is_copy:
+            if gbps:
+                self.copy_gbps[key] = gbps
+            rec.update(gbps=gbps, warning=warning)
+            return rec
+        copy = self.copy_gbps.get(key)
+        # Without copies (copies=False: a caller measuring the harness itself) there is no bar.
+        why = judge.implausible(gbps, copy) if copy is not None or self.copies else None
+        if why:
+            rec.update(implausible=why, claimed_gbps=gbps, gbps=None, copy_gbps=copy, fraction_of_copy=None,
+                       warning=warning)
+            return rec
+        rec.update(gbps=gbps, copy_gbps=copy, fraction_of_copy=gbps / copy if gbps and copy else None,
+                   warning=warning)
+        return rec
+
+    def _judge_outputs(self, bw: BackendWorker, w: Workload, sampled: list[dict], sample_rounds: list[int],
+                       variants: list[int]) -> str | None:
+        if len(sampled) != len(sample_rounds):
+            return (f"the worker kept {len(sampled)} outputs of the {len(sample_rounds)} sampled timed "
+                    "rounds")
+        expect = dict(zip(sample_rounds, variants, strict=True))
+        row_req = []
+        for m in sampled:
+            if expect.get(m.get("round")) != m.get("set"):
+                return (f"the worker says round {_text(m.get('round'))} ran on input set "
+                        f"{_text(m.get('set'))}, not the set {expect.get(m.get('round'))} it was given")
+            shape = m.get("shape") if isinstance(m.get("shape"), list) else []
+            if not shape or w.op == "cross_entropy":
+                row_req.append(None)
+            else:
+                n_rows = int(shape[0]) if isinstance(shape[0], int) else 0
+                row_req.append(judge.pick_rows(max(n_rows, 0), self.rng))
+        reply = bw.request({"phase": "rows", "rows": row_req}, timeout_s=300)
+        arrays = reply.arrays
+        if len(arrays) != len(sampled):
+            return f"the worker returned {len(arrays)} of the {len(sampled)} sampled outputs"
+        for m, rows, actual in zip(sampled, row_req, arrays, strict=True):
+            inputs = self.inputs.set(w, int(m["set"]))
+            where = f"timed round {m['round']} (input set {m['set']})"
+            problem = judge.output_problem(w, inputs, actual, rows, where)
+            if problem:
+                return problem
+        return None
+
+
+def _out_bytes(m: dict) -> int:
+    shape = m.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return 0
+    return math.prod(shape) * 8
+
+
+def _text(v: Any, cap: int = 500) -> str:
+    from softmaxbench.suite.isolation.channel import clean_text
+
+    return clean_text(v if isinstance(v, str) else repr(v), cap)
+
+
+def _number(v: Any, default: float | None = None) -> float | None:
+    ok = isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else default
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, int) and not isinstance(v, bool) and 0 < v < 1 << 20 else None
 
 
 @functools.cache
@@ -320,209 +442,13 @@ def _validator():
 
 
 def _validate(rec: dict) -> None:
-    """records.validate_record with the validator built once (it re-checks the schema each call)."""
     err = next(iter(_validator().iter_errors(rec)), None)
     if err is not None:
         raise rec_mod.RecordError(f"invalid result record: {err.message}")
 
 
-@functools.cache
-def _machine_info_once() -> dict:
-    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
-
-    return pytest_benchmark_generate_machine_info()
-
-
-def session_for(config) -> BenchSession:
-    """The session of this pytest run: the one ``softmaxbench bench`` passed, else one from env."""
-    session = config.stash.get(_SESSION_KEY, None)
-    if session is None:
-        session = BenchSession.from_env()
-        config.stash[_SESSION_KEY] = session
-        config.pluginmanager.register(session, "softmaxbench-bench-session")
-    return session
-
-
 # ---------------------------------------------------------------------------------------------
-# Planning
-
-def resolve_backends(names: Sequence[str] | None, plugins: Sequence[str] = ()) -> list[Backend]:
-    """Backend instances by name (None: every available one). Unknown names raise LookupError."""
-    from softmaxbench.backends import registry
-
-    if names:
-        return [registry.get(n, plugins=tuple(plugins)) for n in names]
-    return [e.backend for e in registry.discover(plugins=tuple(plugins))
-            if e.backend is not None and not e.unavailable]
-
-
-def plan(backends: Iterable[Backend], *, quick: bool = False, ops=None, dtypes=None, names=None,
-         workloads: Sequence[Workload] | None = None, copies: bool = True) -> list[BenchItem]:
-    """Order the (backend, workload) items: per shape and dtype, the device's copies first, then
-    each op on every backend in turn (so they share the input pool and see the same machine).
-
-    ``workloads`` replaces the selection (quick/ops/dtypes/names) when given; ``copies=False``
-    leaves out the copy kernels (and with them ``copy_gbps``).
-    """
-    per_group: dict[tuple, list[BenchItem]] = {}
-    for b in backends:
-        if workloads is not None:
-            work = [w for w in workloads if w.dtype in b.dtypes]
-        else:
-            # --quick measures float32 unless dtypes are named (every backend has it).
-            dts = [d for d in (dtypes or (("float32",) if quick else DTYPES)) if d in b.dtypes]
-            work = select(b.device, quick=quick, ops=ops, dtypes=dts, names=names) if dts else []
-        for w in work:
-            per_group.setdefault((b.device, w.dtype, w.shape, w.label), []).append(BenchItem(b, w))
-    items: list[BenchItem] = []
-    for (device, _dtype, _shape, _label), group in per_group.items():
-        if copies:
-            items += [BenchItem(k, copy_workload(group[0].workload)) for k in copy_kernels(device)]
-        items += sorted(group, key=lambda it: (it.workload.op, it.backend.name))
-    return items
-
-
-# ---------------------------------------------------------------------------------------------
-# Measuring one item (called by bench_suite.test_throughput)
-
-def _base_record(session: BenchSession, item: BenchItem) -> dict:
-    b, w = item.backend, item.workload
-    return rec_mod.new_record(
-        "bench", backend=b.name, device=b.device, machine=session.machine, op=w.op, dtype=w.dtype,
-        shape=list(w.shape), axis=-1, workload=w.label, bytes=w.bytes_moved,
-        threads=threads_used(b), verdict=None)
-
-
-def _compile_seconds(backend: Backend, w: Workload) -> float | None:
-    times = getattr(backend, "compile_times", None)
-    if not isinstance(times, dict):
-        return None
-    for key in ((w.op, tuple(w.shape), w.dtype), (w.op, list(w.shape), w.dtype)):
-        try:
-            if key in times:
-                return float(times[key])
-        except TypeError:  # an unhashable key form
-            continue
-    return None
-
-
-def _device_memory_problem(backend: Backend, w: Workload, cache: int | None) -> str | None:
-    """Why w's input pool and outputs will not fit on the backend's GPU (None: they fit, or we
-    cannot tell). Caching allocators give their idle blocks back first, so they count as free."""
-    if getattr(backend, "device", "cpu") != "gpu":
-        return None
-    sets = pool_size(w.set_bytes, cache if cache is not None else cache_bytes(backend))
-    need = sets * w.set_bytes + 3 * w.input_bytes  # the pool, the output and an intermediate or two
-    free = None
-    framework = str(getattr(backend, "framework", "") or "")
-    try:
-        if framework.startswith("cupy"):
-            import cupy
-
-            cupy.get_default_memory_pool().free_all_blocks()
-            free = cupy.cuda.runtime.memGetInfo()[0]
-        elif framework.startswith("torch"):
-            import torch
-
-            torch.cuda.empty_cache()
-            free = torch.cuda.mem_get_info()[0]
-    except Exception:  # no such device API here: let the op itself say so
-        return None
-    if free is not None and need > 0.8 * free:
-        return f"needs {need / 2**30:.1f} GiB, {free / 2**30:.1f} GiB free on the device"
-    return None
-
-
-def measure(benchmark, session: BenchSession, item: BenchItem, clock: HarnessClock = CLOCK) -> dict:
-    """Time one item with pytest-benchmark's ``benchmark`` fixture; add and return its record."""
-    b, w, s = item.backend, item.workload, session.settings
-    torch_threads(session.threads)
-    rec = _base_record(session, item)
-    started = time.perf_counter()
-    fn = getattr(b, w.op)
-    kwargs = w.call_kwargs
-    timer = timer_for(b)
-    problem = _device_memory_problem(b, w, s.cache)
-    if problem:
-        pytest.skip(f"{item.id}: {problem}")
-    gc_was = gc.isenabled()
-    gc.disable()  # a collection inside a timed call is not the op's time
-    try:
-        pool = InputPool(b, w, cache=s.cache, max_sets=s.max_sets)
-        first = timer.time(fn, pool.next(), kwargs)
-        warm: list[float] = []
-        while len(warm) < s.min_warmup or (sum(warm) < s.warmup_time and len(warm) < s.max_warmup):
-            warm.append(timer.time(fn, pool.next(), kwargs))
-    except NotImplementedError:
-        rec.update(verdict="unsupported", message=f"{b.name} does not provide {w.op}")
-        session.add(rec)
-        pytest.skip(rec["message"])
-    except Exception as exc:
-        rec.update(verdict="error", message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-        session.add(rec)
-        raise
-    finally:
-        if gc_was:
-            gc.enable()
-    estimate = float(np.median(warm))
-    # As many rounds as fill max_time, within [min_rounds, max_rounds]; min_rounds wins a conflict.
-    rounds = int(max(s.min_rounds, min(s.max_rounds, math.ceil(s.max_time / max(estimate, 1e-9)))))
-
-    samples: list[float] = []
-
-    def setup():
-        clock.reset()  # pytest-benchmark then reads exactly 0 -> dt
-        return pool.next(), kwargs
-
-    def step(*args, **kw):
-        dt = timer.time(fn, args, kw)
-        samples.append(dt)
-        clock.advance(dt)
-
-    benchmark.group = f"{w.op} {w.dtype} {w.label}"
-    benchmark.extra_info.update(backend=b.name, device=b.device, op=w.op, dtype=w.dtype,
-                                shape=list(w.shape), workload=w.label, bytes=w.bytes_moved,
-                                timer=timer.name, pool_sets=len(pool))
-    try:
-        benchmark.pedantic(step, setup=setup, rounds=rounds, warmup_rounds=0, iterations=1)
-    except Exception as exc:
-        rec.update(verdict="error", message=f"{type(exc).__name__}: {exc}".splitlines()[0][:500])
-        session.add(rec)
-        raise
-
-    stats = summarize(samples)
-    gbps = w.bytes_moved / stats.median / 1e9 if stats.median > 0 else None
-    key = (b.device, w.dtype, w.shape)
-    if item.is_copy:
-        if gbps:
-            session.copy_gbps[key] = max(gbps, session.copy_gbps.get(key, 0.0))
-        copy_gbps = fraction = None
-    else:
-        copy_gbps = session.copy_gbps.get(key)
-        fraction = gbps / copy_gbps if gbps and copy_gbps else None
-    warning = None
-    if stats.cv > CV_WARNING:
-        warning = f"wide spread: coefficient of variation {stats.cv:.1%} over {stats.n} rounds (> 5%)"
-    compile_s = _compile_seconds(b, w)
-    rec.update(samples_s=samples, median_s=stats.median, iqr_s=stats.iqr, cv=stats.cv, gbps=gbps,
-               copy_gbps=copy_gbps, fraction_of_copy=fraction, compile_s=compile_s, warning=warning,
-               first_call_s=first, rounds=len(samples), timer=timer.name,
-               duration_s=time.perf_counter() - started)
-    benchmark.extra_info.update(gbps=gbps, fraction_of_copy=fraction, compile_s=compile_s, first_call_s=first)
-    session.add(rec)
-    return rec
-
-
-# ---------------------------------------------------------------------------------------------
-# Driving pytest
-
-def bench_module_path() -> Path:
-    """Path of the shipped benchmark module (for ``pytest --benchmark-only PATH``)."""
-    spec = importlib.util.find_spec("softmaxbench.suite.bench.bench_suite")
-    if spec is None or not spec.origin:
-        raise RuntimeError("softmaxbench.suite.bench.bench_suite is missing from the installation")
-    return Path(spec.origin)
-
+# The run
 
 def prepare_out_dir(out_dir: Path) -> None:
     """A bench run owns its results: earlier records and pytest-benchmark JSON there are replaced."""
@@ -531,113 +457,252 @@ def prepare_out_dir(out_dir: Path) -> None:
         (out_dir / name).unlink(missing_ok=True)
 
 
-def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[Backend],
-              workloads: Sequence[Workload] | None = None, *, quick: bool = False, ops=None,
-              dtypes=None, names=None, settings: Settings | None = None, threads: int | None = None,
-              echo: Callable[[str], None] | None = print, pytest_json: bool = True,
-              command: str | None = None, copies: bool = True,
-              keep_pool: bool = False) -> tuple[int, list[dict]]:
-    """Benchmark ``backends`` through pytest-benchmark; returns (exit code, records).
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C."""
 
-    The exit code is 1 when a workload raised (its record says why), else 0. With ``out_dir``,
-    records go to ``out_dir/results.jsonl`` as they finish, with ``run.json`` and (when
-    ``pytest_json``) pytest-benchmark's ``pytest-benchmark.json``.
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None = None, *,
+              quick: bool = False, ops=None, dtypes=None, plugins: Sequence[str] = (),
+              threads: int | None = None, command: str | None = None,
+              echo: Callable[[str], None] | None = print, names=None,
+              workloads: Sequence[Workload] | None = None, settings: Settings | None = None,
+              copies: bool = True, pytest_json: bool = True, seed: int | None = None,
+              skipped: list[str] | None = None, strict: bool = False) -> tuple[int, list[dict]]:
+    """Benchmark the named backends (None: every available one), each in its own worker.
+
+    Returns (exit code, records): 1 when any workload failed a check, raised, crashed, timed out
+    or gave an implausible figure, or when a named backend could not run; else 0. With
+    ``out_dir``, records go to ``out_dir/results.jsonl`` as they finish, with ``run.json`` and
+    (``pytest_json``) ``pytest-benchmark.json``. Ctrl-C and SIGTERM kill the workers, mark
+    run.json ``interrupted`` and raise KeyboardInterrupt (the finished records are on disk).
+    ``skipped`` (a list) receives one line per backend that could not run; ``strict``: a named
+    backend that cannot run is an InputError (exit 2, with close names for an unknown one) before
+    anything is written.
     """
-    items = plan(backends, quick=quick, ops=ops, dtypes=dtypes, names=names, workloads=workloads,
-                 copies=copies)
     settings = settings or Settings.for_run(quick)
     out = Path(out_dir) if out_dir is not None else None
-    saved_env = {v: os.environ.get(v) for v in (*THREAD_VARIABLES, "XLA_FLAGS")}
-    torch_before = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-    configure_threads(threads)
-    session = BenchSession(items=items, settings=settings, out_dir=out, threads=threads, echo=echo,
-                           keep_pool=keep_pool)
+    # Workers run in private working directories: plugin files are named by absolute path.
+    plugins = tuple(os.path.abspath(p) if p.endswith(".py") or os.sep in p else p for p in plugins)
+    previous = signal.getsignal(signal.SIGTERM)
+    in_main = _is_main_thread()
+    if in_main:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     run = None
-    if out is not None:
-        prepare_out_dir(out)
-        run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
-                              threads=threads)
-        run["bench"] = {"settings": settings.__dict__, "workloads": len(items),
-                        "timers": sorted({timer_for(i.backend).name for i in items}),
-                        "load_average_at_start": _load_average()}
-        rec_mod.write_run(out, run)
-    module = bench_module_path()
-    # no:unraisableexception: it runs gc.collect() five times per session, a second or more in
-    # a process holding torch and jax; no:softmaxbench, no:hypothesispytest: the conformance
-    # plugin and hypothesis (seconds to import) have no part in timing.
-    args = [str(module), "-p", "no:cacheprovider", "-p", "no:terminal", "-p", "no:unraisableexception",
-            "-p", "no:softmaxbench", "-p", "no:hypothesispytest", "-s",
-            "--import-mode=importlib", "--rootdir", str(module.parent), "-c", os.devnull,
-            "--benchmark-only", "--benchmark-disable-gc", "--benchmark-quiet",
-            # pytest-benchmark's "nothing to save" when every workload raised: our records say why.
-            "-W", "ignore::pytest_benchmark.logger.PytestBenchmarkWarning"]
-    if out is not None and pytest_json:
-        args.append(f"--benchmark-json={out / PYTEST_BENCHMARK_FILE}")
-    # A caller's PYTEST_ADDOPTS (-x, --junitxml, ...) is meant for its own session, not this one.
-    addopts = os.environ.pop("PYTEST_ADDOPTS", None)
+    lock = None
+    workers: list[BackendWorker] = []
+    runner = None
+    lost_backends: list[str] = []
     try:
-        if items:
-            pytest_rc = pytest.main(args, plugins=[session])
-        else:
-            pytest_rc = pytest.ExitCode.NO_TESTS_COLLECTED
-    finally:
-        if addopts is not None:
-            os.environ["PYTEST_ADDOPTS"] = addopts
-        session.close()
-        for var, val in saved_env.items():
-            if val is None:
-                os.environ.pop(var, None)
-            else:
-                os.environ[var] = val
-        if torch_before is not None:
-            sys.modules["torch"].set_num_threads(torch_before)
-    if pytest_rc in (pytest.ExitCode.INTERNAL_ERROR, pytest.ExitCode.USAGE_ERROR):
-        raise RuntimeError(f"pytest could not run the benchmark module (exit {int(pytest_rc)})")
-    if pytest_rc == pytest.ExitCode.INTERRUPTED:
-        # pytest swallowed the Ctrl-C; the caller must see it. The finished records are on disk.
+        from softmaxbench.errors import InputError
+        from softmaxbench.suite.selection import select_backends
+
+        try:  # one selection for every verb (suite.selection): names -> validated descriptions
+            chosen, left = select_backends(list(backends) if backends else None, plugins)
+        except InputError:
+            if strict:
+                raise
+            chosen, left = [], {}
+            for n in backends or ():
+                try:
+                    chosen += select_backends([n], plugins)[0]
+                except InputError as exc:
+                    left[n] = str(exc)
+        names_to_start = [i.name for i in chosen]
+        if out is not None:
+            lock = rec_mod.OutLock(out)
+            lock.__enter__()
+        workers, targets, left_out = start_workers(names_to_start, plugins, threads,
+                                                   out / "logs" if out is not None else None, settings)
+        if strict and left_out:
+            raise _not_runnable(left_out[0], plugins)
+        left_out = [f"{n}: {w}" for n, w in left.items()] + left_out
+        if out is not None:
+            prepare_out_dir(out)
+            run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
+                                  threads=threads)
+            run["bench"] = {"settings": asdict(settings), "load_average_at_start": _load_average(),
+                            "isolation": "one worker process per backend"}
+            rec_mod.write_run(out, run)
+        for line in left_out:
+            if echo:
+                echo(f"  skipping {line}")
+        if skipped is not None:
+            skipped.extend(left_out)
+        if backends is not None:
+            lost_backends += left_out
+        groups = plan(targets, quick=quick, ops=ops, dtypes=dtypes, names=names, workloads=workloads,
+                      copies=copies)
+        runner = Runner({bw.info.name: bw for bw in workers}, settings, out, threads, echo, seed)
+        runner.copies = copies
+        if run is not None:
+            run["bench"]["workloads"] = sum(len(g) for g in groups)
+            run["bench"]["backends"] = [t.name for t in targets]
+            rec_mod.write_run(out, run)
+        for group in groups:
+            last = None
+            for item in group:
+                if last is not None and last != item.backend.name:
+                    runner.release(last)
+                runner.run_item(item)
+                last = item.backend.name
+            if last is not None:
+                runner.release(last)
+    except KeyboardInterrupt:
+        for bw in workers:
+            bw.kill()
         if run is not None:
             run["interrupted"] = True
+            run["finished"] = rec_mod.now_iso()
             rec_mod.write_run(out, run)
-        raise KeyboardInterrupt
+        if runner is not None:
+            runner.close()
+            if out is not None and pytest_json:
+                write_pytest_benchmark(out / PYTEST_BENCHMARK_FILE, runner.records)
+        raise
+    finally:
+        for bw in workers:
+            bw.kill()
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
+        if lock is not None:
+            lock.__exit__(None, None, None)
+    runner.close()
+    recs = runner.records
+    if out is not None and pytest_json:
+        write_pytest_benchmark(out / PYTEST_BENCHMARK_FILE, recs)
     if run is not None:
         run["finished"] = rec_mod.now_iso()
+        run["bench"]["not_run"] = lost_backends
         rec_mod.write_run(out, run)
-    failed = any(r.get("verdict") == "error" for r in session.records)
-    return (EXIT_ERROR if failed else EXIT_OK), session.records
+    failed = bool(lost_backends) or any(r.get("verdict") in FAILING or r.get("implausible") for r in recs)
+    return (EXIT_ERROR if failed else EXIT_OK), recs
+
+
+def _not_runnable(line: str, plugins: Sequence[str]):
+    """The InputError for a named backend that could not start (close names when it is unknown)."""
+    import difflib
+
+    from softmaxbench.errors import InputError
+
+    name, _, why = line.partition(": ")
+    if "could not load backend" in why or "unknown backend" in why.lower():
+        try:
+            known = [n for n, _ in discover_names(plugins, check=False)]
+        except Exception:  # noqa: BLE001 - suggestions are a courtesy
+            known = []
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        return InputError(f"unknown backend {name!r}{hint} (see 'softmaxbench list')")
+    return InputError(f"backend {name} cannot run here: {why}".splitlines()[0][:400])
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def write_pytest_benchmark(path: Path, recs: Sequence[dict]) -> None:
+    """pytest-benchmark's JSON of the checked records (the samples the workers' pytest-benchmark
+    sessions held), for ``pytest-benchmark compare``."""
+    from pytest_benchmark import __version__ as pb_version
+    from pytest_benchmark.stats import Stats
+
+    benchmarks = []
+    for r in recs:
+        samples = r.get("samples_s")
+        if not samples or r.get("verdict") in FAILING or r.get("implausible"):
+            continue
+        st = Stats()
+        for x in samples:
+            st.update(x)
+        ident = f"{r['backend']}-{r['op']}-{r['dtype']}-{r.get('workload')}"
+        name = f"test_throughput[{ident}]"
+        benchmarks.append({
+            "group": f"{r['op']} {r['dtype']} {r.get('workload')}", "name": name,
+            "fullname": f"bench_suite.py::{name}", "params": {"bench_item": ident}, "param": ident,
+            "extra_info": {k: r.get(k) for k in ("backend", "device", "op", "dtype", "shape", "workload",
+                                                 "bytes", "timer", "gbps", "fraction_of_copy",
+                                                 "compile_s", "first_call_s")},
+            "options": {"disable_gc": True, "timer": "softmaxbench.suite.bench.in_worker.HarnessClock",
+                        "min_rounds": len(samples), "max_time": None, "min_time": None, "warmup": False},
+            "stats": {**st.as_dict(), "data": [float(x) for x in samples], "iterations": 1}})
+    doc = {"machine_info": dict(_machine_info_once()), "commit_info": {}, "benchmarks": benchmarks,
+           "datetime": rec_mod.now_iso(), "version": pb_version}
+    path.write_text(json.dumps(doc, indent=1, default=float), encoding="utf-8")
+
+
+@functools.cache
+def _machine_info_once() -> dict:
+    import platform
+
+    return {"node": platform.node(), "processor": platform.processor(), "machine": platform.machine(),
+            "python_implementation": platform.python_implementation(),
+            "python_version": platform.python_version(), "system": platform.system(),
+            "release": platform.release(), "cpu": {"count": os.cpu_count()}}
+
+
+def load_pytest_benchmark(path: str | os.PathLike) -> dict:
+    """pytest-benchmark's JSON of a results directory (or the file itself)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / PYTEST_BENCHMARK_FILE
+    return json.loads(p.read_text(encoding="utf-8"))
 
 
 # ---------------------------------------------------------------------------------------------
 # Output
 
-def _fmt(v: Any, spec: str, scale: float = 1.0) -> str:
-    return "" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v * scale, spec)
+def sig(v: Any, digits: int = 3) -> str:
+    """A figure with ``digits`` significant figures, never '0.00' for a small one.
+
+    >>> sig(0.001234), sig(12.3456), sig(1234.5), sig(None), sig(0.0)
+    ('0.00123', '12.3', '1234', '', '0')
+    """
+    if v is None or not isinstance(v, int | float) or not math.isfinite(v):
+        return ""
+    if v == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{v:.{decimals}f}"
 
 
 def progress_line(rec: dict) -> str:
     """One line per finished workload (stderr while the run goes on)."""
     what = f"{rec['backend']:<16} {rec['op']:<18} {rec['dtype']:<8} {rec.get('workload') or ''}"
-    if rec.get("verdict") in ("unsupported", "error"):
+    if rec.get("verdict") in ("unsupported", "error", "fail", "crash", "timeout"):
         return f"  {what}: {rec['verdict']}: {rec.get('message') or ''}"
+    if rec.get("implausible"):
+        return f"  {what}: implausible: {rec['implausible']}"
     frac = rec.get("fraction_of_copy")
     tail = f" ({frac:.0%} of copy)" if frac else ""
-    return f"  {what}: {_fmt(rec.get('gbps'), '.2f')} GB/s{tail}"
+    return f"  {what}: {sig(rec.get('gbps'))} GB/s{tail}"
 
 
 def table(records: Sequence[dict]) -> str:
-    """The run's table: one row per record, GB/s and fraction of copy bandwidth."""
+    """The run's table: one row per record, GB/s and fraction of copy bandwidth (figures that
+    failed a check or are implausible are left out, with the reason)."""
     from tabulate import tabulate
 
     rows = []
     for r in records:
         shape = "x".join(map(str, r.get("shape") or []))
-        if r.get("verdict") in ("unsupported", "error"):
+        if r.get("verdict") in ("unsupported", "error", "fail", "crash", "timeout") or r.get("implausible"):
+            why = f"{r['verdict']}: {r.get('message') or ''}" if r.get("verdict") else \
+                f"implausible: {r['implausible']}"
             rows.append([r["backend"], r["op"], r["dtype"], r.get("workload"), shape, "", "", "", "", "", "",
-                         f"{r['verdict']}: {r.get('message') or ''}"[:60]])
+                         why[:70]])
             continue
+        frac = r.get("fraction_of_copy")
         rows.append([r["backend"], r["op"], r["dtype"], r.get("workload"), shape,
-                     _fmt(r.get("median_s"), ".1f", 1e6), _fmt(r.get("gbps"), ".2f"),
-                     _fmt(r.get("copy_gbps"), ".2f"), _fmt(r.get("fraction_of_copy"), ".0f", 100),
-                     _fmt(r.get("cv"), ".1f", 100), _fmt(r.get("compile_s"), ".2f"),
+                     sig(r["median_s"] * 1e6 if r.get("median_s") else None), sig(r.get("gbps")),
+                     sig(r.get("copy_gbps")), "" if frac is None else f"{100 * frac:.0f}",
+                     sig(r["cv"] * 100 if r.get("cv") is not None else None, 2), sig(r.get("compile_s")),
                      "wide spread" if r.get("warning") else ""])
     return tabulate(rows, headers=["backend", "op", "dtype", "workload", "shape", "median µs", "GB/s",
                                    "copy GB/s", "% copy", "CV %", "compile s", "note"],
@@ -668,44 +733,32 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
         raise InputError("--threads must be at least 1")
     if min_rounds is not None and min_rounds < 1:
         raise InputError("--min-rounds must be at least 1")
-    # Threads first: XLA and OpenMP read their settings when the frameworks are imported.
-    for w in configure_threads(threads):
-        click.echo(f"softmaxbench: warning: {w}", err=True)
-    # JAX takes 75% of a GPU's memory at start unless told otherwise; torch and CuPy (and the
-    # copy kernels) share the device in this process.
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    names = split_csv(backends)
+    if names:
+        from softmaxbench.suite.isolation.channel import name_problem
+
+        for n in names:
+            problem = name_problem(n)
+            if problem:
+                raise InputError(f"--backends: {problem}")
+    workload_names = split_csv(cases)
+    command = shlex.join(["softmaxbench", "bench", *sys.argv[2:]])
+    click.echo(f"softmaxbench bench: {', '.join(names) if names else 'every available backend'}"
+               f"{' (quick)' if quick else ''}, one worker each -> {out}", err=True)
     try:
-        chosen = resolve_backends(split_csv(backends), tuple(plugins))
-    except LookupError as exc:
-        raise InputError(str(exc).splitlines()[0]) from None
-    runnable = []
-    for b in chosen:
-        why = b.unavailable()
-        if why:
-            click.echo(f"softmaxbench: skipping {b.name}: {why}", err=True)
-        else:
-            runnable.append(b)
-    if not runnable:
-        raise InputError("no selected backend can run here (see 'softmaxbench list')")
-    names = split_csv(cases)
-    items = plan(runnable, quick=quick, ops=op_list, dtypes=dtype_list, names=names)
-    if not any(not i.is_copy for i in items):
-        raise InputError("no workload matches the selection "
-                         "(--ops/--dtypes/--cases and the backends' dtypes)")
-    n_work = sum(not i.is_copy for i in items)
-    click.echo(f"softmaxbench bench: {n_work} workloads on {len(runnable)} backends"
-               f"{' (quick)' if quick else ''} -> {out}", err=True)
-    try:
-        rc, records = run_bench(out, runnable, quick=quick, ops=op_list, dtypes=dtype_list, names=names,
+        rc, records = run_bench(out, names, quick=quick, ops=op_list, dtypes=dtype_list,
+                                names=workload_names, plugins=tuple(plugins),
                                 settings=Settings.for_run(quick, min_rounds), threads=threads,
-                                echo=lambda line: click.echo(line, err=True),
-                                command=shlex.join(["softmaxbench", "bench", *sys.argv[2:]]))
-    except KeyboardInterrupt:
+                                echo=lambda line: click.echo(line, err=True), command=command, strict=True)
+    except KeyboardInterrupt as exc:
         done = rec_mod.read_results(out) if (Path(out) / rec_mod.RESULTS_FILE).is_file() else []
         click.echo(table(done))
         click.echo(f"softmaxbench bench: interrupted; the {len(done)} finished workloads are in {out}",
                    err=True)
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+    if not any(r["op"] != COPY_OP for r in records):
+        raise InputError("no workload matches the selection "
+                         "(--ops/--dtypes/--cases and the backends' dtypes)")
     click.echo(table(records))
     wide = sum(1 for r in records if r.get("warning"))
     if wide:
@@ -716,6 +769,10 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
             click.echo(f"The load average is {load:.1f} on {cores} cores: other jobs held the cores. "
                        "Threaded frameworks suffer most (a thread waits for a core at every barrier); "
                        "--threads 1 measures them more steadily.")
+    bad = [r for r in records if r.get("verdict") in FAILING or r.get("implausible")]
+    if bad:
+        click.echo(f"{len(bad)} workloads failed a check, crashed or gave an implausible figure: their "
+                   "figures are left out (see 'message' and 'implausible' in results.jsonl).", err=True)
     click.echo(f"results: {Path(out) / rec_mod.RESULTS_FILE}; "
                f"pytest-benchmark: {Path(out) / PYTEST_BENCHMARK_FILE}")
     return rc
@@ -726,11 +783,3 @@ def _load_average() -> float | None:
         return os.getloadavg()[0]
     except OSError:  # not on this platform
         return None
-
-
-def load_pytest_benchmark(path: str | os.PathLike) -> dict:
-    """pytest-benchmark's JSON of a results directory (or the file itself)."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / PYTEST_BENCHMARK_FILE
-    return json.loads(p.read_text(encoding="utf-8"))

@@ -105,6 +105,8 @@ class Workload:
         Logits and cotangents are uniform in [-4, 4) (no overflow, no subnormals: timing must
         not depend on special-value paths; uniform because GiB-sized GPU inputs are made on the
         host, where it is several times faster than normal); class targets uniform in [0, C).
+        A copy's second array is its destination, with other values than the source (a copy
+        that did nothing is then told from one that did).
         """
         rng = np.random.default_rng(self.seed)
         dt = np_dtype(self.dtype)
@@ -118,8 +120,33 @@ class Workload:
         if self.op in ("cross_entropy", "cross_entropy_grad"):
             return x, rng.integers(0, self.row_length, size=self.shape[:-1], dtype=np.int64)
         if self.op == COPY_OP:
-            return x, x.copy()  # a written target: np.empty's untouched pages would time page faults
+            return x, values()  # a written target: np.empty's untouched pages would time page faults
         return (x,)
+
+    def input_set(self, i: int, base: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """Input set ``i`` of the rotation: set 0 is :meth:`host_inputs`, set i its arrays rolled
+        by ``i * (row_length + 1)`` elements (every row and column moves), so each set has other
+        values at each position and other results. Class targets stay as they are (rolled with
+        the logits they would give the same mean loss). Deterministic: the trusted side rebuilds
+        any set to judge the output a worker says it computed from it.
+
+        >>> w = Workload("t", "softmax", "float32", (3, 4))
+        >>> bool((w.input_set(1)[0] != w.input_set(0)[0]).any()), w.input_set(1)[0].shape
+        (True, (3, 4))
+        """
+        base = self.host_inputs() if base is None else base
+        if i == 0:
+            return tuple(a.copy() for a in base)
+        shift = (i * (self.row_length + 1)) % max(math.prod(self.shape), 1)
+        out = []
+        for k, a in enumerate(base):
+            if self.op in ("cross_entropy", "cross_entropy_grad") and k == 1:
+                out.append(a.copy())
+            elif self.op == COPY_OP and k == 1:
+                out.append(a.copy())  # the destination's values do not matter, only its memory
+            else:
+                out.append(np.roll(a.reshape(-1), shift).reshape(a.shape))
+        return tuple(out)
 
     @cached_property
     def call_kwargs(self) -> dict:
@@ -297,28 +324,21 @@ def cpu_cache_bytes() -> int:
     return max(sizes, default=DEFAULT_CPU_CACHE)
 
 
-def gpu_cache_bytes(backend=None) -> int:
-    """L2 size of the current CUDA device (through torch or CuPy, whichever the backend uses)."""
+def cache_bytes(backend) -> int:
+    """The last-level cache in front of the backend's memory: its ``cache_bytes()`` hook (the L2 of
+    a GPU), else the CPU's from sysfs (or a default). ``SOFTMAXBENCH_CACHE_BYTES`` overrides it."""
     import os
 
     if os.environ.get("SOFTMAXBENCH_CACHE_BYTES"):
         return _parse_size(os.environ["SOFTMAXBENCH_CACHE_BYTES"])
-    framework = str(getattr(backend, "framework", "") or "")
     try:
-        if framework.startswith("cupy"):
-            import cupy
-
-            return int(cupy.cuda.Device().attributes["L2CacheSize"])
-        import torch
-
-        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
-    except Exception:  # no such attribute in this version, no device: the default is safe
-        return DEFAULT_GPU_CACHE
-
-
-def cache_bytes(backend) -> int:
-    """The last-level cache in front of the backend's memory."""
-    return gpu_cache_bytes(backend) if getattr(backend, "device", "cpu") == "gpu" else cpu_cache_bytes()
+        hook = getattr(backend, "cache_bytes", None)
+        got = hook() if callable(hook) else None
+    except Exception:  # noqa: BLE001 - no such device attribute here: the default is safe
+        got = None
+    if isinstance(got, int) and got > 0:
+        return got
+    return DEFAULT_GPU_CACHE if getattr(backend, "device", "cpu") == "gpu" else cpu_cache_bytes()
 
 
 def input_kind(op: str) -> str:
@@ -341,52 +361,43 @@ def pool_size(set_bytes: int, cache: int, max_sets: int = 4096) -> int:
     return max(2, min(max_sets, math.ceil(ROTATION_FACTOR * cache / max(set_bytes, 1))))
 
 
-_HOST_POOL: dict[tuple, list[tuple[np.ndarray, ...]]] = {}
+_BASE: dict[tuple, tuple[np.ndarray, ...]] = {}
 
 
-def host_pool(w: Workload, n_sets: int) -> list[tuple[np.ndarray, ...]]:
-    """``n_sets`` distinct NumPy copies of w's inputs, oldest first.
-
-    Kept (one pool at a time) so that the backends timed one after another on the same
-    workload share it instead of rebuilding it.
-    """
-    key = (input_kind(w.op), w.dtype, w.shape, w.seed, n_sets)
-    if key not in _HOST_POOL:
-        _HOST_POOL.clear()  # free the previous pool first: pools are up to 2 x the LLC each
-        base = w.host_inputs()
-        # Distinct memory per set (np.copy writes every page); the values may repeat.
-        _HOST_POOL[key] = [base] + [tuple(a.copy() for a in base) for _ in range(n_sets - 1)]
-    return _HOST_POOL[key]
-
-
-def clear_host_pool() -> None:
-    """Drop the shared host pool (end of a bench session)."""
-    _HOST_POOL.clear()
+def _base_inputs(w: Workload) -> tuple[np.ndarray, ...]:
+    """w's seeded inputs, kept (one workload's at a time) for the next workload of the same
+    shape, dtype and kind: the ops of a group share them, and GiB-sized ones take seconds to make."""
+    key = (input_kind(w.op), w.dtype, w.shape, w.seed)
+    if key not in _BASE:
+        _BASE.clear()  # the previous base first: they are large
+        _BASE[key] = w.host_inputs()
+    return _BASE[key]
 
 
 class InputPool:
     """Rotating native input sets for one backend and workload; ``next()`` gives the next set.
 
-    CPU: distinct host copies converted with ``backend.asarray`` (which may alias them).
-    GPU: ``backend.asarray`` of one host set, repeated: every transfer makes a distinct device
-    buffer, and several GiB of host copies are not needed for it.
+    Set ``i`` is ``backend.asarray(w.input_set(i))``: distinct memory and distinct values, so
+    neither the caches nor a result cached by the op can stand in for the work. ``refresh(v)``
+    replaces the set about to be used by input set ``v`` (a fresh array object, other values),
+    for calls whose output is judged.
 
     >>> from softmaxbench.backends import Backend
     >>> pool = InputPool(Backend(), Workload("t", "softmax", "float32", (4, 8)), cache=64)
-    >>> len(pool), pool.next()[0].shape
-    (2, (4, 8))
+    >>> len(pool), pool.next()[0].shape, pool.last_index
+    (2, (4, 8), 0)
     """
 
     def __init__(self, backend, w: Workload, *, cache: int | None = None, max_sets: int = 4096):
+        self.backend, self.w = backend, w
         self.set_bytes = w.set_bytes
         self.n = pool_size(self.set_bytes, cache if cache is not None else cache_bytes(backend), max_sets)
-        if getattr(backend, "device", "cpu") == "gpu":
-            host = host_pool(w, 1)[0]  # one host set, shared by the backends timed in turn
-            self.sets = [tuple(backend.asarray(a) for a in host) for _ in range(self.n)]
-        else:
-            self.sets = [tuple(backend.asarray(a) for a in s) for s in host_pool(w, self.n)]
+        self.base = _base_inputs(w)
+        self.sets = [tuple(backend.asarray(a) for a in w.input_set(i, self.base)) for i in range(self.n)]
+        self.ids = list(range(self.n))   # which input set each slot holds now
         backend.synchronize()
         self._i = 0
+        self.last_index = -1
 
     def __len__(self) -> int:
         return self.n
@@ -394,5 +405,12 @@ class InputPool:
     def next(self) -> tuple:
         """The next input set, oldest (least recently touched) first."""
         s = self.sets[self._i]
+        self.last_index = self.ids[self._i]
         self._i = (self._i + 1) % self.n
         return s
+
+    def refresh(self, v: int) -> None:
+        """Put input set ``v`` in the slot ``next()`` gives next."""
+        self.sets[self._i] = tuple(self.backend.asarray(a) for a in self.w.input_set(v, self.base))
+        self.ids[self._i] = v
+        self.backend.synchronize()

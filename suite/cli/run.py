@@ -192,18 +192,12 @@ def causes_text(failures_df, *, top: int = 3, width: int = 150) -> list[str]:
 def _bench(out_dir: Path, backends: list[str] | None, ops: list[str] | None, dtypes: list[str] | None,
            plugins: tuple[str, ...], quick: bool, command: str, threads: int | None) -> bool:
     """The benchmark stage; returns True when it was interrupted (what finished is kept)."""
-    from softmaxbench.suite.bench.measure import resolve_backends, run_bench
+    from softmaxbench.suite.bench.measure import run_bench
 
     try:
-        chosen = resolve_backends(backends, plugins)
-    except LookupError as exc:
-        raise click.ClickException(str(exc).splitlines()[0]) from None
-    runnable = [b for b in chosen if not b.unavailable()]
-    if not runnable:
-        raise click.ClickException("no selected backend can run here")
-    try:
-        rc, _ = run_bench(out_dir, runnable, quick=quick, ops=ops, dtypes=dtypes, command=command,
-                          threads=threads, echo=lambda line: click.echo(line, err=True))
+        # Each backend runs in its own worker; names that cannot run there are skipped with a line.
+        rc, _ = run_bench(out_dir, backends, quick=quick, ops=ops, dtypes=dtypes, plugins=plugins,
+                          command=command, threads=threads, echo=lambda line: click.echo(line, err=True))
     except KeyboardInterrupt:
         return True
     if rc:

@@ -1,7 +1,9 @@
 """Framework threads on the CPU: the environment that sets them, and what a backend computes with.
 
-One place for what ``--threads N`` means to every framework, used by ``bench`` (in its own
-process) and by ``check``'s workers (through their environment):
+One place for what ``--threads N`` means to every framework: the environment a worker starts with
+(``bench`` and ``check`` workers alike). What a framework sets at run time (torch's
+``set_num_threads``) and how many threads it computes with are the ``Backend.set_threads`` and
+``Backend.threads_in_use`` hooks, in the worker; this module imports no framework.
 
 - OpenMP, MKL and OpenBLAS read ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` /
   ``OPENBLAS_NUM_THREADS`` when they load; torch also takes ``torch.set_num_threads``.
@@ -22,7 +24,6 @@ False
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 
 #: Variables that carry the thread count itself.
@@ -42,45 +43,3 @@ def thread_env(n: int, base: Mapping[str, str] | None = None) -> dict[str, str]:
     if n == 1 and XLA_ONE_THREAD not in flags:
         env["XLA_FLAGS"] = f"{flags} {XLA_ONE_THREAD}".strip()
     return env
-
-
-def configure_threads(n: int | None) -> list[str]:
-    """Set the threads of the CPU frameworks in this process, before they are used; returns warnings.
-
-    JAX reads its variables once, when its CPU client is made: if jax is already imported the
-    setting may come too late, and the warning says so.
-    """
-    warnings: list[str] = []
-    if n is None:
-        return warnings
-    env = thread_env(n)
-    xla = {k: v for k, v in env.items() if k in ("NPROC", "XLA_FLAGS")}
-    if "jax" in sys.modules and any(os.environ.get(k) != v for k, v in xla.items()):
-        warnings.append("jax was imported before --threads was applied; its threads may be unchanged")
-    os.environ.update(env)
-    torch_threads(n)
-    return warnings
-
-
-def torch_threads(n: int | None) -> None:
-    """``torch.set_num_threads(n)`` when torch is loaded (it is never imported here)."""
-    if n is not None and "torch" in sys.modules:
-        torch = sys.modules["torch"]
-        if torch.get_num_threads() != n:
-            torch.set_num_threads(n)
-
-
-def threads_used(backend) -> int | None:
-    """Threads the backend's framework computes with on the CPU (None on a GPU or when unknown)."""
-    if getattr(backend, "device", "cpu") == "gpu":
-        return None
-    framework = str(getattr(backend, "framework", "") or "")
-    if framework.startswith("torch") and "torch" in sys.modules:
-        return int(sys.modules["torch"].get_num_threads())
-    if framework.startswith("jax"):
-        nproc = os.environ.get("NPROC", "")
-        return int(nproc) if nproc.isdigit() and int(nproc) > 0 else os.cpu_count()
-    if framework in ("numpy", "scipy"):
-        return 1  # NumPy's ufuncs and reductions run on one thread
-    env = os.environ.get("OMP_NUM_THREADS")
-    return int(env) if env and env.isdigit() else None

@@ -1,0 +1,219 @@
+"""The trusted side's checks on what a bench worker reports: nothing it says is believed unchecked.
+
+A worker times its own calls (it must: the device is there), so the trusted process checks:
+
+1. **The clock.** The samples of a ``time`` request cannot add up to more than the parent's own
+   wall clock around that request, and must be a plausible share of it: at least
+   :data:`PLAUSIBLE_SHARE` of what the request took beyond a generous harness allowance
+   (:func:`harness_allowance`). A timer patched to report a tenth fails this wherever a call
+   takes longer than the harness's per-round cost.
+2. **The work.** Outputs of sampled timed calls come back (the rounds are picked by the parent,
+   their input sets are fresh ones; the rows are picked after the timing) and are judged here
+   against results the parent computes itself from the seeded inputs it rebuilds
+   (:func:`output_problem`): a cached replay or skipped work fails. A result whose conversion to
+   NumPy took the op's time, when a ready array of the same size converts at once, was still
+   being computed when the timer stopped (:func:`lazy_problem`): a lazy op fails.
+3. **The figure.** GB/s above :data:`IMPLAUSIBLE_FACTOR` times the device's copy bandwidth,
+   measured the same way in the same worker, is marked ``implausible`` and kept out of tables and
+   gates (:func:`implausible`).
+
+>>> timing_problem([0.01] * 10, wall_s=1.0, rounds=10)[:40]
+'reported timings are not plausible: the '
+>>> timing_problem([0.09] * 10, wall_s=1.0, rounds=10) is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from softmaxbench.reference.dtypes import np_dtype
+from softmaxbench.suite.bench.workloads import COPY_OP, Workload
+
+#: The reported time must be at least this share of the request's wall time beyond the allowance.
+PLAUSIBLE_SHARE = 0.3
+#: Harness cost allowed per round (setup, pytest-benchmark's bookkeeping) and per request.
+ROUND_ALLOWANCE_S = 100e-6
+REQUEST_ALLOWANCE_S = 0.1
+#: A figure above this many times the measured copy bandwidth is implausible. Copies read and
+#: write; a read-mostly op (cross-entropy reads the logits once) can beat them by up to ~1.5x
+#: where writes cost a read for ownership, so the bar is 2x.
+IMPLAUSIBLE_FACTOR = 2.0
+#: Largest tolerance of the output check (relative to the row's scale): it tells results apart
+#: from other inputs' results and from no result, it is not the conformance check.
+MAX_TOLERANCE = 0.05
+#: Rows of a sampled output judged (the parent picks them after the timing).
+JUDGED_ROWS = 16
+
+
+def harness_allowance(rounds: int, kept_bytes: int = 0, refresh_bytes: int = 0, gpu: bool = False) -> float:
+    """Seconds of a ``time`` request that are not timed calls, at most (a generous bound)."""
+    # Judged rounds make a fresh input set, poison free device memory and convert their outputs.
+    judged = (kept_bytes + refresh_bytes) / 0.2e9 + (0.05 if gpu else 0.0)
+    return REQUEST_ALLOWANCE_S + rounds * ROUND_ALLOWANCE_S + judged
+
+
+def timing_problem(samples, wall_s: float, rounds: int, allowance_s: float | None = None) -> str | None:
+    """Why the reported samples cannot be believed against the parent's clock (None: they can)."""
+    if len(samples) != rounds:
+        return f"the worker reported {len(samples)} samples for {rounds} timed rounds"
+    bad = [s for s in samples if not (isinstance(s, int | float) and math.isfinite(s) and s >= 0)]
+    if bad:
+        return f"the worker reported a sample that is not a duration ({bad[0]!r})"
+    total = float(sum(samples))
+    if total > wall_s * 1.001 + 1e-3:
+        return (f"reported timings are impossible: the timed calls add up to {total:.4g} s in a request "
+                f"that took {wall_s:.4g} s by the trusted clock")
+    allowance = harness_allowance(rounds) if allowance_s is None else allowance_s
+    unexplained = wall_s - allowance
+    if unexplained > 0 and total < PLAUSIBLE_SHARE * unexplained:
+        return (f"reported timings are not plausible: the timed calls add up to {total:.4g} s, but the "
+                f"request took {wall_s:.4g} s by the trusted clock ({allowance:.3g} s of it allowed for "
+                f"the harness); was the clock patched?")
+    return None
+
+
+def implausible(gbps: float | None, copy_gbps: float | None) -> str | None:
+    """Why a figure cannot be believed against the device's copy bandwidth (None: it can)."""
+    if gbps is None:
+        return None
+    if not copy_gbps:
+        return (f"{gbps:.4g} GB/s cannot be checked: the device's copy bandwidth was not measured in "
+                "this worker")
+    if gbps > IMPLAUSIBLE_FACTOR * copy_gbps:
+        return (f"{gbps:.4g} GB/s is {gbps / copy_gbps:.3g}x the device's copy bandwidth ({copy_gbps:.4g} "
+                f"GB/s, measured the same way in the same worker): above {IMPLAUSIBLE_FACTOR:g}x, no op "
+                "that moves these bytes can be this fast")
+    return None
+
+
+def lazy_problem(sampled: list[dict], median_s: float) -> str | None:
+    """Why the timed calls returned before their results existed (None: they did not).
+
+    Every sampled output must convert in about the time a ready array of its size does; a
+    conversion that took longer than half a call and 200 us more than the ready one, for every
+    sample, means the work happened in ``to_numpy``, after the timer stopped.
+    """
+    extras = []
+    for s in sampled:
+        m, r = s.get("materialize_s"), s.get("ready_s") or 0.0
+        if not isinstance(m, int | float) or not isinstance(r, int | float):
+            return "the worker did not report how long its outputs took to convert"
+        extras.append((m - 3 * r, m, r))
+    if not extras:
+        return None
+    least = min(extras)
+    if least[0] > max(200e-6, 0.5 * median_s):
+        return (f"the timed calls returned before their results were computed: converting a result took "
+                f"{least[1] * 1e3:.3g} ms ({least[2] * 1e3:.3g} ms for a ready array of its size) after "
+                f"calls timed at {median_s * 1e3:.3g} ms (a lazy result; synchronize() and ready "
+                "arrays are the contract)")
+    return None
+
+
+# -- the output check -----------------------------------------------------------------------------
+
+class InputCache:
+    """The seeded inputs of the workload being judged (one workload's base at a time)."""
+
+    def __init__(self) -> None:
+        self._key = None
+        self._base = None
+
+    def set(self, w: Workload, i: int) -> tuple[np.ndarray, ...]:
+        key = (w.op if w.op == COPY_OP else _kind(w.op), w.dtype, w.shape, w.seed)
+        if key != self._key:
+            self._key, self._base = key, w.host_inputs()
+        return w.input_set(i, self._base)
+
+
+def _kind(op: str) -> str:
+    if op in ("softmax_vjp", "log_softmax_vjp"):
+        return "x,dy"
+    return "logits,target" if op in ("cross_entropy", "cross_entropy_grad") else "x"
+
+
+def pick_rows(n_rows: int, rng: np.random.Generator, k: int = JUDGED_ROWS) -> list[int]:
+    """Rows to judge: the first, the last and random ones in between."""
+    if n_rows <= k:
+        return list(range(n_rows))
+    middle = rng.choice(np.arange(1, n_rows - 1), size=k - 2, replace=False)
+    return sorted({0, n_rows - 1, *(int(i) for i in middle)})
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _log_softmax(x):
+    s = x - x.max(axis=-1, keepdims=True)
+    return s - np.log(np.exp(s).sum(axis=-1, keepdims=True))
+
+
+def expected(w: Workload, inputs: tuple[np.ndarray, ...], rows: list[int] | None) -> np.ndarray:
+    """The op's result on ``inputs`` (float64), for ``rows`` of it (None: all; scalars whole)."""
+    x = np.asarray(inputs[0], np.float64).reshape(-1, w.row_length)
+    if w.op == "cross_entropy":  # mean over every row: the whole input
+        t = inputs[1].reshape(-1)
+        return np.asarray(-_log_softmax(x)[np.arange(x.shape[0]), t].mean())
+    sel = slice(None) if rows is None else np.asarray(rows, np.int64)
+    xs = x[sel]
+    if w.op == COPY_OP:
+        return xs
+    if w.op == "softmax":
+        return _softmax(xs)
+    if w.op == "log_softmax":
+        return _log_softmax(xs)
+    if w.op == "logsumexp":
+        m = xs.max(axis=-1, keepdims=True)
+        return (m + np.log(np.exp(xs - m).sum(axis=-1, keepdims=True)))
+    if w.op in ("softmax_vjp", "log_softmax_vjp"):
+        v = np.asarray(inputs[1], np.float64).reshape(-1, w.row_length)[sel]
+        y = _softmax(xs)
+        if w.op == "softmax_vjp":
+            return y * (v - (v * y).sum(axis=-1, keepdims=True))
+        return v - y * v.sum(axis=-1, keepdims=True)
+    if w.op == "cross_entropy_grad":
+        t = inputs[1].reshape(-1)[sel]
+        g = _softmax(xs)
+        g[np.arange(g.shape[0]), t] -= 1.0
+        return g / x.shape[0]
+    raise ValueError(f"no expected result for op {w.op!r}")
+
+
+def tolerance(dtype: str) -> float:
+    if dtype == "bfloat16":
+        return MAX_TOLERANCE
+    return min(MAX_TOLERANCE, 64 * float(np.finfo(np_dtype(dtype)).eps))
+
+
+def output_problem(w: Workload, inputs: tuple[np.ndarray, ...], actual: np.ndarray, rows: list[int] | None,
+                   where: str) -> str | None:
+    """Why ``actual`` (the worker's rows of one sampled output) is not the op's result on ``inputs``."""
+    exp = expected(w, inputs, rows)
+    act = np.asarray(actual)
+    if act.size != exp.size:
+        return f"{where}: the output has {act.size} values where {exp.size} were expected"
+    a = act.astype(np.float64).reshape(exp.shape)
+    if w.op == COPY_OP:
+        if np.array_equal(a, exp):
+            return None
+        bad = int(np.argmax((a != exp).reshape(-1)))
+        return f"{where}: the copy's destination does not hold the source (first difference at element {bad})"
+    tol = tolerance(w.dtype)
+    e2 = exp.reshape(exp.shape[0], -1) if exp.ndim > 1 else exp.reshape(1, -1)
+    a2 = a.reshape(e2.shape)
+    scale = np.abs(e2).max(axis=-1, keepdims=True)
+    bound = tol * (np.abs(e2) + scale) + 1e-300
+    with np.errstate(invalid="ignore"):
+        err = np.abs(a2 - e2)
+        bad = ~(err <= bound)  # NaN counts as bad
+    if not bad.any():
+        return None
+    i = np.unravel_index(int(np.argmax(np.where(bad, err / bound, -1.0))), e2.shape)
+    return (f"{where}: the output is not the op's result on that input ({int(bad.sum())} of {bad.size} "
+            f"judged values off; e.g. {a2[i]:.6g} where {e2[i]:.6g} is expected): skipped, cached or "
+            "wrong work")

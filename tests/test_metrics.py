@@ -453,8 +453,11 @@ def test_model_attainable_ignores_special_rows_and_exact_overflow():
     inp = CaseInput("c", "float32", -1, np.array([[np.inf, 0.0]], np.float32), None, None)
     assert model.attainable("softmax", inp) is None
     # An exact value beyond the range rounds to inf: inf is then the exact answer, not an overflow.
-    big = np.array([[65504.0, 65504.0]], np.float16)
-    assert model.attainable("logsumexp", CaseInput("c", "float16", -1, big, None, None)) is None
+    x = np.array([[0.0, -40000.0], [0.0, -40000.0]], np.float16)
+    options = {"reduction": "sum", "label_smoothing": 0.0, "ignore_index": None, "weight": None}
+    inp = CaseInput("c", "float16", -1, x, None, np.array([1, 1]), options)
+    assert np.isposinf(model.evaluate("cross_entropy", inp))        # 80000 > 65504
+    assert model.attainable("cross_entropy", inp) is None
 
 
 # -- figures at exact 0 and 1, kinds of error ---------------------------------------------------

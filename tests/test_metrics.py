@@ -535,3 +535,14 @@ def test_running_sum_allowance_is_derived_and_covers_a_plain_float32_running_sum
     rl = compare("logsumexp", inp, lse, evaluate("logsumexp", inp))
     assert rs.ok and rl.ok, (rs.message, rl.message)
     assert abs(rs.max_error_ratio - rl.max_error_ratio) < 0.5 * max(rs.max_error_ratio, rl.max_error_ratio)
+
+
+def test_model_attainable_counts_an_accepted_convention_nan_as_no_overflow():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import get
+
+    # The model's 0 * -inf NaN (probability target, zero mass on a -inf logit) is the accepted
+    # nan_for_zero_mass_neginf, not an intermediate leaving the range: the case stays judged.
+    assert model.attainable("cross_entropy", get("ce_prob_zero_mass_neginf").build("float32")) is None
+    # A log-probability below -finfo.max does overflow the model: not judged.
+    assert "float32's range" in model.attainable("cross_entropy", get("extreme_spread_finfo_max").build("float32"))

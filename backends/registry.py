@@ -187,14 +187,15 @@ def _entry_point_entries() -> list[Entry]:
 
 
 @cache
-def _discover(plugins: tuple[str, ...]) -> tuple[Entry, ...]:
+def _discover(plugins: tuple[str, ...], entry_points: bool = True) -> tuple[Entry, ...]:
     entries: list[Entry] = []
     for name in BUILTINS:
         try:
             entries.append(Entry(name, builtin(name), None, "builtin"))
         except Exception as exc:  # a broken install of our own adapter must not stop the others
             entries.append(Entry(name, None, f"failed to load: {_one_line(exc)}", "builtin"))
-    entries.extend(_entry_point_entries())
+    if entry_points:
+        entries.extend(_entry_point_entries())
     for spec in plugins:
         label = Path(spec).name if spec.endswith(".py") else spec  # names a broken plugin's entry
         entries.extend(_from_plugin(label, f"plugin:{spec}", lambda spec=spec: _plugin_module(spec)))
@@ -222,13 +223,15 @@ def availability(backend: Backend) -> str | None:
     return _AVAILABILITY[key]
 
 
-def discover(plugins: Iterable[str] = (), *, check: bool = True) -> list[Entry]:
+def discover(plugins: Iterable[str] = (), *, check: bool = True, entry_points: bool = True) -> list[Entry]:
     """Every backend: built-ins, entry points, then ``plugins`` (files or module names), in order.
 
     ``check=False`` skips asking each backend's ``unavailable()`` (which may import its
     framework): ``Entry.unavailable`` is then set only where loading itself failed.
+    ``entry_points=False`` leaves the installed entry points out. This imports backend code: it
+    runs in worker processes (the trusted process asks ``suite.isolation.discovery``).
     """
-    entries = _discover(tuple(plugins))
+    entries = _discover(tuple(plugins), entry_points)
     if not check:
         return list(entries)
     return [Entry(e.name, e.backend, availability(e.backend) if e.backend is not None else e.unavailable,

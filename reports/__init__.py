@@ -3,8 +3,11 @@
 Reads only result records (``results.jsonl`` and ``run.json``); imports no backend.
 
 - ``load``: results directories (several machines) -> DataFrames, validated;
-- ``tables``: the report's tables (conformance, accuracy, special values, throughput, ...);
+- ``tables``: the report's tables (the first screen: conformance and speed per op x dtype, the
+  ranking per workload; failures by cause, accuracy, special values, throughput, ...);
+- ``stats``: intervals of the median from the timing samples; ``known``: known findings (the
+  record's ``known`` field, backends/conventions.toml);
 - ``plots``: matplotlib (Agg) PNGs; ``markdown`` / ``html_page``: the two layouts;
-- ``build``: the ``report`` verb (``write_report``); ``main_job``: the ``run`` verb;
+- ``build``: the ``report`` verb (``write_report``); the ``run`` verb is suite/cli/run.py;
 - ``compare``: the ``compare`` verb (throughput regression gate).
 """

@@ -224,12 +224,18 @@ def write_outputs(out: str | os.PathLike, rows: Sequence[dict], **meta) -> tuple
     """Write ``compare.md`` and ``compare.json`` in the directory ``out``."""
     from tabulate import tabulate
 
+    from softmaxbench.reports.markdown import md_text
+
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     md = d / "compare.md"
-    md.write_text(f"# Throughput comparison\n\nBASE: `{meta.get('base')}`  \nNEW: `{meta.get('new')}`\n\n"
-                  + tabulate(table_rows(rows), headers=HEADERS, tablefmt="github", disable_numparse=True)
-                  + f"\n\n{meta.get('summary', '')}\n", encoding="utf-8")
+    # Every cell and path is escaped (md_text): a '|', a newline or markup in a record's name cannot
+    # break the table or become a link, an image or HTML.
+    cells = [[md_text(c) for c in row] for row in table_rows(rows)]
+    md.write_text(f"# Throughput comparison\n\nBASE: {md_text(meta.get('base'))}  \n"
+                  f"NEW: {md_text(meta.get('new'))}\n\n"
+                  + tabulate(cells, headers=HEADERS, tablefmt="github", disable_numparse=True)
+                  + f"\n\n{md_text(meta.get('summary', ''))}\n", encoding="utf-8")
     js = d / "compare.json"
     js.write_text(json.dumps({**meta, "rows": list(rows)}, indent=1), encoding="utf-8")
     return md, js

@@ -71,14 +71,17 @@ def render_table(table: Table, max_rows: int = MAX_ROWS, details: dict[int, str]
 
 def render(title: str, meta: str, summary: list[tuple[str, str, str]], sections: list[Table],
            plots: list[Plot], *, warnings: Sequence[str] = (),
-           details: dict[str, dict[int, str]] | None = None) -> str:
-    """The page. ``summary``: (label, value, css class) cards; ``details``: per table key, per row."""
+           details: dict[str, dict[int, str]] | None = None, lead: Sequence[str] = ()) -> str:
+    """The page. ``summary``: (label, value, css class) cards; ``details``: per table key, per row;
+    ``lead``: lines under the title (machine, load, threads)."""
     details = details or {}
+    sections = [t for t in sections if not getattr(t, "csv_only", False)]
     nav = [f'<a href="#{esc(t.key)}">{esc(t.title)}</a>' for t in sections]
     if plots:
         nav.append('<a href="#plots">Plots</a>')
-    body = [f"<header><h1>{esc(title)}</h1><p class=\"meta\">{esc(meta)}</p>",
-            f"<nav>{' · '.join(nav)}</nav></header>"]
+    body = [f"<header><h1>{esc(title)}</h1><p class=\"meta\">{esc(meta)}</p>"]
+    body += [f'<p class="lead{" busy" if "BUSY" in line else ""}">{esc(line)}</p>' for line in lead]
+    body.append(f"<nav>{' · '.join(nav)}</nav></header>")
     if warnings:
         body.append('<div class="warnings">' + "".join(f"<p>⚠ {esc(w)}</p>" for w in warnings) + "</div>")
     body.append('<section class="cards">' + "".join(

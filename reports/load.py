@@ -32,10 +32,11 @@ from softmaxbench.suite.records import RecordError, read_results, read_run, sche
 CHECK_COLUMNS = ("machine", "backend", "device", "op", "case", "category", "dtype", "shape", "axis",
                  "row_length", "verdict", "deviation", "check", "max_ulp", "median_ulp",
                  "max_error_ratio", "value_sample", "message", "repro", "found_by", "duration_s",
-                 "source")
+                 "known", "error_kind", "special_row", "source")
 BENCH_COLUMNS = ("machine", "backend", "device", "op", "dtype", "workload", "shape", "axis",
                  "row_length", "bytes", "median_s", "iqr_s", "cv", "gbps", "copy_gbps",
-                 "fraction_of_copy", "compile_s", "threads", "warning", "samples_s", "source")
+                 "fraction_of_copy", "compile_s", "threads", "warning", "samples_s", "known", "source",
+                 "series")
 
 
 @dataclass
@@ -46,6 +47,32 @@ class RunInfo:
     machine: str
     run: dict
 
+    @property
+    def kind(self) -> str:
+        return str(self.run.get("kind") or "")
+
+    @property
+    def cores(self) -> int | None:
+        n = (self.run.get("machine") or {}).get("cpu_count")
+        return n if isinstance(n, int) and n > 0 else None
+
+    @property
+    def load_average(self) -> float | None:
+        """The 1-minute load average when the run started, where the run recorded one."""
+        bench = self.run.get("bench") if isinstance(self.run.get("bench"), dict) else {}
+        machine = self.run.get("machine") if isinstance(self.run.get("machine"), dict) else {}
+        for v in (bench.get("load_average_at_start"), self.run.get("load_average_at_start"),
+                  bench.get("load_average"), self.run.get("load_average"), machine.get("load_average")):
+            if isinstance(v, int | float) and not isinstance(v, bool) and v == v and v >= 0:
+                return float(v)
+        return None
+
+    @property
+    def busy(self) -> bool:
+        """More runnable work than cores when the run started: figures slower and noisier."""
+        load, cores = self.load_average, self.cores
+        return load is not None and cores is not None and load > cores
+
 
 @dataclass
 class Results:
@@ -55,6 +82,7 @@ class Results:
     bench: pd.DataFrame
     runs: list[RunInfo]
     warnings: list[str] = field(default_factory=list)
+    conf: pd.DataFrame | None = None    # conformance per backend, op, dtype (reports.build.prepare)
 
     @property
     def machines(self) -> list[str]:
@@ -124,12 +152,53 @@ def load_results(dirs: Iterable[str | os.PathLike], *,
 
     checks = _frame([r for r in rows if r["kind"] == "check"], CHECK_COLUMNS)
     bench = _frame([r for r in rows if r["kind"] == "bench"], BENCH_COLUMNS)
-    # A resumed run appends to the same file: the last record of a check wins.
-    checks = checks.drop_duplicates(["machine", "backend", "op", "case", "dtype", "shape_text"], keep="last")
-    bench = bench.drop_duplicates(["machine", "backend", "op", "dtype", "workload", "shape_text"],
-                                  keep="last")
+    # A resumed run appends to the same file: within one directory the last record of a check wins.
+    ckeys = ["machine", "backend", "op", "case", "dtype", "shape_text"]
+    bkeys = ["machine", "backend", "op", "dtype", "workload", "shape_text"]
+    checks = checks.drop_duplicates(ckeys + ["source"], keep="last")
+    bench = bench.drop_duplicates(bkeys + ["source"], keep="last")
+    # Two directories of one machine with the same check: the judge is deterministic, so the later
+    # directory's record is kept, and the report says so.
+    dup = checks.duplicated(ckeys, keep="last")
+    if dup.any():
+        kept = checks.loc[~dup & checks.duplicated(ckeys, keep=False), "source"]
+        _warn(f"{int(dup.sum())} check records appear in more than one results directory of the same "
+              f"machine ({', '.join(sorted(set(checks.loc[dup, 'source'])))}); the later directory's "
+              f"({', '.join(sorted(set(kept)))}) are kept")
+        checks = checks[~dup]
+    bench = _series(bench, bkeys, _warn)
     return Results(checks=checks.reset_index(drop=True), bench=bench.reset_index(drop=True),
                    runs=runs, warnings=warnings)
+
+
+def _series(bench: pd.DataFrame, keys: list[str], warn: Callable[[str], None]) -> pd.DataFrame:
+    """Name what was measured: the backend, plus the setting that tells two runs of it apart.
+
+    Two bench directories of one machine that measured the same workload on the same backend (a
+    run with ``--threads 1`` next to one with the frameworks' default, or a rerun) are both kept:
+    each record's ``series`` is ``backend [threads=N]`` when the thread settings differ, else
+    ``backend [directory]``.
+    """
+    if bench.empty:
+        bench["series"] = pd.Series(dtype=object)
+        return bench
+    bench = bench.copy()
+    bench["series"] = bench["backend"]
+    clash = bench.duplicated(keys, keep=False)
+    if not clash.any():
+        return bench
+    pairs = set(zip(bench.loc[clash, "machine"], bench.loc[clash, "backend"]))
+    every = bench[[(m, b) in pairs for m, b in zip(bench["machine"], bench["backend"])]]
+    for (machine, backend), g in every.groupby(["machine", "backend"], sort=False):
+        threads = {str(t) for t in g["threads"]}
+        by_threads = len(threads) > 1 and g.groupby("source")["threads"].nunique().max() == 1
+        for i, r in g.iterrows():
+            tag = f"threads={r['threads']}" if by_threads else Path(str(r["source"])).name
+            bench.at[i, "series"] = f"{backend} [{tag}]"
+        warn(f"{machine}: {backend} was measured in {g['source'].nunique()} results directories "
+             f"({', '.join(sorted(set(g['source'])))}); both are kept, as "
+             f"{', '.join(sorted(set(bench.loc[g.index, 'series'])))}")
+    return bench
 
 
 def _frame(rows: list[dict], columns: tuple[str, ...]) -> pd.DataFrame:

@@ -17,6 +17,7 @@ table or become markup.
 from __future__ import annotations
 
 import html
+import re
 
 from tabulate import tabulate
 
@@ -28,12 +29,27 @@ ROW_CAPS = (200, 100, 50, 20, 10, 5)
 MAX_CELL = 200
 
 
+#: Characters with a meaning in (GitHub-flavoured) Markdown: each is backslash-escaped in text taken
+#: from records, so a record cannot make an image, a link, emphasis, code, a heading or a table cell
+#: (an underscore inside a word cannot open emphasis in GFM: log_softmax stays as written).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]#!|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+#: Autolinks (GFM links bare URLs and www. names): a zero-width space after the scheme breaks them.
+_AUTOLINK = re.compile(r"(?i)(https?|ftp|mailto|file|data|javascript)(:)|\b(www)(\.)")
+
+
 def md_text(text: object, max_len: int | None = None) -> str:
-    """Escape text for a Markdown paragraph or cell: no HTML, no table breaks, one line."""
+    """Escape text for a Markdown paragraph or cell: no HTML, no links or images, no table breaks,
+    one line.
+
+    >>> print(md_text("![x](http://e.vil/a.png) <b>|</b>").replace("\u200b", "<ZWSP>"))
+    \\!\\[x\\](http<ZWSP>://e.vil/a.png) &lt;b&gt;\\|&lt;/b&gt;
+    """
     s = " ".join(str(text).split())
     if max_len is not None and len(s) > max_len:
         s = s[: max_len - 1] + "…"
-    return html.escape(s, quote=False).replace("|", "\\|")
+    s = _MD_SPECIAL.sub(r"\\\1", s)
+    s = _AUTOLINK.sub(lambda m: (m.group(1) or m.group(3)) + "\u200b" + (m.group(2) or m.group(4)), s)
+    return html.escape(s, quote=False)
 
 
 def render_table(table: Table, max_rows: int | None = None) -> str:

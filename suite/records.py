@@ -58,6 +58,42 @@ def validate_record(rec: dict) -> None:
         raise RecordError(f"invalid result record: {exc.message}") from None
 
 
+class OutLock:
+    """An exclusive lock on ``DIR/.lock`` (``fcntl.flock``) for the length of a run.
+
+    A second run on the same ``--out`` is refused at once (InputError, exit 2) rather than
+    interleaving or erasing the first one's records. The lock dies with the process, so a killed
+    run never leaves a stale lock behind.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / ".lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutLock:
+        import fcntl
+
+        from softmaxbench.errors import InputError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise InputError(f"--out {self.path.parent}: another softmaxbench run is writing there "
+                             "(choose another --out, or wait for it to finish)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class ResultsWriter:
     """Appends records to ``DIR/results.jsonl``, one line each, flushed and fsynced at once."""
 

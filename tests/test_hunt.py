@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import hunt_broken  # pytest puts tests/ on sys.path
@@ -17,15 +18,10 @@ import numpy as np
 import pytest
 
 from softmaxbench.suite.hunt import store as found_cases
-from softmaxbench.suite.hunt.search import (
-    EXPLORE,
-    Candidate,
-    ReferenceObjective,
-    SearchSpace,
-    hunt,
-    nudge,
-    search,
-)
+from softmaxbench.suite.hunt.findings import hunt
+from softmaxbench.suite.hunt.objective import ReferenceObjective
+from softmaxbench.suite.hunt.search import EXPLORE, hypothesis_phase, search
+from softmaxbench.suite.hunt.space import Candidate, SearchSpace, nudge
 
 HERE = Path(__file__).parent
 BUDGET = 500          # rows per search: the hunt finds every fault in under 200 (12 seeds tried)
@@ -80,7 +76,6 @@ def test_timed_search_tries_a_prefix_of_the_counted_one():
 
 def test_hypothesis_phase_is_deterministic_and_bounded():
     import softmaxbench.reference.strategies  # noqa: F401 - a missing module is a failure
-    from softmaxbench.suite.hunt.search import hypothesis_phase
 
     space = SearchSpace("softmax_vjp", "bfloat16")
     runs = []
@@ -332,6 +327,50 @@ def test_cli_hunt_saves_cases_records_and_prints_the_table(reference_ready, tmp_
     assert [r["case"] for r in again] == [r["case"] for r in recs]
 
 
+def _package_found_files() -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in found_cases.package_dir().glob("*")}
+
+
+def test_cli_hunt_saves_to_the_user_cache_never_into_the_package(reference_ready, tmp_path, capsys,
+                                                                   monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.delenv(found_cases.ENV_DIRS, raising=False)
+    monkeypatch.chdir(tmp_path)                              # the default OUT is relative
+    before = _package_found_files()
+    code, out, err = _cli(["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow",
+                           "--ops", "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0"],
+                          capsys)
+    assert code == 1, err
+    cache = tmp_path / "cache" / "softmaxbench" / "found"
+    assert found_cases.user_dir() == cache
+    saved = found_cases.load_found_cases([cache])
+    assert saved and f"saved cases: {cache}" in out
+    assert _package_found_files() == before                 # nothing written into the package
+    # check finds them: the user's cache is one of the directories it reads by default.
+    names = {c.name for c in found_cases.all_cases()}
+    assert {c.name for c in saved} <= names
+    assert found_cases.get_case(saved[0].name).build("float32").x.dtype == np.float32
+    # and the shipped cases are still there
+    shipped = {c.name for c in found_cases.load_found_cases([found_cases.package_dir()])}
+    assert shipped <= names
+
+
+def test_cli_hunt_save_dir_names_the_folder(reference_ready, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow", "--ops",
+            "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0",
+            "--out", str(tmp_path / "o")]
+    code, out, err = _cli([*args, "--save-dir", str(tmp_path / "mine")], capsys)
+    assert code == 1, err
+    assert found_cases.load_found_cases([tmp_path / "mine"])
+    assert not (tmp_path / "o" / "found").exists()
+    assert not (tmp_path / "cache" / "softmaxbench" / "found").exists()
+    assert f"{found_cases.ENV_DIRS}={tmp_path / 'mine'}" in out      # how check gets to run them
+    (tmp_path / "file").write_text("x")
+    code, out, err = _cli([*args, "--save-dir", str(tmp_path / "file" / "sub")], capsys)
+    assert code == 2 and "not a writable directory" in err and len(err.strip().splitlines()) == 1
+
+
 @pytest.mark.parametrize("args, message", [
     (["--ops", "softmux"], "unknown op 'softmux'"),
     (["--dtypes", "float8"], "unknown dtype 'float8'"),
@@ -349,3 +388,132 @@ def test_candidate_recipe_keeps_origin_and_latest_steps():
     c = Candidate(np.zeros(2, np.float32), how=("saved:x", *(["near_tie", "shift"] * 40)))
     text = c.describe()
     assert text.startswith("saved:x > ... >") and text.endswith("shift") and len(text) <= 170
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from softmaxbench.suite.hunt import findings, search, space, store
+
+    for mod in (space, search, store, findings):
+        result = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted > 0, mod.__name__
+
+
+# -- cases the model algorithm cannot compute are never saved ---------------------------------
+#: Issue 15 item 2: float16 softmax_vjp where the textbook algorithm's v - c overflows to -inf
+#: (exact -3.0575): a backend returning -inf is no worse than the suite's own model.
+UNATTAINABLE = (np.array([[9.96, -0.159]], np.float16), np.array([[10420.0, -65500.0]], np.float16))
+
+
+def _save_unattainable(d):
+    x, v = UNATTAINABLE
+    e = found_cases.make_entry("softmax_vjp", "float16", x, v, backend="numpy", objective="error_ratio",
+                               max_error_ratio=float("inf"), max_ulp=float("inf"), verdict="fail")
+    found_cases.save_found_case(d, "numpy", "softmax_vjp", "float16", e)
+    return e["name"]
+
+
+def test_shipped_found_cases_are_all_attainable_by_the_model():
+    for c in found_cases.load_found_cases([found_cases.package_dir()]):
+        assert found_cases.refusal(c.ops[0], c.build(c.dtypes[0])) is None, c.name
+
+
+def test_prune_drops_the_cases_the_model_cannot_compute(tmp_path):
+    bad = _save_unattainable(tmp_path)
+    ok = found_cases.make_entry("softmax_vjp", "float16", np.array([[1.0, 2.0]], np.float16),
+                                np.array([[1.0, -1.0]], np.float16), backend="numpy", objective="ulp",
+                                max_error_ratio=0.5, max_ulp=1.0)
+    found_cases.save_found_case(tmp_path, "numpy", "softmax_vjp", "float16", ok)
+    dropped = found_cases.prune(tmp_path)
+    assert [n for n, _ in dropped] == [bad] and "not attainable by the model algorithm" in dropped[0][1]
+    assert [c.name for c in found_cases.load_found_cases([tmp_path])] == [ok["name"]]
+    assert found_cases.prune(tmp_path) == []
+
+
+def test_hunt_refuses_to_save_a_case_the_model_cannot_compute(reference_ready, tmp_path):
+    import softmaxbench.backends.registry as registry
+
+    bad = _save_unattainable(tmp_path / "start")
+    x = UNATTAINABLE[0][0]
+
+    def objective(rows):      # makes the unattainable row the worst input, whatever the backend does
+        return [(1e9 if c.x.tobytes() == x.tobytes() else 0.0, 0.0, None) for c in rows]
+
+    r = hunt(registry.get("numpy"), "softmax_vjp", "float16", max_evals=16, found_dir=tmp_path / "out",
+             start_dirs=[tmp_path / "start"], use_catalogue=False, hypothesis_examples=0, objective=objective)
+    worst = next(f for f in r.findings if f.objective == "error_ratio")
+    assert worst.case == bad and not worst.saved and "not attainable" in worst.refused
+    assert "not saved: not attainable" in worst.record["message"]
+    assert bad not in {c.name for c in found_cases.load_found_cases([tmp_path / "out"])}
+
+
+def test_hunt_objective_does_not_score_what_the_model_cannot_compute(reference_ready):
+    import softmaxbench.backends.registry as registry
+
+    x, v = UNATTAINABLE
+    obj = ReferenceObjective(registry.get("numpy"), "softmax_vjp", "float16")
+    (score,) = obj([Candidate(x[0], v[0])])
+    # numpy gives -inf at index 1, as the model does: not scored (else both would be inf). Index 0
+    # cancels (v - c, well-conditioned by the error ratio's measure): a finite ULP error.
+    assert score[0] < 1.0 and math.isfinite(score[1])
+
+
+# -- hostile backends mid-hunt: the backend runs only in a worker -----------------------------
+EXPLOITS = HERE / "exploits" / "hunt_hostile.py"
+
+
+LOSSES = {"hunt-segfault-long": "crash", "hunt-exit-zero": "crash", "hunt-hang-long": "timeout"}
+
+
+def test_a_backend_lost_mid_hunt_is_a_record_and_the_hunt_goes_on(tmp_path, capsys):
+    from softmaxbench.suite.hunt.objective import MAX_LOSSES
+    from softmaxbench.suite.records import read_results, validate_record
+
+    args = ["hunt", "--plugin", str(EXPLOITS), "--plugin", str(HERE / "hunt_broken.py"),
+            "--backends", ",".join([*LOSSES, "fine-softmax"]), "--ops", "softmax", "--dtypes", "float32",
+            "--evals", "64", "--hypothesis", "0", "--timeout", "3", "--out", str(tmp_path), "--no-save"]
+    code, out, err = _cli(args, capsys)
+    assert code == 1, err                           # a lost worker never exits 0
+    recs = read_results(tmp_path)
+    for r in recs:
+        validate_record(r)
+    for backend, verdict in LOSSES.items():
+        lost = [r for r in recs if r["backend"] == backend and r["verdict"] in ("crash", "timeout")]
+        assert lost and {r["verdict"] for r in lost} == {verdict}, out
+        assert len(lost) <= MAX_LOSSES
+        assert all(r["found_by"] == "hunt" and "fresh worker" in r["message"] and r["repro"] for r in lost)
+        # The hunt went on after each loss: its other rows were scored, its findings judged.
+        judged = [r for r in recs if r["backend"] == backend and r["verdict"] not in ("crash", "timeout")]
+        assert judged and all(r["verdict"] == "pass" for r in judged), judged
+    assert "worker(s) lost (timeout" in out and "worker(s) lost (crash" in out
+    # and the backend hunted after them as if nothing had happened
+    fine = [r for r in recs if r["backend"] == "fine-softmax"]
+    assert fine and all(r["verdict"] == "pass" for r in fine)
+
+
+def test_a_plugin_cannot_rig_the_hunts_judge(tmp_path, capsys):
+    """The plugin rewires the reference, the metrics, the objective and check_one at import and
+    returns zeros: the trusted process never imports it, so the garbage is still found."""
+    import softmaxbench.reference.ops as ops
+    from softmaxbench.suite.records import read_results
+
+    evaluate = ops.evaluate
+    args = ["hunt", "--plugin", str(EXPLOITS), "--backends", "hunt-rigged-judge", "--ops", "softmax",
+            "--dtypes", "float32", "--evals", "24", "--hypothesis", "0", "--out", str(tmp_path), "--no-save"]
+    code, out, err = _cli(args, capsys)
+    assert code == 1, err
+    recs = read_results(tmp_path)
+    assert recs and all(r["verdict"] == "fail" for r in recs)
+    assert ops.evaluate is evaluate                 # this process was never rigged
+    assert not [m for m in sys.modules if "hunt_hostile" in m]     # nor did it import the plugin
+
+
+def test_cli_hunt_refuses_an_out_another_run_holds(tmp_path, capsys):
+    from softmaxbench.suite.records import OutLock
+
+    with OutLock(tmp_path):
+        code, out, err = _cli(["hunt", "--backends", "numpy", "--ops", "softmax", "--dtypes", "float32",
+                               "--evals", "8", "--hypothesis", "0", "--out", str(tmp_path)], capsys)
+    assert code == 2 and "another softmaxbench run is writing there" in err
+    assert len(err.strip().splitlines()) == 1

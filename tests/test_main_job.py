@@ -1,6 +1,8 @@
-"""`softmaxbench run`: check, bench, report in one directory; the exit code is the check's.
+"""`softmaxbench run`: check, bench, report in one directory; the exit code says whether the report
+was made (``--gate``: whether a check failed that is not known).
 
-Most tests stand in for the producers (suite.runner.run_check, suite.bench.run_bench) with fakes
+Most tests stand in for the producers (suite.conformance.runner.run_check,
+suite.bench.measure.run_bench) with fakes
 that write constructed records, so the orchestration is tested on its own: stages, selection
 passed through, exit codes, a broken or interrupted stage. The last test runs the real thing on a
 tiny selection.
@@ -32,6 +34,7 @@ class Producers:
                   display="auto"):
         self.check_kwargs = dict(backends=backends, ops=ops, dtypes=dtypes, cases=cases, plugins=plugins,
                                  quick=quick, command=command)
+        self.check_display = display
         write_dir(out_dir, make_check_records(), label="fake-box")
         return self.check_rc
 
@@ -41,6 +44,7 @@ class Producers:
     def run_bench(self, out_dir, backends, workloads=None, *, quick=False, ops=None, dtypes=None, names=None,
                   settings=None, threads=None, echo=print, pytest_json=True, command=None):
         self.bench_kwargs = dict(backends=[b.name for b in backends], quick=quick, ops=ops, dtypes=dtypes)
+        self.bench_threads = threads
         if self.bench_error:
             raise self.bench_error
         recs = make_bench_records()
@@ -53,10 +57,10 @@ def producers(monkeypatch):
     p = Producers()
     runner = types.ModuleType("softmaxbench.suite.conformance.runner")
     runner.run_check = p.run_check
-    bench = types.ModuleType("softmaxbench.suite.bench")
+    bench = types.ModuleType("softmaxbench.suite.bench.measure")
     bench.run_bench, bench.resolve_backends = p.run_bench, p.resolve_backends
     monkeypatch.setitem(sys.modules, "softmaxbench.suite.conformance.runner", runner)
-    monkeypatch.setitem(sys.modules, "softmaxbench.suite.bench", bench)
+    monkeypatch.setitem(sys.modules, "softmaxbench.suite.bench.measure", bench)
     return p
 
 
@@ -68,24 +72,69 @@ def run(args, capsys) -> tuple[int, str, str]:
 
 
 @pytest.mark.parametrize("check_rc", [0, 1])
-def test_run_writes_everything_and_returns_the_check_exit_code(tmp_path, capsys, producers, check_rc):
+def test_run_writes_everything_and_exits_0_when_the_report_is_made(tmp_path, capsys, producers, check_rc):
     producers.check_rc = check_rc
     rc, out, err = run(["--out", str(tmp_path / "r")], capsys)
-    assert rc == check_rc
+    assert rc == 0          # non-conformance of the measured frameworks is in the report, not the exit code
     r = tmp_path / "r"
     for f in ("check/results.jsonl", "check/run.json", "bench/results.jsonl", "report.md", "report.html",
-              "summary.json", "conformance.csv", "throughput.csv"):
+              "summary.json", "conformance.csv", "throughput.csv", "overview.csv", "failures.csv"):
         assert (r / f).is_file(), f
     assert [line.split("]")[0] for line in err.splitlines() if "softmaxbench run [" in line] == \
         ["softmaxbench run [1/3", "softmaxbench run [2/3", "softmaxbench run [3/3"]
-    assert f"Report: {r / 'report.html'}" in out
-    # The closing table: one row per backend with its verdict counts and best throughput.
+    # The console ends with where the report is.
+    assert out.rstrip().splitlines()[-1].startswith(f"Report: {r / 'report.html'}")
+    # The check's own per-record lines are off; the load average before the check is in its run.json.
+    assert producers.check_display == "none"
+    assert "load_average_at_start" in json.loads((r / "check" / "run.json").read_text())
+    # The closing table: one row per backend with its verdict counts and median throughput.
     summary = json.loads((r / "summary.json").read_text())
-    lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(("numpy", "scipy"))}
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(("numpy ", "scipy "))}
     for b in summary["backends"]:
         row = lines[b["backend"]]
         assert row[1:4] == [str(b["checks"]), str(b["verdicts"]["pass"]), str(b["verdicts"]["deviation"])]
-        assert row[6] == "NO" and float(row[7]) == pytest.approx(b["max_gbps"], rel=0.01)
+        assert row[4] == str(sum(b["verdicts"][v] for v in ("fail", "error", "timeout", "crash")))
+        assert row[6] == "NO" and float(row[7]) == pytest.approx(b["median_gbps"], rel=0.01)
+        assert row[8] == f"{100 * b['median_fraction_of_copy']:.0f}%"
+
+
+def test_console_groups_failures_per_backend(tmp_path, capsys, producers):
+    rc, out, _ = run(["--out", str(tmp_path / "r")], capsys)
+    causes = json.loads((tmp_path / "r" / "summary.json").read_text())["tables"]["failures"]["rows"]
+    # One heading line per backend with failures, then its causes (at most 3 each): no line per check.
+    assert "numpy: 1 failing check in 1 cause" in out
+    assert "scipy: 2 failing checks in 2 causes" in out
+    assert sum(1 for ln in out.splitlines() if " x fail [new]" in ln or " x error [new]" in ln) == causes
+    assert not any(ln.startswith(("  FAIL", "  ERROR")) for ln in out.splitlines())
+
+
+@pytest.mark.parametrize("check_rc", [0, 1])
+def test_gate_makes_new_failures_the_exit_code(tmp_path, capsys, producers, check_rc):
+    producers.check_rc = check_rc
+    rc, out, _ = run(["--out", str(tmp_path / "r"), "--gate"], capsys)
+    assert rc == 1 and "conformance gate: FAILED (3 new failing checks)" in out
+
+
+def test_threads_reach_the_benchmark(tmp_path, capsys, producers):
+    rc, _, err = run(["--out", str(tmp_path / "r"), "--threads", "1"], capsys)
+    assert rc == 0 and producers.bench_threads == 1 and "1 thread" in err
+    rc, _, err = run(["--out", str(tmp_path / "s"), "--threads", "0"], capsys)
+    assert rc == 2 and "--threads must be at least 1" in err and not (tmp_path / "s").exists()
+
+
+def test_no_stray_folders(tmp_path, capsys, producers, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    original = producers.run_bench
+
+    def bench_that_makes_storage(*args, **kwargs):      # what pytest-benchmark does in the cwd
+        (tmp_path / ".benchmarks").mkdir(exist_ok=True)
+        return original(*args, **kwargs)
+
+    producers.run_bench = bench_that_makes_storage
+    sys.modules["softmaxbench.suite.bench.measure"].run_bench = bench_that_makes_storage
+    rc, _, _ = run(["--out", "r"], capsys)
+    assert rc == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
 
 
 def test_run_is_quick_unless_full_and_passes_the_selection(tmp_path, capsys, producers):
@@ -114,7 +163,7 @@ def test_broken_benchmark_keeps_the_conformance_report(tmp_path, capsys, produce
     producers.check_rc = 1
     producers.bench_error = RuntimeError("pytest could not run the benchmark module")
     rc, out, err = run(["--out", str(tmp_path / "r")], capsys)
-    assert rc == 1
+    assert rc == 0
     assert "warning: the benchmark failed (RuntimeError: pytest could not run" in err
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["benchmarks"] == 0 and summary["checks"]["total"] == len(make_check_records())
@@ -146,10 +195,9 @@ def test_real_run_on_a_tiny_selection(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "run", "--backends", "numpy",
                            "--ops", "softmax", "--dtypes", "float32", "--out", str(out)],
                           capture_output=True, text=True, timeout=600)
-    assert proc.returncode in (0, 1), proc.stderr[-2000:]
+    assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checks"]["total"] > 0 and summary["benchmarks"] > 0
-    assert (proc.returncode == 0) == summary["conforming"]
     assert [b["backend"] for b in summary["backends"]] == ["numpy"]
     assert f"Report: {out / 'report.html'}" in proc.stdout
     assert (out / "throughput.csv").read_text().count("\n") > 1

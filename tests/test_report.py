@@ -19,8 +19,10 @@ from softmaxbench.reports.load import load_results
 from softmaxbench.reports.tables import fmt_num, is_gradient
 
 FAILING = {"fail", "error", "timeout", "crash"}
-TABLE_KEYS = ["conformance", "accuracy", "special_values", "deviations", "gradient_accuracy", "failures",
-              "throughput", "environment"]
+#: Tables laid out on the pages (each also a CSV); failed_checks.csv is written but not laid out.
+TABLE_KEYS = ["overview", "ranking", "conformance", "failures", "accuracy", "gradient_accuracy",
+              "special_values", "deviations", "throughput", "environment"]
+CSV_ONLY = ["failed_checks"]
 
 
 def md_to_html(text: str) -> str:
@@ -44,7 +46,7 @@ def csv(out, key) -> pd.DataFrame:
 def test_every_output_is_written(report):
     out, *_ = report
     names = {p.name for p in out.iterdir()}
-    assert {"report.md", "report.html", "summary.json"} | {f"{k}.csv" for k in TABLE_KEYS} <= names
+    assert {"report.md", "report.html", "summary.json"} | {f"{k}.csv" for k in TABLE_KEYS + CSV_ONLY} <= names
 
 
 def test_conformance_counts_every_record(report):
@@ -87,7 +89,10 @@ def test_accuracy_tables(report, key, gradient):
         measured = [r for r in recs if r["max_ulp"] is not None]      # a fail may have no numbers
         assert row["max ULP"] == pytest.approx(max(r["max_ulp"] for r in measured))
         assert row["median ULP"] == pytest.approx(statistics.median(r["median_ulp"] for r in measured))
-        assert row["max error ratio"] == pytest.approx(max(r["max_error_ratio"] for r in measured))
+        # The ratio that decided the verdict: a fail without numbers counts as infinitely wrong.
+        ratios = [r["max_error_ratio"] if r["max_error_ratio"] is not None else float("inf")
+                  for r in recs if r["max_error_ratio"] is not None or r["verdict"] == "fail"]
+        assert row["max error ratio"] == pytest.approx(max(ratios))
         assert row["fails"] == sum(r["verdict"] == "fail" for r in recs)
         # Worst: a fail first (one without numbers counts as infinitely wrong), then the ratio.
         worst = max(recs, key=lambda r: (r["verdict"] == "fail", r["max_error_ratio"] is None,
@@ -130,11 +135,15 @@ def test_special_values_matrix(report):
 
 def test_failures_table(report):
     out, checks, _, _ = report
-    df = csv(out, "failures")
+    every = csv(out, "failed_checks")
     bad = [r for r in checks if r["verdict"] in FAILING]
-    assert len(df) == len(bad) == 3
-    assert list(df["verdict"]) == ["error", "fail", "fail"]          # worst verdict first
-    assert df["repro"].iloc[0] == "import numpy as np\nx = np.zeros(3)"
+    assert len(every) == len(bad) == 3
+    assert list(every["verdict"]) == ["error", "fail", "fail"]          # worst verdict first
+    assert every["repro"].iloc[0] == "import numpy as np\nx = np.zeros(3)"
+    # Grouped by cause: the three records have three different messages, so three causes.
+    df = csv(out, "failures")
+    assert sorted(df["checks"]) == [1, 1, 1] and set(df["status"]) == {"new"}
+    assert df.loc[df["verdict"] == "error", "repro"].item() == "import numpy as np\nx = np.zeros(3)"
 
 
 def test_throughput(report):
@@ -148,13 +157,24 @@ def test_throughput(report):
         assert row["% of copy"] == pytest.approx(100 * rec["fraction_of_copy"])
         assert row["median µs"] == pytest.approx(rec["median_s"] * 1e6)
         assert row["row length"] == rec["shape"][-1]
-    # The view: one row per workload, a "GB/s (% copy)" column per backend.
+        # Five samples: no two order statistics reach 95%, so the interval of the median is the
+        # range of the samples, as GB/s (the slowest sample is the low end).
+        med = statistics.median(rec["samples_s"])
+        assert row["GB/s low"] == pytest.approx(rec["gbps"] * med / max(rec["samples_s"]))
+        assert row["GB/s high"] == pytest.approx(rec["gbps"] * med / min(rec["samples_s"]))
+        assert row["samples"] == len(rec["samples_s"])
+    # The view: one row per workload, a column per backend: GB/s [interval], % of copy [interval].
     res = load_results([out.parent / "bench"])
     view = next(t for t in build_tables(res) if t.key == "throughput").view
     assert len(view) == len({(r["op"], r["workload"]) for r in bench})
     rec = by_key[("scipy", "softmax", "rows256x4096")]
     row = view[(view["op"] == "softmax") & (view["workload"] == "rows256x4096")].iloc[0]
-    assert row["scipy GB/s (% copy)"] == f"{fmt_num(rec['gbps'])} ({100 * rec['fraction_of_copy']:.0f}%)"
+    med = statistics.median(rec["samples_s"])
+    lo, hi = rec["gbps"] * med / max(rec["samples_s"]), rec["gbps"] * med / min(rec["samples_s"])
+    assert row["scipy"] == (f"{fmt_num(rec['gbps'])} GB/s [{fmt_num(lo)}–{fmt_num(hi)}], "
+                            f"{100 * rec['fraction_of_copy']:.0f}% of copy "
+                            f"[{100 * rec['fraction_of_copy'] * lo / rec['gbps']:.0f}–"
+                            f"{100 * rec['fraction_of_copy'] * hi / rec['gbps']:.0f}]")
 
 
 def test_environment(report):
@@ -197,8 +217,9 @@ def test_markdown_is_capped_under_the_limit(tmp_path, monkeypatch):
     monkeypatch.setattr(markdown, "MAX_BYTES", 100_000)
     recs = []
     for i in range(1200):
+        word = "".join(chr(97 + (i // 26**k) % 26) for k in range(3))     # a cause of its own each
         r = make_check_records(("numpy",))[0] | {"case": f"case{i:05d}", "verdict": "fail",
-                                                 "message": f"element {i} is wrong: " + "x" * 300}
+                                                 "message": f"element {word} is wrong: " + "x" * 300}
         recs.append(r)
     summary = write_report([write_dir(tmp_path / "c", recs)], tmp_path / "out")
     text = (tmp_path / "out" / "report.md").read_text()
@@ -206,6 +227,7 @@ def test_markdown_is_capped_under_the_limit(tmp_path, monkeypatch):
     assert summary["markdown_row_cap"] is not None
     assert "of 1200 rows; all rows are in `failures.csv`" in text
     assert len(pd.read_csv(tmp_path / "out" / "failures.csv")) == 1200      # the CSV keeps them all
+    assert len(pd.read_csv(tmp_path / "out" / "failed_checks.csv")) == 1200
     assert md_to_html(text).count("<table>") >= 3
 
 
@@ -308,4 +330,4 @@ def test_untrusted_strings_are_escaped(tmp_path):
     assert "<script" not in rendered and "<img" not in rendered and "<i>" not in rendered
     assert "&lt;script&gt;" in rendered
     # The escaped pipe keeps the failures table at its columns: one cell holds the whole message.
-    assert "<td>wrong | &lt;img src=x onerror=alert(1)&gt; &amp; more</td>" in rendered
+    assert "wrong | &lt;img src=x onerror=alert(1)&gt; &amp; more</td>" in rendered

@@ -186,3 +186,20 @@ def test_screenshot_is_not_blank(page):
     assert colours is not None and len(colours) > 50    # text, table shading, verdict colours
     # Not one colour covering nearly everything (a blank or error page).
     assert max(n for n, _ in colours) < 0.95 * img.size[0] * img.size[1]
+
+
+def test_first_screen_answers_which_is_right_and_fastest(page):
+    """The first screen (1300 x 1800) shows the machine's load and the overview table, whose cells
+    say per backend whether it conforms and how fast it is, and name the fastest conforming one."""
+    top = page.evaluate("document.getElementById('overview').getBoundingClientRect().top")
+    assert top < 900
+    lead = page.evaluate("Array.from(document.querySelectorAll('.lead')).map(p => p.textContent)")
+    assert any("load average" in line for line in lead)
+    heads = page.evaluate("Array.from(document.querySelectorAll('#overview th')).map(h => h.textContent)")
+    assert heads[:2] == ["op", "dtype"] and "fastest conforming" in heads
+    cells = page.evaluate("Array.from(document.querySelectorAll('#overview td')).map(c => c.textContent)")
+    assert any(c.startswith("✓ conforms") and "GB/s [" in c and "% of copy" in c for c in cells)
+    assert any(c.startswith("✗ ") for c in cells)
+    # The table fits the window: no horizontal scrolling needed to see the last column.
+    right = page.evaluate("document.querySelector('#overview table').getBoundingClientRect().right")
+    assert right <= 1300

@@ -142,8 +142,14 @@ def test_killed_run_resumes_without_redoing(tmp_path):
     with open(results, "a") as fh:
         fh.write('{"schema_version": 1, "kind": "check", "backend": "broken-base')  # cut off mid-write
 
+    # run.json names a plugin: a resume runs it only when the user names it again.
+    refused = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--resume",
+                              str(out)], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--plugin" in refused.stderr and "Traceback" not in refused.stderr
+    assert read_results(out) == before or len(read_results(out)) == len(before)
     code = subprocess.run([sys.executable, "-m", "softmaxbench.suite.cli.main", "check", "--resume", str(out),
-                           "--timeout", "1.5"], capture_output=True, text=True, timeout=300)
+                           "--plugin", PLUGIN, "--timeout", "1.5"], capture_output=True, text=True,
+                          timeout=300)
     assert code.returncode == 1, code.stderr  # the hang costs timeouts
     after = read_results(out)
     keys = Counter((r["backend"], r["op"], r["case"], r["dtype"]) for r in after)

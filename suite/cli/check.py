@@ -1,4 +1,5 @@
-"""``softmaxbench check``: the options of the conformance verb (the work: ``suite.conformance.runner``)."""
+"""``softmaxbench check``: the options of the conformance verb and their glue to the engine
+(:func:`softmaxbench.suite.conformance.runner.run_check`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,49 @@ import click
 from softmaxbench.suite.cli.options import selection_options
 
 
+def plugin_paths(plugins) -> tuple[str, ...]:
+    """``--plugin`` values checked (a missing .py file: InputError) and files made absolute."""
+    from pathlib import Path
+
+    from softmaxbench.errors import InputError
+
+    out = []
+    for p in plugins:
+        p = str(p)
+        if p.endswith(".py") and not Path(p).is_file():
+            raise InputError(f"--plugin {p}: no such file")
+        out.append(str(Path(p).resolve()) if Path(p).is_file() else p)
+    return tuple(out)
+
+
+def check_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
+               cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
+               out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,
+               strict: bool = False, junit_xml: str | None = None, seed: int = 0,
+               jobs: int | None = None) -> int:
+    """The ``check`` verb: CLI options (comma-separated strings) -> ``run_check``."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.conformance.runner import run_check
+
+    if resume:
+        given = [n for n, v in (("--backends", backends), ("--ops", ops), ("--dtypes", dtypes),
+                                ("--cases", cases), ("--quick", quick)) if v]
+        if given:
+            raise InputError(f"--resume finishes the run recorded in {resume}/run.json; "
+                             f"do not combine it with {', '.join(given)}")
+    return run_check(resume or out, backends=split_csv(backends), ops=split_csv(ops),
+                     dtypes=split_csv(dtypes), cases=split_csv(cases), plugins=plugins, quick=quick,
+                     timeout=timeout, resume=bool(resume), strict=strict, junit_xml=junit_xml, seed=seed,
+                     jobs=jobs)
+
+
 @click.command("check")
 @selection_options
 @click.option("--out", default="softmaxbench-results/check", show_default=True, help="Results directory.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds a single case may run.")
-@click.option("--resume", "resume", default=None, metavar="DIR", help="Finish an interrupted run in DIR.")
+@click.option("--resume", "resume", default=None, metavar="DIR",
+              help="Finish an interrupted run in DIR (name its --plugin files again to let them run).")
 @click.option("--strict", is_flag=True, help="Deviations count as non-conformance too.")
 @click.option("--junit-xml", default=None, metavar="PATH", help="Also write JUnit XML.")
 @click.option("--seed", default=0, show_default=True, help="Seed recorded in run.json.")
@@ -20,6 +59,4 @@ from softmaxbench.suite.cli.options import selection_options
                    "backend left alone gets more while cores are free).")
 def check_cmd(**kwargs) -> int:
     """Check backends against the reference; write DIR/results.jsonl and DIR/run.json."""
-    from softmaxbench.suite.conformance.runner import check_main
-
     return check_main(**kwargs)

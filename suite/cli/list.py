@@ -1,9 +1,10 @@
 """``softmaxbench list``: every backend with its device, framework version, dtypes, ops, and why it
 is unavailable where it is.
 
-Framework versions come from the installed distributions' metadata; availability from each
-backend's ``unavailable()``, whose built-in GPU checks ask the driver before importing anything.
-So listing imports no framework on a machine without a GPU.
+The listing is data from discovery workers (:mod:`softmaxbench.suite.isolation.discovery`):
+this process imports no adapter, framework or plugin, so a plugin that prints, raises, hangs or
+exits at import becomes one ``unavailable`` row and ``--json`` stays valid JSON. Discovery is
+cached per environment, so a warm ``list`` starts no worker at all.
 
 >>> rows = backend_rows()
 >>> rows[0]["name"], rows[0]["available"]
@@ -18,46 +19,31 @@ from typing import Any
 
 import click
 
-from softmaxbench.backends.base import OPS
-from softmaxbench.backends.registry import discover
+from softmaxbench.vocabulary import OPS
 
 COLUMNS = ("backend", "device", "framework", "dtypes", "ops", "status")
 
 
 def backend_rows(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
     """One JSON-able dict per discovered backend (the ``--json`` output)."""
+    from softmaxbench.suite.cli.check import plugin_paths
+    from softmaxbench.suite.isolation.discovery import discover
+
     rows = []
-    for e in discover(tuple(plugins), check=True):
-        b = e.backend
-        framework = getattr(b, "framework", "") if b is not None else ""
-        try:
-            version = b.framework_version() if b is not None else ""
-        except Exception:  # a plugin's version lookup must not break the listing
-            version = ""
+    for i in discover(plugin_paths(plugins)):
         rows.append({
-            "name": e.name,
-            "origin": e.origin,
-            "device": getattr(b, "device", None),
-            "framework": framework,
-            "framework_version": version,
-            "dtypes": list(getattr(b, "dtypes", ())),
-            "ops": list(b.supported_ops()) if b is not None else [],
-            "available": e.unavailable is None,
-            "unavailable": e.unavailable,
-            "conventions": _conventions(b),
+            "name": i.name,
+            "origin": i.origin,
+            "device": i.device if i.loaded else None,
+            "framework": i.framework,
+            "framework_version": i.framework_version,
+            "dtypes": list(i.dtypes),
+            "ops": list(i.ops),
+            "available": i.loaded and i.unavailable is None,
+            "unavailable": i.unavailable if i.unavailable or not i.loaded else None,
+            "conventions": sorted(i.conventions),
         })
     return rows
-
-
-def _conventions(backend) -> list[str]:
-    if backend is None:
-        return []
-    from softmaxbench.backends.conventions import for_backend
-
-    try:
-        return sorted(for_backend(backend))
-    except Exception:  # a malformed declaration is the check's business, not the listing's
-        return []
 
 
 def _ops_cell(ops: list[str]) -> str:

@@ -1,9 +1,9 @@
 """The plain-Python conformance API: one check of one backend -> one result record, and many.
 
-:func:`check_one` is the single place where a backend is called and its output judged by the
-``check_<property>`` functions of :mod:`softmaxbench.suite.conformance.checks`; the CLI runner (in worker
-processes), :func:`run_checks` (in this process) and the pytest plugin all go through it, so the
-three entry points give the same verdicts. :func:`plan` turns a selection into the
+Every verdict is decided by :func:`softmaxbench.suite.conformance.judge.judge`, in the trusted
+process, from a call result: ``softmaxbench check`` gets it from worker processes, :func:`check_one`
+(used by :func:`run_checks` and the pytest plugin) by calling the backend here through the
+worker's own handler, so the entry points give the same verdicts. :func:`plan` turns a selection into the
 (case, dtype, op) keys to check, :class:`ReferenceCache` computes each reference result once.
 
 >>> from softmaxbench.suite.conformance.api import run_checks
@@ -17,17 +17,13 @@ three entry points give the same verdicts. :func:`plan` turns a selection into t
 
 from __future__ import annotations
 
-import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from softmaxbench.suite.conformance import checks
-from softmaxbench.suite.conformance.checks import CheckFailure
-from softmaxbench.suite.records import new_record
+from softmaxbench.suite.conformance.judge import found_by, judge, precheck  # noqa: F401 - found_by re-exported
 
 
 @dataclass(frozen=True)
@@ -119,174 +115,32 @@ class ReferenceCache:
 
 
 # -- one check ----------------------------------------------------------------------------------
-def found_by(case_name: str) -> str:
-    """'hunt' for a regression case saved by ``softmaxbench hunt``, else 'catalogue'."""
-    from softmaxbench.suite.hunt.store import PREFIX
-
-    return "hunt" if case_name.startswith(PREFIX) else "catalogue"
-
-
 def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: str | None = None,
               expect_error: bool = False, reference_error: str | None = None,
               conventions: dict | None = None, plugins: Sequence[str] = ()) -> dict:
-    """Call ``backend.<op>`` on ``inputs``, judge the output against ``exact``, return the record.
+    """Call ``backend.<op>`` on ``inputs`` in this process and judge the output against ``exact``.
 
-    Never raises for anything the backend does: a NotImplementedError is ``unsupported``, any
-    other exception ``error`` (``pass`` when the case expects one), a failed check ``fail`` or
-    ``deviation`` with the check's message and a repro snippet.
+    The in-process form of a check (the pytest plugin, :func:`run_checks`): the backend is called
+    through :func:`~softmaxbench.suite.conformance.call.call_in_process` (the worker's own
+    handler) and judged by :func:`~softmaxbench.suite.conformance.judge.judge`, as ``softmaxbench
+    check`` judges what its workers return. No isolation: a crashing or hanging backend takes this
+    process with it. Never raises for anything the backend does.
     """
-    base = dict(backend=backend.name, device=backend.device, op=op, case=inputs.case,
-                category=category, dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
-                axis=int(inputs.axis), found_by=found_by(inputs.case))
+    from softmaxbench.suite.conformance.call import call_in_process
 
-    def record(verdict: str, message: str | None = None, *, check: str | None = None,
-               deviation: str | None = None, metrics: dict | None = None, actual=None,
-               duration: float | None = None) -> dict:
-        m = metrics or {}
-        repro = None
-        if verdict not in ("pass", "unsupported"):
-            try:
-                from softmaxbench.suite.conformance.repro import snippet
-
-                repro = snippet(backend, op, inputs, plugins)
-            except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict
-                repro = f"# repro unavailable: {type(exc).__name__}: {exc}"
-        show = actual is not None and (verdict != "pass" or category == "special")
-        return new_record("check", **base, check=check, verdict=verdict, deviation=deviation,
-                          max_ulp=_finite(m.get("max_ulp")), median_ulp=_finite(m.get("median_ulp")),
-                          max_error_ratio=_finite(m.get("max_error_ratio")), message=message,
-                          repro=repro, value_sample=_sample(actual) if show else None,
-                          duration_s=None if duration is None else round(duration, 6))
-
-    if inputs.dtype not in backend.dtypes:
-        return record("unsupported", f"{backend.name} does not declare dtype {inputs.dtype}")
-    if op not in backend.supported_ops():
-        return record("unsupported", f"{backend.name} does not implement {op}")
-    if exact is None and not expect_error:
-        return record("error", f"the reference could not compute this case ({reference_error}); "
-                               "a softmaxbench bug, not the backend's", check="reference")
-
-    arrays = checks.input_arrays(op, inputs)
-    before = {name: np.array(a, copy=True) for name, a in arrays.items()}
     try:
-        return _call_and_judge(backend, op, inputs, exact, arrays, before, record, expect_error, conventions)
-    finally:
-        # A backend that wrote into its input must not corrupt the next check of the same input.
-        for name, a in arrays.items():
-            if not checks.same_bits(a, before[name]) and a.flags.writeable:
-                np.copyto(a, before[name])
-
-
-def _call_and_judge(backend, op, inputs, exact, arrays, before, record, expect_error, conventions) -> dict:
-    args, kwargs = inputs.args(op)
-    t0 = time.perf_counter()
-    try:
-        native_args = [backend.asarray(a) if isinstance(a, np.ndarray) else a for a in args]
-        native_kwargs = {k: backend.asarray(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
-        out = getattr(backend, op)(*native_args, **native_kwargs)
-        backend.synchronize()
-        actual = np.asarray(backend.to_numpy(out))
-    except NotImplementedError as exc:
-        return record("unsupported", f"{op} raised NotImplementedError{': ' + str(exc) if str(exc) else ''}")
-    except Exception as exc:  # noqa: BLE001 - whatever the backend raises is data
-        took = time.perf_counter() - t0
-        what = _one_line(exc)
-        if expect_error:
-            return record("pass", f"raised {what}, as expected", check="expected_error", duration=took)
-        return record("error", f"{op} raised {what} where the reference defines a result "
-                               f"({_where_raised(exc)})", check="no_exception", duration=took)
-    took = time.perf_counter() - t0
-    if expect_error:
-        try:
-            checks.check_expected_error(op, inputs, actual)
-        except CheckFailure as f:
-            return record("fail", f.message, check="expected_error", actual=actual, duration=took)
-
-    failures: list[tuple[str, CheckFailure]] = []
-    metrics: dict = {}
-    native_named = dict(zip(_names_of(args, arrays), native_args))
-    for name in checks.applicable_checks(op, inputs):
-        try:
-            if name == "output_dtype":
-                checks.check_output_dtype(op, inputs, actual)
-            elif name == "output_shape":
-                checks.check_output_shape(op, inputs, actual, exact)
-            elif name == "values":
-                metrics = checks.check_values(op, inputs, actual, exact, conventions=conventions)
-            elif name == "cross_entropy_options":
-                # Only worth its extra reference evaluations when the values are wrong.
-                if any(n == "values" and f.verdict == "fail" for n, f in failures):
-                    checks.check_cross_entropy_options(op, inputs, actual, exact)
-            elif name == "unit_interval":
-                checks.check_unit_interval(op, inputs, actual, exact)
-            elif name == "rows_sum_to_one":
-                # Its bound is the sum of the element bounds: when the values pass, so does every
-                # row, so it is only run to name the row property a failing output breaks.
-                if any(n == "values" for n, _ in failures):
-                    checks.check_rows_sum_to_one(op, inputs, actual, exact)
-            elif name == "input_not_mutated":
-                checks.check_input_not_mutated(op, inputs, before)
-                after = {n: np.asarray(backend.to_numpy(v)) for n, v in native_named.items()}
-                checks.check_input_not_mutated(op, inputs, before, after)
-        except CheckFailure as f:
-            failures.append((name, f))
-            metrics = metrics or f.metrics
-            if name in ("output_dtype", "output_shape"):  # nothing else can be compared element-wise
-                break
-        except Exception as exc:  # noqa: BLE001 - a check that crashes on odd output is a finding too
-            failures.append((name, CheckFailure("fail", f"check {name} could not judge the output: "
-                                                        f"{_one_line(exc)}")))
-            if name in ("output_dtype", "output_shape", "values"):
-                break
-    fails = [(n, f) for n, f in failures if f.verdict == "fail"]
-    if "cross_entropy_options" in {n for n, _ in fails}:  # the specific explanation goes first
-        fails.sort(key=lambda nf: nf[0] != "cross_entropy_options")
-    if fails:
-        return record("fail", " | ".join(f.message for _, f in fails), check=fails[0][0],
-                      metrics=metrics, actual=actual, duration=took)
-    if failures:
-        name, dev = failures[0]
-        return record("deviation", dev.message, check=name, deviation=dev.deviation, metrics=metrics,
-                      actual=actual, duration=took)
-    return record("pass", None, check=None, metrics=metrics, actual=actual, duration=took)
-
-
-def _names_of(args, arrays: dict) -> list[str]:
-    """Names (x, cotangent, target) of the positional arguments, matched by identity."""
-    names = []
-    for a in args:
-        names.append(next((n for n, v in arrays.items() if v is a), f"arg{len(names)}"))
-    return names
-
-
-def _finite(v) -> float | None:
-    """JSON-safe metric: NaN/inf become None (the message says what happened)."""
-    if v is None:
-        return None
-    v = float(v)
-    return v if np.isfinite(v) else None
-
-
-def _sample(actual) -> str:
-    a = np.asarray(actual)
-    flat = a.ravel()[:6]
-    if flat.dtype.kind == "f" or str(flat.dtype) == "bfloat16":
-        flat = flat.astype(np.float64)
-    text = np.array2string(flat, precision=6, separator=", ", max_line_width=200)
-    return f"{text[:-1]}, ...]" if a.size > 6 else text
-
-
-def _one_line(exc: BaseException) -> str:
-    msg = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {msg[0][:300]}" if msg else type(exc).__name__
-
-
-def _where_raised(exc: BaseException) -> str:
-    tb = traceback.extract_tb(exc.__traceback__)
-    if not tb:
-        return "no traceback"
-    last = tb[-1]
-    return f"at {last.filename}:{last.lineno} in {last.name}"
+        ops = tuple(backend.supported_ops())
+    except Exception as exc:  # noqa: BLE001 - raising metadata is a finding, not a crash
+        ops = ()
+        reference_error = reference_error or f"supported_ops() raised {type(exc).__name__}: {exc}"
+    common = dict(backend=backend.name, device=backend.device, category=category, plugins=plugins,
+                  repro_backend=backend)
+    pre = precheck(op, inputs, exact, dtypes=tuple(backend.dtypes), ops=ops, expect_error=expect_error,
+                   reference_error=reference_error, **common)
+    if pre is not None:
+        return pre
+    result = call_in_process(backend, op, inputs)
+    return judge(op, inputs, exact, result, expect_error=expect_error, conventions=conventions, **common)
 
 
 # -- many checks, in this process ----------------------------------------------------------------

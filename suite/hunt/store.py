@@ -1,12 +1,15 @@
 """Saved regression cases: the inputs ``softmaxbench hunt`` found, loaded like catalogue cases.
 
 Every new worst case a hunt finds is kept in a small JSON file per backend, op and dtype
-(``<backend>__<op>__<dtype>.json``) under ``reference/found/`` (shipped with the package) or a
-directory of the user's choosing. :func:`load_found_cases` turns those files back into objects
-with the interface of :class:`softmaxbench.reference.cases.Case` (``name``, ``category``,
-``shape``, ``axis``, ``ops``, ``dtypes``, ``description``, ``quick``, ``expect_error``,
-``build(dtype)``, ``summary()``), plus ``found_by = "hunt"`` so that ``check`` can run them like
-the catalogue and say in each record where the case came from.
+(``<backend>__<op>__<dtype>.json``) in a directory of the user's choosing, or by default in the
+user's cache (:func:`user_dir`: ``$XDG_CACHE_HOME/softmaxbench/found``), never in the installed
+package. The cases shipped with the package are in ``reference/found/`` (:func:`package_dir`).
+:func:`load_found_cases` turns those files back into objects with the interface of
+:class:`softmaxbench.reference.cases.Case` (``name``, ``category``, ``shape``, ``axis``, ``ops``,
+``dtypes``, ``description``, ``quick``, ``expect_error``, ``build(dtype)``, ``summary()``), plus
+``found_by = "hunt"`` so that ``check`` can run them like the catalogue and say in each record
+where the case came from. ``check`` reads :func:`default_dirs`: the shipped cases, the
+directories in ``$SOFTMAXBENCH_FOUND_DIRS`` and the user's cache.
 
 A found case holds one row (shape ``(1, n)``, class axis last) in the dtype it was found in, and
 runs for that op and dtype only: rounding it to another dtype would lose what made it hard.
@@ -38,10 +41,13 @@ from typing import Any
 import numpy as np
 
 from softmaxbench.reference.dtypes import np_dtype
+from softmaxbench.vocabulary import DEFAULT_CE_OPTIONS
 
 #: Extra directories of found cases that ``load_found_cases()`` reads by default
 #: (``os.pathsep``-separated), e.g. where CI keeps the cases its nightly hunts saved.
 ENV_DIRS = "SOFTMAXBENCH_FOUND_DIRS"
+#: The user's cache directory (XDG base directory spec; ``~/.cache`` when unset or relative).
+ENV_CACHE = "XDG_CACHE_HOME"
 FORMAT = "softmaxbench-found-cases"
 FORMAT_VERSION = 1
 #: A file keeps at most this many cases (the worst ones), so files stay small.
@@ -51,7 +57,6 @@ READABLE_MAX = 512
 CATEGORY = "found"
 #: Every found case's name starts with this (catalogue names never do).
 PREFIX = "found-"
-DEFAULT_CE_OPTIONS = {"reduction": "mean", "label_smoothing": 0.0, "ignore_index": None, "weight": None}
 
 
 class FoundCaseError(ValueError):
@@ -59,14 +64,27 @@ class FoundCaseError(ValueError):
 
 
 def package_dir() -> Path:
-    """``reference/found/`` of the installed package: the default place for saved cases."""
+    """``reference/found/`` of the installed package: the cases shipped with it (read-only to hunt)."""
     return Path(str(resources.files("softmaxbench.reference"))) / "found"
 
 
+def user_dir() -> Path:
+    """Where ``hunt`` saves cases when the user names no directory, and ``check`` reads them:
+    ``$XDG_CACHE_HOME/softmaxbench/found`` (``~/.cache/softmaxbench/found`` by default).
+
+    >>> user_dir().parts[-2:]
+    ('softmaxbench', 'found')
+    """
+    base = os.environ.get(ENV_CACHE, "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "softmaxbench" / "found"
+
+
 def default_dirs() -> list[Path]:
-    """The package's found cases, then any directories named in ``$SOFTMAXBENCH_FOUND_DIRS``."""
+    """The package's found cases, any directories named in ``$SOFTMAXBENCH_FOUND_DIRS``, then the
+    user's cache (:func:`user_dir`): what ``check`` runs besides the catalogue."""
     extra = [Path(p) for p in os.environ.get(ENV_DIRS, "").split(os.pathsep) if p.strip()]
-    return [package_dir(), *extra]
+    return [package_dir(), *extra, user_dir()]
 
 
 def file_name(backend: str, op: str, dtype: str) -> str:
@@ -352,6 +370,53 @@ def dumps(doc: dict) -> str:
     return "{\n" + "\n".join(lines) + '\n "cases": [\n' + cases + "\n ]\n}\n"
 
 
+def refusal(op: str, inputs, exact=None) -> str | None:
+    """Why ``inputs`` must not become a regression case of ``op``, or None when it may.
+
+    A case the model algorithm itself cannot compute (its intermediates overflow the output
+    dtype where the exact value is finite: ``reference.model.attainable``) would judge a backend
+    against a standard the suite's own algorithm does not meet; ``hunt`` refuses to save it and
+    :func:`prune` drops such cases from a directory.
+    """
+    from softmaxbench.reference.model import attainable
+
+    return attainable(op, inputs, exact)
+
+
+def prune(directory: str | os.PathLike) -> list[tuple[str, str]]:
+    """Drop from the found-cases files in ``directory`` every case :func:`refusal` refuses.
+
+    Returns (name, reason) of each dropped case; files rewritten atomically, removed when empty.
+    Run on the shipped cases: ``python -c "from softmaxbench.suite.hunt import store;
+    print(store.prune(store.package_dir()))"``.
+    """
+    dropped: list[tuple[str, str]] = []
+    for p in sorted(Path(directory).glob("*.json")):
+        doc = read_file(p)
+        keep = []
+        for entry in doc.get("cases", []):
+            case = case_from_entry(entry, str(p))
+            why = refusal(case.ops[0], case.build(case.dtypes[0]))
+            if why:
+                dropped.append((case.name, why))
+            else:
+                keep.append(entry)
+        if len(keep) == len(doc.get("cases", [])):
+            continue
+        if not keep:
+            p.unlink()
+            continue
+        doc["cases"] = keep
+        _write(p, doc)
+    return dropped
+
+
+def _write(p: Path, doc: dict) -> None:
+    tmp = p.with_suffix(".json.tmp")
+    tmp.write_text(dumps(doc), encoding="utf-8")
+    tmp.replace(p)
+
+
 def save_found_case(out_dir: str | os.PathLike, backend: str, op: str, dtype: str,
                     entry: dict) -> tuple[str, bool]:
     """Add ``entry`` to ``out_dir/<backend>__<op>__<dtype>.json``; returns (name, added).
@@ -369,7 +434,5 @@ def save_found_case(out_dir: str | os.PathLike, backend: str, op: str, dtype: st
         return entry["name"], False
     cases = sorted([*doc["cases"], entry], key=_rank, reverse=True)[:MAX_CASES_PER_FILE]
     doc["cases"] = cases
-    tmp = p.with_suffix(".json.tmp")
-    tmp.write_text(dumps(doc), encoding="utf-8")
-    tmp.replace(p)
+    _write(p, doc)
     return entry["name"], any(e["name"] == entry["name"] for e in cases)

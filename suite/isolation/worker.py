@@ -1,107 +1,267 @@
-"""Crash-proof execution: one backend's checks run in a worker process the runner can kill.
+"""The worker process: the only place where backend, framework and plugin code runs.
 
-The worker is started with the ``spawn`` context (torch and JAX do not survive ``fork`` after
-initialisation), builds its backend by name (loading the same ``--plugin`` files), and then
-answers batches of tasks with one record per task, in order, each sent as soon as it is judged.
-Because the parent knows which task a worker is on (the first one not answered), a worker that
-dies (segfault, abort, out-of-memory kill) costs exactly that task a ``crash`` record, and one
-that stops answering for longer than the timeout costs it a ``timeout`` record; the parent then
-starts a fresh worker for the remaining tasks.
+Started by :class:`softmaxbench.suite.isolation.channel.Worker` as
+``python -m softmaxbench.suite.isolation.worker FD PARENT_PID``; FD is its end of the channel.
+It first makes the kernel kill it when the parent dies, ignores Ctrl-C (the parent decides what
+an interrupt means), enables faulthandler (a fatal signal's stack goes to the captured output),
+then reads ``init`` (backend name, ``--plugin`` list, the parent's ``sys.path``), builds the
+backend by name and answers ``ready`` with its description, or ``dead`` with why not.
 
-Messages, parent -> worker: ``("tasks", [(task_id, case, dtype, op, exact, reference_error), ...])``,
-``("stop",)``. Worker -> parent: ``("ready", info)``, ``("dead", why)``, ``("got", n, t)``,
-``("result", task_id, record, t)`` where ``t`` is ``time.monotonic()`` (one clock for all
-processes on a host, so the parent measures silence in the worker's own time).
+Then it answers requests, one at a time, in order. Each request names a kind; the handler for
+that kind is looked up in :data:`HANDLERS` (dotted names, imported when first asked for) and
+called as ``handler(backend, header, arrays) -> (header, arrays)``. A handler that raises gives an
+``error`` reply (type, one line, where) and the worker lives on. The worker judges nothing and
+never sees an expected value: ``call`` returns the output's bytes and the parent judges them.
 
->>> handle = WorkerHandle("numpy", plugins=(), env={}, log_path=None)
->>> handle.backend, handle.alive()
-('numpy', False)
+>>> sorted(HANDLERS)[:3]
+['bench', 'call', 'describe']
 """
 
 from __future__ import annotations
 
 import faulthandler
-import multiprocessing as mp
+import importlib
 import os
-import queue
-import re
 import signal
 import sys
-import threading
 import time
-from collections import OrderedDict, deque
-from pathlib import Path
+import traceback
+from typing import Any
+
+import numpy as np
+
+#: kind -> "module:function" of its handler (bench and hunt add theirs here).
+HANDLERS: dict[str, str] = {
+    "call": "softmaxbench.suite.isolation.worker:handle_call",
+    "describe": "softmaxbench.suite.isolation.worker:handle_describe",
+    "discover": "softmaxbench.suite.isolation.worker:handle_discover",
+    "roundtrip": "softmaxbench.suite.isolation.worker:handle_roundtrip",
+    "bench": "softmaxbench.suite.bench.in_worker:handle_bench",
+    "hunt": "softmaxbench.suite.hunt.in_worker:handle_hunt",
+}
+
+_resolved: dict[str, Any] = {}
 
 
-def worker_main(conn, backend_name: str, plugins: tuple[str, ...], env: dict[str, str],
-                log_path: str | None) -> None:
-    """Entry point of the worker process (runs until told to stop or the pipe closes)."""
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
-    # Ctrl-C reaches the whole process group: the parent decides what an interrupt means (it
-    # kills the workers), so a worker must not die mid-check and look like a crash.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    if log_path:
-        # The backend's own prints and a fatal signal's traceback (faulthandler) go to a log the
-        # parent quotes in crash records, instead of garbling the progress display.
-        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-    faulthandler.enable(file=sys.stderr, all_threads=False)
-    try:
-        from softmaxbench.suite.conformance.api import check_one, conventions_of, resolve_backends
+def _handler(kind: str):
+    if kind not in _resolved:
+        target = HANDLERS.get(kind)
+        if target is None:
+            raise KeyError(f"no handler for request kind {kind!r}")
+        module, _, fn = target.partition(":")
+        _resolved[kind] = getattr(importlib.import_module(module), fn)
+    return _resolved[kind]
 
-        backend = resolve_backends([backend_name], plugins)[0]
-        why = backend.unavailable()  # also imports the framework before the first timed task
-        if why:
-            conn.send(("dead", f"{backend_name} is unavailable in the worker: {why}"))
-            return
-        conventions = conventions_of(backend)
-        conn.send(("ready", {"pid": os.getpid(), "framework_version": backend.framework_version()}))
-    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which records it
-        conn.send(("dead", f"could not load backend {backend_name!r} in the worker: "
-                           f"{type(exc).__name__}: {exc}"))
-        return
 
-    from softmaxbench.suite.hunt.store import get_case
-    from softmaxbench.suite.records import new_record
+def one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return msg[0][:300] if msg else ""
 
-    inputs_cache: OrderedDict[tuple[str, str], object] = OrderedDict()
-    while True:
+
+def where_raised(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return "no traceback"
+    last = tb[-1]
+    return f"at {last.filename}:{last.lineno} in {last.name}"
+
+
+def raised_info(exc: BaseException) -> dict:
+    return {"type": type(exc).__name__, "message": one_line(exc), "where": where_raised(exc)}
+
+
+# -- describe -------------------------------------------------------------------------------------
+def describe(backend, origin: str = "builtin") -> dict:
+    """Everything the parent needs to know about ``backend``, each field asked for separately:
+    a method that raises becomes a problem (or the unavailable reason), never a crash."""
+    problems: list[str] = []
+
+    def ask(what: str, fn, default):
         try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return
-        if msg[0] != "tasks":
-            return
-        conn.send(("got", len(msg[1]), time.monotonic()))
-        for task_id, case_name, dtype, op, exact, reference_error in msg[1]:
-            case = get_case(case_name)
-            key = (case_name, dtype)
-            if key not in inputs_cache:
-                inputs_cache[key] = case.build(dtype)
-                while len(inputs_cache) > 2:
-                    inputs_cache.popitem(last=False)
+            return fn()
+        except BaseException as exc:  # noqa: BLE001 - hostile metadata is data
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            problems.append(f"{what} raised {type(exc).__name__}: {one_line(exc)}")
+            return default
+
+    name = ask("name", lambda: backend.name, None)
+    info: dict[str, Any] = {"name": name if isinstance(name, str) else repr(name)[:200], "origin": origin}
+    info["device"] = _jsonable_str(ask("device", lambda: backend.device, None))
+    dtypes = ask("dtypes", lambda: list(backend.dtypes), [])
+    info["dtypes"] = [d if isinstance(d, str) else repr(d) for d in dtypes][:16]
+    ops = ask("supported_ops()", lambda: list(backend.supported_ops()), None)
+    info["ops"] = [o if isinstance(o, str) else repr(o) for o in ops][:16] if ops is not None else []
+    info["framework"] = _jsonable_str(ask("framework", lambda: backend.framework, ""))
+    info["framework_version"] = _jsonable_str(ask("framework_version()", backend.framework_version, ""))
+    skip = ask("default_check_skip", lambda: getattr(backend, "default_check_skip", None), None)
+    info["default_check_skip"] = None if skip is None else _jsonable_str(skip)
+
+    def conventions():
+        from softmaxbench.backends.conventions import for_backend
+
+        return {str(k): {"reason": _jsonable_str(v.get("reason", "")),
+                         "link": _jsonable_str(v.get("link", "")), "ops": [str(o) for o in v.get("ops", ())]}
+                for k, v in for_backend(backend).items()}
+
+    info["conventions"] = ask("conventions", conventions, {})
+    reason = ask("unavailable()", backend.unavailable, None)
+    if ops is None:
+        reason = reason or problems[-1] if problems else "supported_ops() failed"
+    if any(p.startswith("unavailable()") for p in problems):
+        reason = next(p for p in problems if p.startswith("unavailable()"))
+    info["unavailable"] = None if reason is None else _jsonable_str(reason)
+    info["problems"] = problems
+    return info
+
+
+def _jsonable_str(v) -> str | None:
+    if v is None:
+        return None
+    return v[:1000] if isinstance(v, str) else repr(v)[:1000]
+
+
+def handle_describe(backend, header: dict, arrays: list) -> tuple[dict, list]:
+    return {"info": describe(backend)}, []
+
+
+def handle_discover(backend, header: dict, arrays: list) -> tuple[dict, list]:
+    """Every backend discovery finds (built-ins, entry points, the init's plugins), described.
+
+    ``check`` (default true) asks each one's ``unavailable()``; a backend that could not be built
+    is ``{"name", "origin", "unavailable", "loaded": false}``."""
+    from softmaxbench.backends.registry import discover
+
+    out = []
+    only_plugins = bool(header.get("only_plugins"))
+    for e in discover(tuple(_PLUGINS), check=False, entry_points=bool(header.get("entry_points", True))):
+        if only_plugins and not e.origin.startswith("plugin:"):
+            continue
+        if e.backend is None:
+            out.append({"name": e.name if isinstance(e.name, str) else repr(e.name), "origin": e.origin,
+                        "unavailable": e.unavailable, "loaded": False})
+            continue
+        d = describe(e.backend, e.origin)
+        if not header.get("check", True) and d.get("unavailable") is None:
+            d["unavailable"] = None
+        d["loaded"] = True
+        out.append(d)
+    return {"entries": out}, []
+
+
+# -- call -------------------------------------------------------------------------------------------
+def _decode_args(header: dict, arrays: list):
+    """Positional and keyword arguments of a call, with each array argument rebuilt (a view
+    on its own writable copy of the buffer it views)."""
+    from softmaxbench.suite.isolation.channel import view_from
+
+    def dec(item):
+        if not isinstance(item, dict):
+            raise ValueError("bad argument encoding")
+        if "a" in item:
+            buf = arrays[item["a"]]
+            return view_from(buf, item["view"]) if "view" in item else buf
+        return item.get("v")
+
+    args = [dec(a) for a in header.get("args", [])]
+    kwargs = {k: dec(v) for k, v in (header.get("kwargs") or {}).items()}
+    return args, kwargs
+
+
+def _sent_inputs(header: dict, arrays: list) -> list:
+    """The array arguments as the parent sent them (read-only), in argument order."""
+    from softmaxbench.suite.isolation.channel import view_from
+
+    items = [a for a in header.get("args", [])] + list((header.get("kwargs") or {}).values())
+    return [view_from(arrays[i["a"]], i["view"]) if "view" in i else arrays[i["a"]]
+            for i in items if isinstance(i, dict) and "a" in i]
+
+
+def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if not a.size:
+        return True
+    return bool(np.array_equal(np.ascontiguousarray(a).reshape(-1).view(np.uint8),
+                               np.ascontiguousarray(b).reshape(-1).view(np.uint8)))
+
+
+def handle_call(backend, header: dict, arrays: list) -> tuple[dict, list]:
+    """asarray every array argument, call the op, synchronize, to_numpy: the output's bytes.
+
+    NotImplementedError -> status "unsupported"; any other exception -> "raised" (type, one
+    line, where). The inputs the backend now holds come back only where their bits changed
+    (``after``: to_numpy of the native argument; ``np_after``: the NumPy array the adapter was
+    given; ``roundtrip``: a fresh to_numpy(asarray(original)) for telling the adapter's round
+    trip apart from an in-place write); the parent judges them against its own copies."""
+    op = header["op"]
+    copies = [np.array(a, copy=True) for a in arrays]      # writable buffers the backend gets
+    args, kwargs = _decode_args(header, copies)
+    sent = _sent_inputs(header, arrays)
+    given = [v for v in [*args, *kwargs.values()] if isinstance(v, np.ndarray)]
+    names = list(header.get("names") or [])
+    by_id = {id(a): i for i, a in enumerate(given)}
+    t0 = time.perf_counter()
+    native_of: dict[int, Any] = {}
+    try:
+        def nat(v):
+            if isinstance(v, np.ndarray):
+                n = backend.asarray(v)
+                native_of[by_id[id(v)]] = n
+                return n
+            return v
+
+        native_args = [nat(a) for a in args]
+        native_kwargs = {k: nat(v) for k, v in kwargs.items()}
+        out = getattr(backend, op)(*native_args, **native_kwargs)
+        backend.synchronize()
+        actual = np.asarray(backend.to_numpy(out))
+    except NotImplementedError as exc:
+        return {"status": "unsupported", "message": f"{op} raised NotImplementedError"
+                f"{': ' + one_line(exc) if one_line(exc) else ''}"}, []
+    except Exception as exc:  # noqa: BLE001 - whatever the backend raises is data
+        return {"status": "raised", "raised": raised_info(exc),
+                "reported_s": time.perf_counter() - t0}, []
+    took = time.perf_counter() - t0
+    reply_arrays = [actual]
+    reply: dict[str, Any] = {"status": "output", "output": 0, "reported_s": took,
+                             "after": {}, "np_after": {}, "roundtrip": {}}
+    for i, orig in enumerate(sent):
+        name = names[i] if i < len(names) else f"arg{i}"
+        if name not in ("x", "cotangent", "target", "weight"):
+            continue
+        if not _same_bits(given[i], orig):
+            reply["np_after"][name] = len(reply_arrays)
+            reply_arrays.append(given[i])
+        if i in native_of:
             try:
-                record = check_one(backend, op, inputs_cache[key], exact, category=case.category,
-                                   expect_error=case.expect_error, reference_error=reference_error,
-                                   conventions=conventions, plugins=plugins)
-            except Exception as exc:  # noqa: BLE001 - a bug of the suite, not a crash of the backend
-                record = new_record("check", backend=backend.name, device=backend.device, op=op,
-                                    case=case_name, category=case.category, dtype=dtype,
-                                    shape=list(case.shape), axis=case.axis, verdict="error",
-                                    message=f"softmaxbench could not judge this case (a suite bug): "
-                                            f"{type(exc).__name__}: {exc}")
-            conn.send(("result", task_id, record, time.monotonic()))
+                now = np.asarray(backend.to_numpy(native_of[i]))
+            except Exception:  # noqa: BLE001 - an input that cannot be read back is left to the judge
+                continue
+            if not _same_bits(now, orig):
+                reply["after"][name] = len(reply_arrays)
+                reply_arrays.append(now)
+                try:
+                    fresh = np.array(orig, copy=True)
+                    again = np.asarray(backend.to_numpy(backend.asarray(fresh)))
+                    reply["roundtrip"][name] = len(reply_arrays)
+                    reply_arrays.append(again)
+                except Exception:  # noqa: BLE001
+                    pass
+    return reply, reply_arrays
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL this worker when the parent dies (even by SIGKILL), so a
-    killed run leaves no hung worker behind."""
+def handle_roundtrip(backend, header: dict, arrays: list) -> tuple[dict, list]:
+    """to_numpy(asarray(a)) of every array (the adapter's data movement on its own)."""
+    return {}, [np.asarray(backend.to_numpy(backend.asarray(np.array(a, copy=True)))) for a in arrays]
+
+
+# -- the process ---------------------------------------------------------------------------------
+_PLUGINS: list[str] = []
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the parent dies (even by SIGKILL)."""
     if not sys.platform.startswith("linux"):
         return
     try:
@@ -109,156 +269,86 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before prctl took effect
-            os._exit(1)
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
-class WorkerHandle:
-    """The parent's side of one worker process: start, send batches, receive, kill, restart."""
+def _build(name: str, plugins: list[str]):
+    from softmaxbench.backends.registry import BUILTINS, builtin, discover
 
-    def __init__(self, backend: str, *, plugins: tuple[str, ...], env: dict[str, str],
-                 log_path: str | os.PathLike | None):
-        self.backend = backend
-        self.plugins = tuple(plugins)
-        self.env = dict(env)
-        self.log_path = str(log_path) if log_path else None
-        self.proc = None
-        self.conn = None
-        self.ready = False
-        self.info: dict = {}
-        self.inflight: deque = deque()   # tasks sent and not yet answered, in order
-        self.last_heard = 0.0            # monotonic time of the latest message (or the start)
-        self.starts = 0
-        self._outbox: queue.Queue | None = None
-        self._log_offset = 0
+    if name in BUILTINS:
+        return builtin(name), "builtin"
+    for e in discover(tuple(plugins), check=False):
+        if e.name == name and e.backend is not None:
+            return e.backend, e.origin
+    for e in discover(tuple(plugins), check=False):
+        if e.name == name:
+            raise LookupError(f"backend {name!r} cannot be used: {e.unavailable}")
+    raise LookupError(f"no backend named {name!r} was discovered in the worker")
 
-    def start(self) -> None:
-        """Start a fresh worker process (the previous one, if any, must be gone)."""
-        ctx = mp.get_context("spawn")
-        parent_conn, child_conn = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=worker_main, name=f"softmaxbench-{self.backend}", daemon=True,
-                                args=(child_conn, self.backend, self.plugins, self.env, self.log_path))
-        self.proc.start()
-        child_conn.close()
-        self.conn = parent_conn
-        self.ready = False
-        self.inflight.clear()
-        self.last_heard = time.monotonic()
-        self.starts += 1
-        self._log_offset = os.path.getsize(self.log_path) if self.log_path and os.path.exists(
-            self.log_path) else 0
-        # Sending runs in a thread: a batch with reference arrays can exceed the pipe buffer, and
-        # a worker busy answering must never deadlock against a parent blocked in send().
-        self._outbox = queue.Queue()
-        threading.Thread(target=_send_loop, args=(self.conn, self._outbox), daemon=True).start()
 
-    def send_tasks(self, batch: list[tuple]) -> None:
-        """Queue a batch: tuples (task_id, case, dtype, op, exact, reference_error, task)."""
-        if not self.inflight:  # an idle worker's silence so far was the parent's doing, not a hang
-            self.last_heard = time.monotonic()
-        self.inflight.extend(batch)
-        self._outbox.put(("tasks", [t[:6] for t in batch]))
+def main(argv: list[str]) -> None:
+    from multiprocessing.connection import Connection
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.is_alive()
+    from softmaxbench.suite.isolation.channel import recv, send
 
-    def poll_messages(self) -> list[tuple]:
-        """Every message waiting from the worker; ('eof',) once the pipe is closed."""
-        out = []
-        if self.conn is None:
-            return out
+    fd, parent_pid = int(argv[0]), int(argv[1])
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    faulthandler.enable(file=sys.stderr, all_threads=False)
+    conn = Connection(fd)
+    try:
+        init, _ = recv(conn)
+    except (EOFError, OSError):
+        return
+    seq = init.get("seq", 0)
+    for p in reversed(init.get("sys_path") or []):
+        if isinstance(p, str) and p not in sys.path:
+            sys.path.insert(1, p)
+    _PLUGINS[:] = [str(p) for p in init.get("plugins") or []]
+    name = init.get("backend")
+    backend = None
+    if name is not None:
         try:
-            while self.conn.poll():
-                out.append(self.conn.recv())
-        except (EOFError, OSError, ConnectionError):
-            out.append(("eof",))
-        except Exception as exc:  # noqa: BLE001 - an unpicklable message from a broken worker
-            out.append(("eof", f"unreadable message: {exc}"))
-        return out
-
-    def kill(self) -> None:
-        """Stop the worker now (SIGKILL: a hung backend does not answer anything gentler)."""
-        if self._outbox is not None:
-            self._outbox.put(None)
-        if self.proc is not None:
-            if self.proc.is_alive():
-                self.proc.kill()
-            self.proc.join(timeout=10)
-        if self.conn is not None:
-            self.conn.close()
-        self.conn = None
-        self.ready = False
-
-    def stop(self) -> None:
-        """Ask the worker to finish, then make sure it is gone."""
-        if self._outbox is not None and self.alive():
-            self._outbox.put(("stop",))
-            self._outbox.put(None)
-            self.proc.join(timeout=5)
-        self.kill()
-
-    def death_note(self, during: str = "") -> str:
-        """Why the worker process ended ('killed by SIGSEGV <during> (Fatal Python error: ...)')."""
-        if self.proc is not None and self.proc.exitcode is None:
-            # The pipe can report EOF before the dead process is reaped: give it a moment, so
-            # that a kill is named (SIGKILL, SIGSEGV) rather than reported as silence.
-            self.proc.join(timeout=2)
-        code = self.proc.exitcode if self.proc is not None else None
-        if code is None:
-            what = "the worker stopped answering"
-        elif code < 0:
-            try:
-                what = f"the worker was killed by {signal.Signals(-code).name}"
-            except ValueError:
-                what = f"the worker was killed by signal {-code}"
-            if code == -signal.SIGKILL:
-                what += " (out of memory?)"
-        else:
-            what = f"the worker exited with code {code}"
-        tail = log_tail(self.log_path, self._log_offset)
-        return what + (f" {during}" if during else "") + (f" ({tail})" if tail else "")
-
-
-def _send_loop(conn, outbox: queue.Queue) -> None:
+            backend, origin = _build(name, _PLUGINS)
+            info = describe(backend, origin)
+            if info.get("unavailable"):
+                send(conn, {"kind": "dead", "seq": seq,
+                            "message": f"{name} is unavailable in the worker: {info['unavailable']}"})
+                return
+            if not info["ops"] and info["problems"]:
+                send(conn, {"kind": "dead", "seq": seq, "message": "; ".join(info["problems"])[:600]})
+                return
+        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            send(conn, {"kind": "dead", "seq": seq,
+                        "message": f"could not load backend {name!r} in the worker: "
+                                   f"{type(exc).__name__}: {one_line(exc)}"})
+            return
+    else:
+        info = {"name": None}
+    send(conn, {"kind": "ready", "seq": seq, "pid": os.getpid(), "info": info})
     while True:
-        msg = outbox.get()
-        if msg is None:
+        try:
+            header, arrays = recv(conn)
+        except (EOFError, OSError):
+            return
+        kind, seq = header.get("kind"), header.get("seq")
+        if kind == "stop":
             return
         try:
-            conn.send(msg)
-        except (OSError, ValueError, EOFError):
-            return
+            out_header, out_arrays = _handler(kind)(backend, header, arrays)
+            send(conn, {**out_header, "kind": "reply", "seq": seq}, out_arrays)
+        except Exception as exc:  # noqa: BLE001 - a handler's failure is the parent's to report
+            send(conn, {"kind": "error", "seq": seq, "raised": raised_info(exc)})
 
 
-def log_tail(path: str | None, offset: int = 0, lines: int = 3, width: int = 300) -> str:
-    """What a worker log says about its death, on one line: the fatal error and the backend frames
-    of faulthandler's stack ('Fatal Python error: Segmentation fault; in string_at
-    (ctypes/__init__.py:519) <- softmax (mykernel.py:12)'), else its last lines. Only what was
-    written after ``offset`` (the log's size when this worker started) counts."""
-    if not path or not Path(path).is_file():
-        return ""
-    with open(path, "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        fh.seek(max(offset, fh.tell() - 16384))
-        text = fh.read().decode("utf-8", "replace")
-    all_lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    fatal = [i for i, ln in enumerate(all_lines) if ln.startswith("Fatal Python error")]
-    if fatal:
-        i = fatal[-1]
-        frames = []
-        for ln in all_lines[i + 1:]:
-            m = _FRAME.match(ln)
-            if not m:
-                if frames:
-                    break
-                continue
-            if "/softmaxbench/suite/" in m["file"] or m["file"].endswith(("suite/api.py", "suite/worker.py")):
-                break  # the suite's own frames: the backend's part of the stack is above them
-            frames.append(f"{m['func']} ({'/'.join(Path(m['file']).parts[-2:])}:{m['line']})")
-        return (all_lines[i] + ("; in " + " <- ".join(frames[:4]) if frames else ""))[:width]
-    return " / ".join(all_lines[-lines:])[-width:]
+if __name__ == "__main__":
+    # Run as the importable module, not as __main__: the handlers (looked up by dotted name) must
+    # see the same module state (_PLUGINS) as this entry point.
+    from softmaxbench.suite.isolation.worker import main as _main
 
-
-_FRAME = re.compile(r'File "(?P<file>[^"]+)", line (?P<line>\d+) in (?P<func>\S+)')
+    _main(sys.argv[1:])

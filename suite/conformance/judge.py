@@ -1,0 +1,209 @@
+"""Judgement: (inputs, exact, what the backend returned) -> one record. Pure, and trusted-side only.
+
+The one place a verdict is decided. It never calls a backend: it gets a
+:class:`~softmaxbench.suite.isolation.channel.CallResult` (output bytes, or what was raised, and
+the inputs as the backend now holds them) from :mod:`softmaxbench.suite.conformance.call`, which
+obtained it from a worker (``softmaxbench check``, hunt, bench validation) or in this process
+(the pytest plugin, :func:`~softmaxbench.suite.conformance.api.run_checks`). The expected value
+``exact`` exists only here, in the trusted process. The ``check_<property>`` functions are those
+of :mod:`softmaxbench.suite.conformance.checks`.
+
+>>> import numpy as np
+>>> from softmaxbench.suite.hunt.store import get_case
+>>> from softmaxbench.suite.isolation.channel import CallResult
+>>> from softmaxbench.reference import ops
+>>> inputs = get_case("dist_normal_scale_1").build("float32")
+>>> exact = np.asarray(ops.evaluate("softmax", inputs))
+>>> zeros = CallResult("output", output=np.zeros_like(inputs.x))
+>>> judge("softmax", inputs, exact, zeros, backend="lazy", device="cpu")["verdict"]
+'fail'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from softmaxbench.suite.conformance import checks
+from softmaxbench.suite.conformance.checks import CheckFailure
+from softmaxbench.suite.records import new_record
+
+
+def found_by(case_name: str) -> str:
+    """'hunt' for a regression case saved by ``softmaxbench hunt``, else 'catalogue'."""
+    from softmaxbench.suite.hunt.store import PREFIX
+
+    return "hunt" if case_name.startswith(PREFIX) else "catalogue"
+
+
+class Recorder:
+    """Builds the records of one (backend, op, inputs): verdict, metrics, repro, value sample."""
+
+    def __init__(self, backend: str, device: str, op: str, inputs, *, category: str | None = None,
+                 plugins: Sequence[str] = (), repro_backend=None):
+        self.backend, self.op, self.inputs, self.category = backend, op, inputs, category
+        self.plugins = tuple(plugins)
+        self.repro_backend = repro_backend if repro_backend is not None else backend
+        self.base = dict(backend=backend, device=device, op=op, case=inputs.case, category=category,
+                         dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
+                         axis=int(inputs.axis), found_by=found_by(inputs.case))
+
+    def __call__(self, verdict: str, message: str | None = None, *, check: str | None = None,
+                 deviation: str | None = None, metrics: dict | None = None, actual=None,
+                 duration: float | None = None) -> dict:
+        m = metrics or {}
+        repro = None
+        if verdict not in ("pass", "unsupported"):
+            try:
+                from softmaxbench.suite.conformance.repro import snippet
+
+                repro = snippet(self.repro_backend, self.op, self.inputs, self.plugins)
+            except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict
+                repro = f"# repro unavailable: {type(exc).__name__}: {exc}"
+        show = actual is not None and (verdict != "pass" or self.category == "special")
+        return new_record("check", **self.base, check=check, verdict=verdict, deviation=deviation,
+                          max_ulp=_finite(m.get("max_ulp")), median_ulp=_finite(m.get("median_ulp")),
+                          max_error_ratio=_finite(m.get("max_error_ratio")), message=message,
+                          repro=repro, value_sample=_sample(actual) if show else None,
+                          duration_s=None if duration is None else round(duration, 6))
+
+
+def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Sequence[str],
+             ops: Sequence[str], category: str | None = None, expect_error: bool = False,
+             reference_error: str | None = None, plugins: Sequence[str] = (),
+             repro_backend=None) -> dict | None:
+    """The record of a check that needs no call (undeclared dtype or op, reference failure);
+    None when the backend must be called."""
+    record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
+                      repro_backend=repro_backend)
+    if inputs.dtype not in dtypes:
+        return record("unsupported", f"{backend} does not declare dtype {inputs.dtype}")
+    if op not in ops:
+        return record("unsupported", f"{backend} does not implement {op}")
+    if exact is None and not expect_error:
+        return record("error", f"the reference could not compute this case ({reference_error}); "
+                               "a softmaxbench bug, not the backend's", check="reference")
+    return None
+
+
+def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, device: str,
+          category: str | None = None, expect_error: bool = False, conventions: dict | None = None,
+          plugins: Sequence[str] = (), repro_backend=None) -> dict:
+    """The record of one call's outcome ``result`` (a CallResult) against ``exact``.
+
+    unsupported -> ``unsupported``; raised -> ``error`` (``pass`` when the case expects one); an
+    output is put through every applicable check, the input arrays as the backend now holds them
+    through ``input_not_mutated`` (against ``inputs``, the trusted side's own arrays)."""
+    record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
+                      repro_backend=repro_backend)
+    took = result.reported_s
+    if result.status == "unsupported":
+        return record("unsupported", result.message or f"{op} raised NotImplementedError")
+    if result.status == "raised":
+        what = result.raised.one_line()
+        if expect_error:
+            return record("pass", f"raised {what}, as expected", check="expected_error", duration=took)
+        return record("error", f"{op} raised {what} where the reference defines a result "
+                               f"({result.raised.where or 'no traceback'})", check="no_exception",
+                      duration=took)
+    actual = result.output
+    if expect_error:
+        try:
+            checks.check_expected_error(op, inputs, actual)
+        except CheckFailure as f:
+            return record("fail", f.message, check="expected_error", actual=actual, duration=took)
+
+    failures: list[tuple[str, CheckFailure]] = []
+    metrics: dict = {}
+    for name in checks.applicable_checks(op, inputs):
+        try:
+            if name == "output_dtype":
+                checks.check_output_dtype(op, inputs, actual)
+            elif name == "output_shape":
+                checks.check_output_shape(op, inputs, actual, exact)
+            elif name == "values":
+                metrics = checks.check_values(op, inputs, actual, exact, conventions=conventions)
+            elif name == "cross_entropy_options":
+                # Only worth its extra reference evaluations when the values are wrong.
+                if any(n == "values" and f.verdict == "fail" for n, f in failures):
+                    checks.check_cross_entropy_options(op, inputs, actual, exact)
+            elif name == "unit_interval":
+                checks.check_unit_interval(op, inputs, actual, exact)
+            elif name == "rows_sum_to_one":
+                # Its bound is the sum of the element bounds: when the values pass, so does every
+                # row, so it is only run to name the row property a failing output breaks.
+                if any(n == "values" for n, _ in failures):
+                    checks.check_rows_sum_to_one(op, inputs, actual, exact)
+            elif name == "input_not_mutated":
+                _check_inputs(op, inputs, result)
+        except CheckFailure as f:
+            failures.append((name, f))
+            metrics = metrics or f.metrics
+            if name in ("output_dtype", "output_shape"):  # nothing else can be compared element-wise
+                break
+        except Exception as exc:  # noqa: BLE001 - a check that crashes on odd output is a finding too
+            failures.append((name, CheckFailure("fail", f"check {name} could not judge the output: "
+                                                        f"{_one_line(exc)}")))
+            if name in ("output_dtype", "output_shape", "values"):
+                break
+    fails = [(n, f) for n, f in failures if f.verdict == "fail"]
+    if "cross_entropy_options" in {n for n, _ in fails}:  # the specific explanation goes first
+        fails.sort(key=lambda nf: nf[0] != "cross_entropy_options")
+    if fails:
+        return record("fail", " | ".join(f.message for _, f in fails), check=fails[0][0],
+                      metrics=metrics, actual=actual, duration=took)
+    if failures:
+        name, dev = failures[0]
+        return record("deviation", dev.message, check=name, deviation=dev.deviation, metrics=metrics,
+                      actual=actual, duration=took)
+    return record("pass", None, check=None, metrics=metrics, actual=actual, duration=took)
+
+
+def _check_inputs(op: str, inputs, result) -> None:
+    """input_not_mutated on what the worker reports, against the trusted side's own arrays.
+
+    A NumPy array the adapter was handed that changed is an in-place write. A native argument
+    whose to_numpy differs is one too, unless a fresh asarray/to_numpy round trip of the
+    original gives the same difference: then the adapter's data movement changes the array
+    (a copy to another shape or dtype), which is named as such."""
+    before = checks.input_arrays(op, inputs)
+    if result.inputs_np_after:
+        checks.check_input_not_mutated(op, inputs, before, result.inputs_np_after)
+    if not result.inputs_after:
+        return
+    roundtrip = {n: a for n, a in result.roundtrip.items() if n in result.inputs_after}
+    changed_by_adapter = {n for n, a in roundtrip.items()
+                          if np.asarray(a).shape == np.asarray(result.inputs_after[n]).shape
+                          and checks.same_bits(np.asarray(a), np.asarray(result.inputs_after[n]))}
+    for name in sorted(changed_by_adapter):
+        old, new = np.asarray(before[name]), np.asarray(roundtrip[name])
+        if new.shape != old.shape or new.dtype != old.dtype:
+            raise CheckFailure("fail", f"the adapter's asarray/to_numpy round trip turns input {name!r} "
+                                       f"{old.dtype}{list(old.shape)} into {new.dtype}{list(new.shape)} "
+                                       f"(not a write by {op})")
+        raise CheckFailure("fail", f"the adapter's asarray/to_numpy round trip changes the values of "
+                                   f"input {name!r} (not a write by {op})")
+    checks.check_input_not_mutated(op, inputs, before, result.inputs_after)
+
+
+def _finite(v) -> float | None:
+    """JSON-safe metric: NaN/inf become None (the message says what happened)."""
+    if v is None:
+        return None
+    v = float(v)
+    return v if np.isfinite(v) else None
+
+
+def _sample(actual) -> str:
+    a = np.asarray(actual)
+    flat = a.ravel()[:6]
+    if flat.dtype.kind == "f" or str(flat.dtype) == "bfloat16":
+        flat = flat.astype(np.float64)
+    text = np.array2string(flat, precision=6, separator=", ", max_line_width=200)
+    return f"{text[:-1]}, ...]" if a.size > 6 else text
+
+
+def _one_line(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {msg[0][:300]}" if msg else type(exc).__name__

@@ -231,7 +231,8 @@ def _rounds_to_finite(exact: np.ndarray, dtype: str) -> np.ndarray:
 def unattainable_elements(op: str, inputs, exact=None, *, model_output=None) -> np.ndarray:
     """Boolean mask (the output's shape): elements of regular rows whose exact value is finite in
     the output dtype but where the model algorithm gives inf or NaN (its own intermediates
-    overflowed). ``exact`` defaults to the reference's value (computed here when not given).
+    overflowed), and no accepted convention gives a NaN or inf either. ``exact`` defaults to the
+    reference's value (computed here when not given).
 
     >>> from softmaxbench.reference.cases import CaseInput
     >>> x = np.zeros((1, 2), np.float16)
@@ -256,8 +257,16 @@ def unattainable_elements(op: str, inputs, exact=None, *, model_output=None) -> 
     if out.shape != exact.shape:
         return np.zeros(exact.shape, bool)
     out64 = out.astype(np.float64) if dtype_name(out.dtype) != "float64" else out
-    return (_regular_elements(op, inputs, exact.shape) & _rounds_to_finite(exact, dtype)
-            & ~np.isfinite(out64))
+    bad = (_regular_elements(op, inputs, exact.shape) & _rounds_to_finite(exact, dtype)
+           & ~np.isfinite(out64))
+    if bad.any():
+        # A NaN or inf that an accepted convention gives there (0 * -inf of a probability target
+        # with zero mass on a -inf logit) is that convention, not an overflow of the model.
+        from softmaxbench.reference.special import alternatives
+
+        for alt in alternatives(op, inputs, exact).values():
+            bad &= np.isfinite(np.asarray(alt, np.float64))
+    return bad
 
 
 def attainable(op: str, inputs, exact=None) -> str | None:

@@ -453,8 +453,11 @@ def test_model_attainable_ignores_special_rows_and_exact_overflow():
     inp = CaseInput("c", "float32", -1, np.array([[np.inf, 0.0]], np.float32), None, None)
     assert model.attainable("softmax", inp) is None
     # An exact value beyond the range rounds to inf: inf is then the exact answer, not an overflow.
-    big = np.array([[65504.0, 65504.0]], np.float16)
-    assert model.attainable("logsumexp", CaseInput("c", "float16", -1, big, None, None)) is None
+    x = np.array([[0.0, -40000.0], [0.0, -40000.0]], np.float16)
+    options = {"reduction": "sum", "label_smoothing": 0.0, "ignore_index": None, "weight": None}
+    inp = CaseInput("c", "float16", -1, x, None, np.array([1, 1]), options)
+    assert np.isposinf(model.evaluate("cross_entropy", inp))        # 80000 > 65504
+    assert model.attainable("cross_entropy", inp) is None
 
 
 # -- figures at exact 0 and 1, kinds of error ---------------------------------------------------
@@ -532,3 +535,15 @@ def test_running_sum_allowance_is_derived_and_covers_a_plain_float32_running_sum
     rl = compare("logsumexp", inp, lse, evaluate("logsumexp", inp))
     assert rs.ok and rl.ok, (rs.message, rl.message)
     assert abs(rs.max_error_ratio - rl.max_error_ratio) < 0.5 * max(rs.max_error_ratio, rl.max_error_ratio)
+
+
+def test_model_attainable_counts_an_accepted_convention_nan_as_no_overflow():
+    from softmaxbench.reference import model
+    from softmaxbench.reference.cases import get
+
+    # The model's 0 * -inf NaN (probability target, zero mass on a -inf logit) is the accepted
+    # nan_for_zero_mass_neginf, not an intermediate leaving the range: the case stays judged.
+    assert model.attainable("cross_entropy", get("ce_prob_zero_mass_neginf").build("float32")) is None
+    # A log-probability below -finfo.max does overflow the model: not judged.
+    reason = model.attainable("cross_entropy", get("extreme_spread_finfo_max").build("float32"))
+    assert "float32's range" in reason

@@ -103,9 +103,11 @@ class Backend:
         """Version of the framework this backend measures, '' when not installed."""
         from importlib import metadata
 
+        if not self.framework:  # a kernel that is no installed distribution (metadata.version('') raises)
+            return ""
         try:
             return metadata.version(self.framework)
-        except metadata.PackageNotFoundError:
+        except (metadata.PackageNotFoundError, ValueError):
             return ""
 
     def supported_ops(self) -> tuple[str, ...]:

@@ -41,8 +41,9 @@ class Recorder:
     """Builds the records of one (backend, op, inputs): verdict, metrics, repro, value sample."""
 
     def __init__(self, backend: str, device: str, op: str, inputs, *, category: str | None = None,
-                 plugins: Sequence[str] = (), repro_backend=None):
+                 plugins: Sequence[str] = (), repro_backend=None, exact=None):
         self.backend, self.op, self.inputs, self.category = backend, op, inputs, category
+        self.exact = exact  # only for the special row of special-values records
         self.plugins = tuple(plugins)
         self.repro_backend = repro_backend if repro_backend is not None else backend
         self.base = dict(backend=backend, device=device, op=op, case=inputs.case, category=category,
@@ -62,11 +63,17 @@ class Recorder:
             except Exception as exc:  # noqa: BLE001 - a repro must never hide the verdict
                 repro = f"# repro unavailable: {type(exc).__name__}: {exc}"
         show = actual is not None and (verdict != "pass" or self.category == "special")
-        return new_record("check", **self.base, check=check, verdict=verdict, deviation=deviation,
-                          max_ulp=_finite(m.get("max_ulp")), median_ulp=_finite(m.get("median_ulp")),
-                          max_error_ratio=_finite(m.get("max_error_ratio")), message=message,
-                          repro=repro, value_sample=_sample(actual) if show else None,
-                          duration_s=None if duration is None else round(duration, 6))
+        if message is None and m.get("note"):  # a pass that left elements unjudged says which
+            message = m["note"]
+        rec = new_record("check", **self.base, check=check, verdict=verdict, deviation=deviation,
+                         max_ulp=_finite(m.get("max_ulp")), median_ulp=_finite(m.get("median_ulp")),
+                         max_error_ratio=_finite(m.get("max_error_ratio")), message=message,
+                         repro=repro, error_kind=m.get("error_kind"),
+                         value_sample=checks.value_sample(actual, self.inputs.dtype) if show else None,
+                         duration_s=None if duration is None else round(duration, 6))
+        if show and self.category == "special":
+            rec["special_row"] = special_row(self.op, self.inputs, actual, self.exact)
+        return rec
 
 
 def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Sequence[str],
@@ -96,7 +103,7 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     output is put through every applicable check, the input arrays as the backend now holds them
     through ``input_not_mutated`` (against ``inputs``, the trusted side's own arrays)."""
     record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
-                      repro_backend=repro_backend)
+                      repro_backend=repro_backend, exact=exact)
     took = result.reported_s
     if result.status == "unsupported":
         return record("unsupported", result.message or f"{op} raised NotImplementedError")
@@ -200,13 +207,42 @@ def _finite(v) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def _sample(actual) -> str:
-    a = np.asarray(actual)
-    flat = a.ravel()[:6]
-    if flat.dtype.kind == "f" or str(flat.dtype) == "bfloat16":
-        flat = flat.astype(np.float64)
-    text = np.array2string(flat, precision=6, separator=", ", max_line_width=200)
-    return f"{text[:-1]}, ...]" if a.size > 6 else text
+def special_row(op: str, inputs, actual, exact, limit: int = 8) -> dict | None:
+    """The row of a special-values case that holds the special value (the first row with a NaN
+    or an infinity among its logits, else row 0): its index, logits, what came back and the exact
+    value, each as texts (JSON has no NaN or inf), at most ``limit`` elements.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace
+    >>> x = np.array([[0.0, 1.0], [np.inf, 0.0]], np.float32)
+    >>> special_row("softmax", SimpleNamespace(x=x, axis=-1, dtype="float32"), np.full((2, 2), np.nan, np.float32),
+    ...             np.array([[0.27, 0.73], [1.0, 0.0]]))
+    {'index': 1, 'input': ['inf', '0'], 'output': ['nan', 'nan'], 'expected': ['1', '0']}
+    """
+    from softmaxbench.reference.metrics import format_value
+
+    x = np.asarray(inputs.x)
+    if x.ndim == 0 or x.size == 0:
+        return None
+    rows = np.moveaxis(x, inputs.axis, -1).reshape(-1, x.shape[inputs.axis])
+    odd = np.flatnonzero(~np.isfinite(rows.astype(np.float64)).all(axis=-1))
+    i = int(odd[0]) if odd.size else 0
+
+    def texts(a, dtype) -> list[str] | None:
+        if a is None:
+            return None
+        a = np.asarray(a)
+        if a.shape == x.shape:
+            a = np.moveaxis(a, inputs.axis, -1).reshape(rows.shape)[i]
+        elif a.size == rows.shape[0]:  # one value per row (logsumexp, per-sample losses)
+            a = a.reshape(-1)[i:i + 1]
+        else:
+            return None
+        return [format_value(float(v), dtype) for v in a.astype(np.float64)[:limit]]
+
+    out = {"index": i, "input": texts(x, inputs.dtype), "output": texts(actual, inputs.dtype),
+           "expected": texts(exact, "float64")}
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _one_line(exc: BaseException) -> str:

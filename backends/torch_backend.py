@@ -141,16 +141,8 @@ class TorchCPU(TorchBackend):
     conventions = declared("torch-cpu")
 
 
-class TorchCUDA(TorchBackend):
-    """PyTorch eager on the current CUDA device."""
-
-    name = "torch-cuda"
-    device = "gpu"
-    torch_device = "cuda"
-    conventions = declared("torch-cuda")
-
-    def unavailable(self) -> str | None:
-        return torch_cuda_problem()
+class TorchCUDAHooks:
+    """The GPU hooks every torch backend on a CUDA device shares (eager and torch.compile)."""
 
     def synchronize(self) -> None:
         _torch().cuda.synchronize()  # the whole device: every stream
@@ -169,6 +161,18 @@ class TorchCUDA(TorchBackend):
     def cache_bytes(self) -> int | None:
         torch = _torch()
         return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)
+
+
+class TorchCUDA(TorchCUDAHooks, TorchBackend):
+    """PyTorch eager on the current CUDA device."""
+
+    name = "torch-cuda"
+    device = "gpu"
+    torch_device = "cuda"
+    conventions = declared("torch-cuda")
+
+    def unavailable(self) -> str | None:
+        return torch_cuda_problem()
 
 
 def torch_event_timer(backend):

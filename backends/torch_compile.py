@@ -21,10 +21,9 @@ from softmaxbench.backends.conventions import declared
 from softmaxbench.backends.torch_backend import (
     NOTHING_IGNORED,
     TorchBackend,
+    TorchCUDAHooks,
     _torch,
-    poison_torch_cache,
     torch_cuda_problem,
-    torch_event_timer,
 )
 
 # Every shape of the catalogue is a recompile of the same function; Dynamo's default limit (8)
@@ -152,7 +151,7 @@ class TorchCompileCPU(TorchCompile):
         return None
 
 
-class TorchCompileCUDA(TorchCompile):
+class TorchCompileCUDA(TorchCUDAHooks, TorchCompile):
     """torch.compile on the current CUDA device (inductor's Triton kernels)."""
 
     name = "torch-compile-cuda"
@@ -168,21 +167,3 @@ class TorchCompileCUDA(TorchCompile):
         from softmaxbench.backends.availability import module_missing
 
         return module_missing("triton", "inductor generates Triton kernels for CUDA")
-
-    def synchronize(self) -> None:
-        _torch().cuda.synchronize()
-
-    def timer(self):
-        return torch_event_timer(self)
-
-    def free_memory(self) -> int | None:
-        torch = _torch()
-        torch.cuda.empty_cache()
-        return int(torch.cuda.mem_get_info()[0])
-
-    def poison_free_memory(self) -> None:
-        poison_torch_cache(_torch())
-
-    def cache_bytes(self) -> int | None:
-        torch = _torch()
-        return int(torch.cuda.get_device_properties(torch.cuda.current_device()).L2_cache_size)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -372,51 +371,6 @@ def _finite_json(obj):
         except (TypeError, ValueError):
             return str(obj)
     return obj
-
-
-def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | str | None = (),
-                gate: bool = False, strict: bool = False) -> int:
-    """The ``report`` verb: write the report, print where it is.
-
-    Exit 0, or 2 on bad input; with ``gate``, 1 when the merged check records do not conform
-    (the same judgement as ``check``'s exit code: ``suite.records.gate``).
-    """
-    import click
-
-    from softmaxbench.errors import EXIT_OK, InputError
-    from softmaxbench.suite.records import gate as conformance_gate
-
-    def warn(msg: str) -> None:
-        click.echo(f"softmaxbench: warning: {msg}", err=True)
-
-    paths = [compare_json] if isinstance(compare_json, str) else list(compare_json or ())
-    try:
-        compare = merge_compares([load_compare(p) for p in paths]) if paths else None
-        summary = write_report(list(results), out, compare=compare, warn=warn)
-    except RecordError as exc:
-        raise InputError(str(exc)) from None
-    except OSError as exc:
-        raise InputError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    n_csv = len(summary["tables"])
-    click.echo(f"report: {Path(out) / REPORT_HTML} (and {REPORT_MD}, {n_csv} CSV files, {SUMMARY_JSON})")
-    if not summary["conforming"]:
-        bad = [f"{r['backend']}" for r in summary["backends"] if r["conforms"] is False]
-        c = summary["checks"]
-        n, k = summary["tables"]["failures"]["rows"], c["failing"]
-        click.echo(f"not conforming: {', '.join(bad)} ({k} failing check{'s' * (k != 1)} "
-                   f"in {n} cause{'s' * (n != 1)}; {c['known_failing']} of them known)")
-    sys.stdout.flush()
-    if gate:
-        checks = load_results(list(results)).checks  # deduplicated: a resumed check's last word
-        rc, lines = conformance_gate([{**r, "kind": "check"} for r in checks.to_dict("records")],
-                                     strict=strict)
-        for line in lines[:50]:
-            click.echo(f"gate: {line}", err=True)
-        if len(lines) > 50:
-            click.echo(f"gate: ... and {len(lines) - 50} more (see the report's failures table)", err=True)
-        click.echo(f"conformance gate: {'FAILED' if rc else 'passed'} ({len(lines)} offending checks)")
-        return rc
-    return EXIT_OK
 
 
 def merge_compares(parts: list[dict | list]) -> dict | list:

@@ -345,10 +345,10 @@ def random_record(rng) -> dict:
                 "threads": lambda: rng.choice([None, 0, 1, 64]),
                 "samples_s": lambda: rng.choice([[], [0.0], [1e-3] * 7, [float("inf"), 1e-3], [-1.0, 2.0]]),
                 "machine": lambda: rng.choice(["a", "b", "<m>"]),
-                "known": lambda: rng.choice([None, "", "baseline: known", True, 3]),
+                "known": lambda: rng.choice([None, "", "baseline: known", "é∞☠ | =cmd()"]),
                 "special_row": lambda: rng.choice([None, {}, {"index": 1, "input": [1, "inf"],
                                                               "output": None},
-                                                   {"output": [float("nan")] * 20}, "not a dict"])}
+                                                   {"output": [float("nan")] * 20}])}
     for name, make in optional.items():
         if rng.random() < 0.7:
             rec[name] = make()

@@ -54,7 +54,7 @@ from softmaxbench.reference.dtypes import DTYPES
 from softmaxbench.suite import records as rec_mod
 from softmaxbench.suite.bench import judge
 from softmaxbench.suite.bench.timers import summarize
-from softmaxbench.suite.bench.workloads import COPY_OP, SELECTABLE_OPS, Workload, copy_workload, select
+from softmaxbench.suite.bench.workloads import COPY_OP, Workload, copy_workload, select
 from softmaxbench.suite.isolation.threads import thread_env
 
 PYTEST_BENCHMARK_FILE = "pytest-benchmark.json"
@@ -485,6 +485,10 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
     """
     settings = settings or Settings.for_run(quick)
     out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        from softmaxbench.errors import InputError
+
+        raise InputError(f"--out {out}: exists and is not a directory")
     # Workers run in private working directories: plugin files are named by absolute path.
     plugins = tuple(os.path.abspath(p) if p.endswith(".py") or os.sep in p else p for p in plugins)
     previous = signal.getsignal(signal.SIGTERM)
@@ -512,6 +516,11 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
                 except InputError as exc:
                     left[n] = str(exc)
         names_to_start = [i.name for i in chosen]
+        if strict and not any(not item.is_copy for g in plan(chosen, quick=quick, ops=ops, dtypes=dtypes,
+                                                             names=names, workloads=workloads,
+                                                             copies=False) for item in g):
+            raise InputError("no workload matches the selection "
+                             "(--ops/--dtypes/--cases and the backends' dtypes)")
         if out is not None:
             lock = rec_mod.OutLock(out)
             lock.__enter__()
@@ -536,6 +545,10 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
             lost_backends += left_out
         groups = plan(targets, quick=quick, ops=ops, dtypes=dtypes, names=names, workloads=workloads,
                       copies=copies)
+        if echo:
+            echo(f"softmaxbench bench: {sum(not i.is_copy for g in groups for i in g)} workloads on "
+                 f"{len(targets)} backends{' (quick)' if quick else ''}, one worker each"
+                 + (f" -> {out}" if out is not None else ""))
         runner = Runner({bw.info.name: bw for bw in workers}, settings, out, threads, echo, seed)
         runner.copies = copies
         if run is not None:
@@ -707,75 +720,6 @@ def table(records: Sequence[dict]) -> str:
     return tabulate(rows, headers=["backend", "op", "dtype", "workload", "shape", "median µs", "GB/s",
                                    "copy GB/s", "% copy", "CV %", "compile s", "note"],
                     disable_numparse=True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The verb
-
-def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
-               cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
-               out: str = "softmaxbench-results/bench", threads: int | None = None,
-               min_rounds: int | None = None) -> int:
-    """The ``bench`` verb: select, run, write DIR/results.jsonl + run.json, print the table."""
-    import click
-
-    from softmaxbench.errors import InputError
-    from softmaxbench.suite.cli.options import split_csv
-
-    op_list, dtype_list = split_csv(ops), split_csv(dtypes)
-    bad = [o for o in op_list or () if o not in SELECTABLE_OPS]
-    if bad:
-        raise InputError(f"cannot benchmark op {bad[0]!r}; choose from {', '.join(SELECTABLE_OPS)}")
-    bad = [d for d in dtype_list or () if d not in DTYPES]
-    if bad:
-        raise InputError(f"unknown dtype {bad[0]!r}; choose from {', '.join(DTYPES)}")
-    if threads is not None and threads < 1:
-        raise InputError("--threads must be at least 1")
-    if min_rounds is not None and min_rounds < 1:
-        raise InputError("--min-rounds must be at least 1")
-    names = split_csv(backends)
-    if names:
-        from softmaxbench.suite.isolation.channel import name_problem
-
-        for n in names:
-            problem = name_problem(n)
-            if problem:
-                raise InputError(f"--backends: {problem}")
-    workload_names = split_csv(cases)
-    command = shlex.join(["softmaxbench", "bench", *sys.argv[2:]])
-    click.echo(f"softmaxbench bench: {', '.join(names) if names else 'every available backend'}"
-               f"{' (quick)' if quick else ''}, one worker each -> {out}", err=True)
-    try:
-        rc, records = run_bench(out, names, quick=quick, ops=op_list, dtypes=dtype_list,
-                                names=workload_names, plugins=tuple(plugins),
-                                settings=Settings.for_run(quick, min_rounds), threads=threads,
-                                echo=lambda line: click.echo(line, err=True), command=command, strict=True)
-    except KeyboardInterrupt as exc:
-        done = rec_mod.read_results(out) if (Path(out) / rec_mod.RESULTS_FILE).is_file() else []
-        click.echo(table(done))
-        click.echo(f"softmaxbench bench: interrupted; the {len(done)} finished workloads are in {out}",
-                   err=True)
-        return 143 if isinstance(exc, _Terminated) else 130
-    if not any(r["op"] != COPY_OP for r in records):
-        raise InputError("no workload matches the selection "
-                         "(--ops/--dtypes/--cases and the backends' dtypes)")
-    click.echo(table(records))
-    wide = sum(1 for r in records if r.get("warning"))
-    if wide:
-        click.echo(f"{wide} of {len(records)} workloads had a wide spread (coefficient of variation > 5%): "
-                   "the machine was busy or the workload is short; see 'warning' in results.jsonl.")
-        load, cores = _load_average(), os.cpu_count() or 1
-        if load is not None and load > cores:
-            click.echo(f"The load average is {load:.1f} on {cores} cores: other jobs held the cores. "
-                       "Threaded frameworks suffer most (a thread waits for a core at every barrier); "
-                       "--threads 1 measures them more steadily.")
-    bad = [r for r in records if r.get("verdict") in FAILING or r.get("implausible")]
-    if bad:
-        click.echo(f"{len(bad)} workloads failed a check, crashed or gave an implausible figure: their "
-                   "figures are left out (see 'message' and 'implausible' in results.jsonl).", err=True)
-    click.echo(f"results: {Path(out) / rec_mod.RESULTS_FILE}; "
-               f"pytest-benchmark: {Path(out) / PYTEST_BENCHMARK_FILE}")
-    return rc
 
 
 def _load_average() -> float | None:

@@ -34,20 +34,3 @@ def cases_cmd(category: str | None, quick: bool, as_json: bool) -> None:
     click.echo(tabulate(rows, headers=["case", "category", "shape", "axis", "ops", "dtypes", "quick",
                                        "expect"]))
     click.echo(f"{len(cases)} cases")
-
-
-# ---------------------------------------------------------------------------------------------
-# Verbs. Each body only translates options and delegates to the module that owns the work.
-# Shared selection options:
-def selection_options(f):
-    """--backends/--ops/--dtypes/--cases/--plugin/--quick, shared by check, bench, run, hunt."""
-    f = click.option("--quick", is_flag=True, help="Small representative subset.")(f)
-    f = click.option("--plugin", "plugins", multiple=True, metavar="MODULE_OR_FILE.py",
-                     help="Load third-party backends from a module or .py file (repeatable).")(f)
-    f = click.option("--cases", default=None, metavar="A,B", help="Case names (default: all).")(f)
-    f = click.option("--dtypes", default=None, metavar="A,B",
-                     help="float16,bfloat16,float32,float64 (default: all the backend supports).")(f)
-    f = click.option("--ops", default=None, metavar="A,B", help="Ops (default: all).")(f)
-    f = click.option("--backends", default=None, metavar="A,B",
-                     help="Backend names (default: every available backend).")(f)
-    return f

@@ -249,6 +249,11 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
     command = shlex.join(["softmaxbench", "run", *sys.argv[2:]][:64])
 
     from softmaxbench.suite.conformance.runner import run_check
+    from softmaxbench.suite.selection import select_backends, validate_names
+
+    # Bad input is one line before any stage starts (discovery is cached: the check asks again).
+    validate_names(op_names, dtype_names, split_csv(cases), quick)
+    select_backends(backend_names, tuple(str(Path(p).resolve()) if Path(p).is_file() else p for p in plugins))
 
     _stage(1, "conformance check" + (" (quick cases)" if quick else ""), check_dir)
     load = _load_average()

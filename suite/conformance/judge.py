@@ -215,7 +215,8 @@ def special_row(op: str, inputs, actual, exact, limit: int = 8) -> dict | None:
     >>> import numpy as np
     >>> from types import SimpleNamespace
     >>> x = np.array([[0.0, 1.0], [np.inf, 0.0]], np.float32)
-    >>> special_row("softmax", SimpleNamespace(x=x, axis=-1, dtype="float32"), np.full((2, 2), np.nan, np.float32),
+    >>> inputs = SimpleNamespace(x=x, axis=-1, dtype="float32")
+    >>> special_row("softmax", inputs, np.full((2, 2), np.nan, np.float32),
     ...             np.array([[0.27, 0.73], [1.0, 0.0]]))
     {'index': 1, 'input': ['inf', '0'], 'output': ['nan', 'nan'], 'expected': ['1', '0']}
     """

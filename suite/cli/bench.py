@@ -11,16 +11,6 @@ from pathlib import Path
 
 import click
 
-from softmaxbench.suite import records as rec_mod
-from softmaxbench.suite.bench.measure import (
-    PYTEST_BENCHMARK_FILE,
-    Settings,
-    _load_average,
-    _Terminated,
-    run_bench,
-    table,
-)
-from softmaxbench.suite.bench.workloads import COPY_OP, SELECTABLE_OPS
 from softmaxbench.suite.cli.options import selection_options
 from softmaxbench.vocabulary import DTYPES, FAILING
 
@@ -44,7 +34,19 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                out: str = "softmaxbench-results/bench", threads: int | None = None,
                min_rounds: int | None = None) -> int:
     """The ``bench`` verb: select, run, write DIR/results.jsonl + run.json, print the table."""
+    # The engine (numpy, ml_dtypes, the workloads) is imported only when the verb runs: every other
+    # verb, and `softmaxbench --help`, starts without it.
     from softmaxbench.errors import InputError
+    from softmaxbench.suite import records as rec_mod
+    from softmaxbench.suite.bench.measure import (
+        PYTEST_BENCHMARK_FILE,
+        Settings,
+        _load_average,
+        _Terminated,
+        run_bench,
+        table,
+    )
+    from softmaxbench.suite.bench.workloads import COPY_OP, SELECTABLE_OPS
     from softmaxbench.suite.cli.options import split_csv
 
     op_list, dtype_list = split_csv(ops), split_csv(dtypes)

@@ -9,17 +9,6 @@ from pathlib import Path
 
 import click
 
-from softmaxbench.reports.build import (
-    REPORT_HTML,
-    REPORT_MD,
-    SUMMARY_JSON,
-    load_compare,
-    merge_compares,
-    write_report,
-)
-from softmaxbench.reports.load import load_results
-from softmaxbench.suite.records import RecordError
-
 
 @click.command("report")
 @click.argument("results", nargs=-1, required=True)
@@ -41,8 +30,19 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     Exit 0, or 2 on bad input; with ``gate``, 1 when the merged check records do not conform
     (the same judgement as ``check``'s exit code: ``suite.conformance.summary.gate``).
     """
+    # The engine (pandas, matplotlib) is imported only when the verb runs.
     from softmaxbench.errors import EXIT_OK, InputError
+    from softmaxbench.reports.build import (
+        REPORT_HTML,
+        REPORT_MD,
+        SUMMARY_JSON,
+        load_compare,
+        merge_compares,
+        write_report,
+    )
+    from softmaxbench.reports.load import load_results
     from softmaxbench.suite.conformance.summary import gate as conformance_gate
+    from softmaxbench.suite.records import RecordError
 
     def warn(msg: str) -> None:
         click.echo(f"softmaxbench: warning: {msg}", err=True)

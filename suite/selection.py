@@ -27,6 +27,22 @@ from softmaxbench.errors import InputError
 from softmaxbench.suite.isolation.channel import BackendInfo, clean_text
 
 
+def plugin_path(p) -> str:
+    """One ``--plugin`` value: a .py file that must exist (else InputError), made absolute (workers
+    run in private working directories), or a module name, unchanged."""
+    from pathlib import Path
+
+    p = str(p)
+    if p.endswith(".py") and not Path(p).is_file():
+        raise InputError(f"--plugin {p}: no such file")
+    return str(Path(p).resolve()) if Path(p).is_file() else p
+
+
+def plugin_paths(plugins: Sequence[str]) -> tuple[str, ...]:
+    """Every ``--plugin`` value through :func:`plugin_path`."""
+    return tuple(plugin_path(p) for p in plugins)
+
+
 def _label(info: BackendInfo) -> str:
     return info.name if info.origin == "builtin" else f"{info.name} [{info.origin}]"
 

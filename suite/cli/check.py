@@ -8,21 +8,6 @@ import click
 from softmaxbench.suite.cli.options import selection_options
 
 
-def plugin_paths(plugins) -> tuple[str, ...]:
-    """``--plugin`` values checked (a missing .py file: InputError) and files made absolute."""
-    from pathlib import Path
-
-    from softmaxbench.errors import InputError
-
-    out = []
-    for p in plugins:
-        p = str(p)
-        if p.endswith(".py") and not Path(p).is_file():
-            raise InputError(f"--plugin {p}: no such file")
-        out.append(str(Path(p).resolve()) if Path(p).is_file() else p)
-    return tuple(out)
-
-
 def check_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
                cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
                out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,

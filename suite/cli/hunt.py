@@ -104,7 +104,6 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     from softmaxbench.errors import EXIT_NONCONFORMING, EXIT_OK, InputError
     from softmaxbench.suite.cli.options import split_csv
     from softmaxbench.suite.conformance.runner import Terminated
-    from softmaxbench.suite.conformance.runner import _plugin_path as plugin_path
     from softmaxbench.suite.hunt import store as found_cases
     from softmaxbench.suite.hunt.findings import table
     from softmaxbench.suite.isolation.channel import clean_text
@@ -117,7 +116,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
         now_iso,
         write_run,
     )
-    from softmaxbench.suite.selection import select_backends, validate_names
+    from softmaxbench.suite.selection import plugin_path, select_backends, validate_names
     from softmaxbench.vocabulary import FAILING, OPS
 
     if evals is not None and evals < 1:
@@ -243,7 +242,7 @@ def _hunt_backend(name: str, job: _Job, writer) -> None:
     from softmaxbench.suite.hunt.findings import fmt, hunt, load_lost_record, records
     from softmaxbench.suite.hunt.search import EXPLORE
     from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused, clean_text
-    from softmaxbench.suite.isolation.scheduler import _safe as safe_file_name
+    from softmaxbench.suite.isolation.scheduler import safe_file_name
     from softmaxbench.vocabulary import DTYPES
 
     caller = InWorker(name, plugins=job.plugins, log_path=job.logs / f"{safe_file_name(name)}.log",

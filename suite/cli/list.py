@@ -26,8 +26,8 @@ COLUMNS = ("backend", "device", "framework", "dtypes", "ops", "status")
 
 def backend_rows(plugins: Iterable[str] = ()) -> list[dict[str, Any]]:
     """One JSON-able dict per discovered backend (the ``--json`` output)."""
-    from softmaxbench.suite.cli.check import plugin_paths
     from softmaxbench.suite.isolation.discovery import discover
+    from softmaxbench.suite.selection import plugin_paths
 
     rows = []
     for i in discover(plugin_paths(plugins)):

@@ -51,7 +51,7 @@ from softmaxbench.suite.records import (
     read_run,
     write_run,
 )
-from softmaxbench.suite.selection import select_backends, validate_names  # noqa: F401 - re-exported
+from softmaxbench.suite.selection import plugin_paths, select_backends, validate_names  # noqa: F401 - re-exported
 
 __all__ = ["run_check", "summarize", "summary_table", "Selection", "SUMMARY_COLUMNS", "jit_cache_env"]
 
@@ -118,7 +118,7 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
         raise _input_error(f"--timeout must be a positive number of seconds, got {timeout!r}")
     if jobs is not None and jobs < 1:
         raise _input_error(f"--jobs must be at least 1, got {jobs}")
-    plugins = [_plugin_path(p) for p in plugins]
+    plugins = list(plugin_paths(plugins))
     if resume and not out.is_dir():
         raise _input_error(f"--resume {out}: no such directory")
     from softmaxbench.suite.conformance import known as known_mod
@@ -129,13 +129,6 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     with OutLock(out):
         return _run_locked(out, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,
                            junit_xml, seed, jobs, command, display, baseline, known_failures, known)
-
-
-def _plugin_path(p) -> str:
-    p = str(p)
-    if p.endswith(".py") and not Path(p).is_file():
-        raise _input_error(f"--plugin {p}: no such file")
-    return str(Path(p).resolve()) if Path(p).is_file() else p
 
 
 def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout, resume, strict,

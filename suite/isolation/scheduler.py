@@ -131,7 +131,7 @@ class CheckRun:
         env.update(self.env)
         suffix = f"-{len(run.workers)}" if run.workers else ""
         w = Worker(run.info.name, plugins=self.plugins, env=env, inbox=self.inbox, max_bytes=MAX_REPLY_BYTES,
-                   log_path=self.logs / f"{_safe(run.info.name)}{suffix}.log")
+                   log_path=self.logs / f"{safe_file_name(run.info.name)}{suffix}.log")
         w.jobs = deque()        # (seq, task_id, task) in flight, in order
         w.ready = False
         w.run = run
@@ -321,7 +321,7 @@ def _merge(planned: BackendInfo, fresh: BackendInfo) -> BackendInfo:
     return replace(planned, dtypes=fresh.dtypes, ops=fresh.ops, conventions=fresh.conventions)
 
 
-def _safe(name: str) -> str:
+def safe_file_name(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)
 
 

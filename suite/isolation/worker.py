@@ -37,7 +37,6 @@ HANDLERS: dict[str, str] = {
     "discover": "softmaxbench.suite.isolation.worker:handle_discover",
     "roundtrip": "softmaxbench.suite.isolation.worker:handle_roundtrip",
     "bench": "softmaxbench.suite.bench.in_worker:handle_bench",
-    "hunt": "softmaxbench.suite.hunt.in_worker:handle_hunt",
 }
 
 _resolved: dict[str, Any] = {}

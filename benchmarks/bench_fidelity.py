@@ -112,6 +112,21 @@ def agreement(a: float | None, b: float | None) -> float | None:
     return abs(a - b) / ((a + b) / 2) if a and b else None
 
 
+def _paired_rows(first: dict, second: dict, labels: tuple[str, str], limit: float, echo, line) -> dict:
+    """One row per (backend, op, workload) measured in both: the two figures, their difference,
+    whether it is within ``limit``; the worst difference and whether every row holds."""
+    rows = []
+    for key in sorted(set(first) & set(second)):
+        a, b = first[key], second[key]
+        d = agreement(a, b)
+        rows.append({"backend": key[0], "op": key[1], "workload": key[2], labels[0]: a, labels[1]: b,
+                     "difference": d, "ok": d is not None and d <= limit})
+        if echo:
+            echo(line(key, a, b, d))
+    return {"rows": rows, "worst": max((r["difference"] for r in rows), default=None),
+            "ok": bool(rows) and all(r["ok"] for r in rows)}
+
+
 def _gbps(recs: Sequence[dict]) -> dict[tuple, float]:
     return {(r["backend"], r["op"], r["workload"]): r["gbps"] for r in recs if r.get("gbps")}
 
@@ -218,31 +233,12 @@ def independence(
                     )
                     for key, g in _gbps(recs).items():
                         alone.setdefault(key, []).append(g)
-    rows = []
-    for key in sorted(set(alone) & set(together)):
-        a, t = statistics.median(alone[key]), statistics.median(together[key])
-        d = agreement(a, t)
-        rows.append(
-            {
-                "backend": key[0],
-                "op": key[1],
-                "workload": key[2],
-                "gbps_alone": a,
-                "gbps_together": t,
-                "difference": d,
-                "ok": d is not None and d <= INDEPENDENCE_LIMIT,
-            }
-        )
-        if echo:
-            echo(
-                f"  {key[0]:<14} {key[1]:<16} {key[2]:<19} alone {a:.3g} GB/s, with {len(names) - 1} other "
-                f"backends {t:.3g} GB/s: difference {d:.1%}"
-            )
-    return {
-        "rows": rows,
-        "worst": max((r["difference"] for r in rows), default=None),
-        "ok": bool(rows) and all(r["ok"] for r in rows),
-    }
+    medians = ({k: statistics.median(v) for k, v in alone.items()},
+               {k: statistics.median(v) for k, v in together.items()})
+    return _paired_rows(*medians, ("gbps_alone", "gbps_together"), INDEPENDENCE_LIMIT, echo,
+                        lambda key, a, t, d: f"  {key[0]:<14} {key[1]:<16} {key[2]:<19} alone {a:.3g} GB/s, "
+                                             f"with {len(names) - 1} other backends {t:.3g} GB/s: "
+                                             f"difference {d:.1%}")
 
 
 def reproducibility(
@@ -281,31 +277,9 @@ def reproducibility(
             from softmaxbench.suite.records import read_results
 
             runs.append(_gbps(read_results(out)) if (out / "results.jsonl").is_file() else {})
-    rows = []
-    for key in sorted(set(runs[0]) & set(runs[1])):
-        a, b = runs[0][key], runs[1][key]
-        d = agreement(a, b)
-        rows.append(
-            {
-                "backend": key[0],
-                "op": key[1],
-                "workload": key[2],
-                "gbps_a": a,
-                "gbps_b": b,
-                "difference": d,
-                "ok": d is not None and d <= REPRO_LIMIT,
-            }
-        )
-        if echo:
-            echo(
-                f"  {key[0]:<20} {key[1]:<16} {key[2]:<19} run 1 {a:.3g} GB/s, run 2 {b:.3g} GB/s: "
-                f"difference {d:.1%}"
-            )
-    return {
-        "rows": rows,
-        "worst": max((r["difference"] for r in rows), default=None),
-        "ok": bool(rows) and all(r["ok"] for r in rows),
-    }
+    return _paired_rows(runs[0], runs[1], ("gbps_a", "gbps_b"), REPRO_LIMIT, echo,
+                        lambda key, a, b, d: f"  {key[0]:<20} {key[1]:<16} {key[2]:<19} run 1 {a:.3g} GB/s, "
+                                             f"run 2 {b:.3g} GB/s: difference {d:.1%}")
 
 
 def _load() -> float | None:

@@ -30,7 +30,10 @@ False
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -51,7 +54,7 @@ MIXED_FLOOR: float = 1.0
 OPS_WITH_BOUNDS: tuple[str, ...] = REFERENCE_OPS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Comparison:
     """The verdict of :func:`compare` for one output.
 
@@ -60,8 +63,10 @@ class Comparison:
     ``worst_index``: the element with the largest error ratio (None when there is none).
     ``flushed_subnormals``: some zeros pass only as flush-to-zero arithmetic would compute them
     (forgiven; the suite reports the deviation ``flushed_subnormals``). ``message``: one
-    line, the worst element's story. ``error_kind``: None when ``ok``, else the kind of error
-    of the element that decided it (a key of :data:`ERROR_KINDS`).
+    line, the worst element's story (built when first read: most comparisons pass and nobody
+    reads theirs; pass a string or a function of no arguments that returns it). ``error_kind``:
+    None when ``ok``, else the kind of error of the element that decided it (a key of
+    :data:`ERROR_KINDS`).
     """
 
     ok: bool
@@ -70,8 +75,34 @@ class Comparison:
     max_error_ratio: float
     worst_index: tuple[int, ...] | None
     flushed_subnormals: bool
-    message: str
+    story: object = field(compare=False)
     error_kind: str | None = None
+
+    @property
+    def message(self) -> str:
+        story = self.story
+        if callable(story):
+            story = story()
+            object.__setattr__(self, "story", story)
+        return story
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Comparison):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def _fields(self) -> tuple:
+        return (self.ok, self.max_ulp, self.median_ulp, self.max_error_ratio, self.worst_index,
+                self.flushed_subnormals, self.message, self.error_kind)
+
+    def __repr__(self) -> str:
+        return (f"Comparison(ok={self.ok!r}, max_ulp={self.max_ulp!r}, median_ulp={self.median_ulp!r}, "
+                f"max_error_ratio={self.max_error_ratio!r}, worst_index={self.worst_index!r}, "
+                f"flushed_subnormals={self.flushed_subnormals!r}, message={self.message!r}, "
+                f"error_kind={self.error_kind!r})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,6 +122,166 @@ def _to(a, dt: np.dtype) -> np.ndarray:
     if dtype_name(a.dtype) == "bfloat16" and dt != np.float64:
         a = a.astype(np.float32)  # ml_dtypes casts bfloat16 to float32/64 only
     return a.astype(dt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Memos of what depends only on the inputs (and the exact value)
+#
+# Every backend of a run is judged on the same case inputs against the same exact value, and the
+# bound, the terms' scale and the exact value's spacing depend on nothing else: they are computed
+# once per (op, inputs, exact) and reused. The key is the CONTENT of the trusted side's arrays
+# (dtype, shape, strides and bytes of x, cotangent, target and weight; axis, dtype and the other
+# cross-entropy options), never an object's identity: an input changed in place, rebuilt, or
+# copied with dataclasses.replace gets its own entry, and two inputs that share a case name but
+# not their bytes never share one. Only what the trusted process holds goes into a key (inputs and
+# the reference's exact value), nothing a worker sent. Memory is bounded (least recently used
+# entries beyond MEMO_MAX_BYTES are dropped); stored arrays are read-only.
+
+#: Bytes of arrays the memos keep at most (an entry larger than this is not kept).
+MEMO_MAX_BYTES: int = 64 * 2**20
+_PLAIN = (str, int, float, bool, type(None))
+_MISSING = object()
+
+
+class _Memo:
+    """A thread-safe LRU map bounded by the bytes of the arrays its values hold."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._data: OrderedDict = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = self.misses = 0
+
+    def get(self, key):
+        with self._lock:
+            hit = self._data.get(key, _MISSING)
+            if hit is _MISSING:
+                self.misses += 1
+                return _MISSING
+            self._data.move_to_end(key)
+            self.hits += 1
+            return hit[0]
+
+    def put(self, key, value, nbytes: int) -> None:
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._data.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._data[key] = (value, nbytes)
+            self._bytes += nbytes
+            while self._bytes > self.max_bytes and self._data:
+                _, (_, n) = self._data.popitem(last=False)
+                self._bytes -= n
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_MEMO = _Memo(MEMO_MAX_BYTES)
+
+
+def clear_memos() -> None:
+    """Forget every memoized bound, scale and prepared exact value."""
+    _MEMO.clear()
+
+
+def _own(a: np.ndarray) -> np.ndarray:
+    """``a`` as a read-only array that owns its memory (a view is copied first: freezing it
+    would freeze someone else's array)."""
+    if a.base is not None:
+        a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+def _frozen(value):
+    """``value`` (an array, a tuple of arrays and other values, or a _Prepared) made read-only,
+    and the bytes of its arrays."""
+    if isinstance(value, np.ndarray):
+        value = _own(value)
+        return value, value.nbytes
+    if isinstance(value, tuple):
+        value = tuple(_own(v) if isinstance(v, np.ndarray) else v for v in value)
+        return value, sum(v.nbytes for v in value if isinstance(v, np.ndarray))
+    if isinstance(value, _Prepared):
+        total = 0
+        for k, v in vars(value).items():
+            if isinstance(v, np.ndarray):
+                v = _own(v)
+                object.__setattr__(value, k, v)
+                total += v.nbytes
+        return value, total
+    return value, 0
+
+
+def _array_key(h, a) -> bool:
+    """Feed one array's dtype, shape, strides and bytes to ``h``; False when ``a`` is not one."""
+    if a is None:
+        h.update(b"N")
+        return True
+    if not isinstance(a, np.ndarray) or a.dtype.hasobject:
+        return False
+    h.update(repr((a.dtype.str, a.dtype.name, a.shape, a.strides)).encode())
+    h.update(a.tobytes(order="A") if a.flags.c_contiguous or a.flags.f_contiguous
+             else np.ascontiguousarray(a).tobytes())
+    return True
+
+
+def _inputs_key(inputs) -> bytes | None:
+    """The content key of ``inputs``; None (do not memoize) for anything but plain arrays and
+    plain option values."""
+    h = hashlib.blake2b(digest_size=20)
+    opts = getattr(inputs, "ce_options", _MISSING)
+    if opts is _MISSING or opts is None:
+        weight, plain = None, repr(opts is None)
+    else:
+        if not isinstance(opts, dict):
+            return None
+        weight = opts.get("weight")
+        rest = sorted((k, v) for k, v in opts.items() if k != "weight")
+        if not all(isinstance(k, str) and type(v) in _PLAIN for k, v in rest):
+            return None
+        plain = repr(rest) + repr("weight" in opts)
+    axis = getattr(inputs, "axis", _MISSING)
+    dtype = getattr(inputs, "dtype", _MISSING)
+    if type(axis) not in (int, type(None)) and axis is not _MISSING or \
+            type(dtype) not in (str, type(None)) and dtype is not _MISSING:
+        return None
+    h.update(repr((plain, "axis", axis is _MISSING, axis, "dtype", dtype is _MISSING, dtype)).encode())
+    for name in ("x", "cotangent", "target"):
+        a = getattr(inputs, name, _MISSING)
+        h.update(name.encode() + (b"-" if a is _MISSING else b"+"))
+        if a is not _MISSING and not _array_key(h, a):
+            return None
+    if not _array_key(h, weight):
+        return None
+    return h.digest()
+
+
+def _exact_key(e: np.ndarray) -> bytes | None:
+    h = hashlib.blake2b(digest_size=20)
+    return h.digest() if _array_key(h, e) else None
+
+
+def _memoized(key, compute):
+    """``compute()``, or what it returned for ``key`` before (None key: not memoized)."""
+    if key is None:
+        return compute()
+    hit = _MEMO.get(key)
+    if hit is not _MISSING:
+        return hit
+    value, nbytes = _frozen(compute())
+    _MEMO.put(key, value, nbytes)
+    return value
 
 
 def _settled(a: np.ndarray, e: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -351,13 +542,21 @@ def attainable_error(op: str, inputs, *, flush_to_zero: bool = False) -> np.ndar
     >>> attainable_error("softmax", inp).round(6).tolist()
     [0.001465, 0.0, 0.001465]
     """
-    return _attainable(op, inputs, flush_to_zero)[0]
+    return _attainable(op, inputs, flush_to_zero)[0].copy()
 
 
 def _attainable(op: str, inputs, flush_to_zero: bool = False) -> tuple[np.ndarray, np.ndarray | bool]:
     """(bound, may_overflow): where ``may_overflow``, an intermediate of the shifted algorithm is
     beyond the target's range (a cross-entropy term or sum), so +-inf of the exact value's sign is
-    attainable too."""
+    attainable too. Memoized by the inputs' content (read-only arrays)."""
+    if op not in OPS_WITH_BOUNDS:
+        raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS_WITH_BOUNDS)}")
+    ikey = _inputs_key(inputs)
+    return _memoized(None if ikey is None else ("bound", op, bool(flush_to_zero), ikey),
+                     lambda: _attainable_uncached(op, inputs, flush_to_zero))
+
+
+def _attainable_uncached(op: str, inputs, flush_to_zero: bool = False):
     if op not in OPS_WITH_BOUNDS:
         raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS_WITH_BOUNDS)}")
     x = np.asarray(inputs.x)
@@ -500,6 +699,16 @@ def term_scale(op: str, inputs) -> np.ndarray:
     >>> term_scale("log_softmax", inp).tolist()
     [[3.0]]
     """
+    return _term_scale(op, inputs).copy()
+
+
+def _term_scale(op: str, inputs) -> np.ndarray:
+    """:func:`term_scale`, memoized by the inputs' content (a read-only array)."""
+    ikey = _inputs_key(inputs)
+    return _memoized(None if ikey is None else ("scale", op, ikey), lambda: _term_scale_uncached(op, inputs))
+
+
+def _term_scale_uncached(op: str, inputs) -> np.ndarray:
     x = np.asarray(inputs.x)
     dtype = dtype_name(x.dtype)
     work = _work(dtype)
@@ -651,6 +860,70 @@ def format_value(v, dtype: str) -> str:
 # The verdict
 
 
+@dataclass
+class _Prepared:
+    """What :func:`compare` needs of one (op, inputs, exact, dtype) before seeing an output: the
+    bound, the terms' scale and the exact value's figures (memoized: every backend of a run is
+    judged on the same inputs against the same exact value). Each field is computed exactly as
+    :func:`error_ratio`, :func:`ulp_error` and :func:`_kinds` compute it."""
+
+    carry: np.dtype
+    ec: np.ndarray           # exact in the carry dtype
+    bound: np.ndarray        # the attainable error, exact's shape
+    bound_c: np.ndarray      # ... in the carry dtype
+    bound_pos: np.ndarray    # bound > 0
+    bound_zero: np.ndarray   # bound == 0
+    inf_ok: np.ndarray       # an intermediate overflows, and exact is not 0: +-inf attainable
+    signed_inf: np.ndarray   # sign(exact) * inf
+    e_nan: np.ndarray
+    e_special: np.ndarray    # exact is NaN or inf
+    rounded_r: np.ndarray    # exact rounded to +-inf beyond the range of x's dtype (the ratio's)
+    rounded_u: np.ndarray    # ... of the comparison's dtype (ULPs, kinds)
+    scale: np.ndarray | None
+    spacing: np.ndarray      # the ULP the error is counted in (ulp_error with the scale)
+    e_odd: np.ndarray        # exact, or exact rounded, is not finite
+    half_mag: np.ndarray     # 0.5 max(|exact|, scale)
+
+
+def _prepare(op: str, inputs, e: np.ndarray, dtype: str) -> _Prepared:
+    carry = _carry(e)
+    bound, overflow = _attainable(op, inputs)
+    if bound.size != e.size:
+        raise ValueError(f"{op}: exact has shape {e.shape}, the inputs give {bound.shape}")
+    bound = bound.reshape(e.shape)
+    rdtype = dtype_name(np.asarray(inputs.x).dtype)
+    ec = _to(e, carry)
+    try:
+        scale = _term_scale(op, inputs).reshape(e.shape)
+    except Exception:  # noqa: BLE001 - a figure, never a reason to fail a comparison
+        scale = None
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        e_nan = np.isnan(ec)
+        e_special = e_nan | np.isinf(ec)
+        rounded_r = _rounded(ec, rdtype)
+        rounded_u = rounded_r if rdtype == dtype else _rounded(ec, dtype)
+        overflow = np.broadcast_to(np.asarray(overflow), ec.shape)
+        inf_ok = overflow & (ec != 0)
+        signed_inf = np.sign(ec) * np.inf
+        bound_c = bound.astype(carry)
+        spacing = ulp(ec, dtype)
+        if scale is not None:
+            sc = np.broadcast_to(np.nan_to_num(np.asarray(scale, np.float64), nan=0.0), ec.shape)
+            terms = ulp(sc, dtype)
+            spacing = np.where((sc > 0) & (np.abs(ec) < terms), np.maximum(terms, spacing), spacing)
+        e_odd = ~np.isfinite(ec) | ~np.isfinite(rounded_u)
+        mag = np.maximum(np.abs(ec), np.nan_to_num(np.zeros(e.shape) if scale is None else scale, nan=0.0))
+    return _Prepared(carry, ec, bound, bound_c, bound > 0, bound == 0, inf_ok, signed_inf, e_nan,
+                     e_special, rounded_r, rounded_u, scale, spacing, e_odd, 0.5 * mag)
+
+
+def _prepared(op: str, inputs, e: np.ndarray, dtype: str) -> _Prepared:
+    ikey = _inputs_key(inputs)
+    ekey = None if ikey is None else _exact_key(e)
+    return _memoized(None if ekey is None else ("prepared", op, dtype, ikey, ekey),
+                     lambda: _prepare(op, inputs, e, dtype))
+
+
 def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
     """Grade one output of ``op`` on ``inputs`` against the reference's ``exact`` value.
 
@@ -662,6 +935,10 @@ def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
     model algorithm cannot compute (:func:`softmaxbench.reference.model.unattainable_elements`),
     or those an accepted convention explains when only the message is wanted. See the module
     docstring for an example.
+
+    The error ratio and ULPs are those of :func:`error_ratio` and :func:`ulp_error` (with
+    :func:`term_scale`); what depends only on (op, inputs, exact) is computed once for all the
+    outputs judged against it (memoized by content), and the message is built when read.
     """
     dtype = getattr(inputs, "dtype", None) or dtype_name(np.asarray(inputs.x).dtype)
     a = np.asarray(actual)
@@ -674,27 +951,39 @@ def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
     if e.size == 0:
         return _verdict_only(True, "empty output, as expected")
     threshold = THRESHOLDS[dtype]
-    ratio, bound = _ratio(op, inputs, a, e)
-    try:
-        scale = term_scale(op, inputs).reshape(e.shape)
-    except Exception:  # noqa: BLE001 - a figure, never a reason to fail a comparison
-        scale = None
-    ulps = ulp_error(a, e, dtype, scale=scale)
-    flushed = np.zeros(ratio.shape, bool)
-    left_out = np.zeros(ratio.shape, bool) if exclude is None else np.broadcast_to(exclude, ratio.shape)
-    ratio = np.where(left_out, 0.0, ratio)
-    ulps = np.where(left_out, 0.0, ulps)
+    p = _prepared(op, inputs, e, dtype)
+    ac = _to(a, p.carry)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        a_nan, a_inf = np.isnan(ac), np.isinf(ac)
+        mask = a_nan | a_inf | p.e_special
+        err = np.abs(ac - p.ec)
+        # error_ratio: settled special values, +-inf accepted where an intermediate overflows
+        match = (a_nan & p.e_nan) | (a_inf & (ac == p.rounded_r))
+        value = np.where(match, 0.0, np.inf)
+        value = np.where(p.inf_ok & (ac == p.signed_inf), 0.0, value)
+        ratio = np.where(p.bound_pos, err / p.bound_c, np.where(err == 0, 0.0, np.inf))
+        ratio = np.where(mask, value, ratio.astype(np.float64))
+        # ulp_error, with the terms' scale
+        if p.rounded_u is not p.rounded_r:
+            match = (a_nan & p.e_nan) | (a_inf & (ac == p.rounded_u))
+        ulps = np.where(mask, np.where(match, 0.0, np.inf), (err / p.spacing).astype(np.float64))
+    flushed = None
+    if exclude is not None:
+        left_out = np.broadcast_to(exclude, ratio.shape)
+        ratio = np.where(left_out, 0.0, ratio)
+        ulps = np.where(left_out, 0.0, ulps)
     if ratio.max() > threshold:
         # Only zeros: flushing makes values vanish. Accepting any value within the flush-to-zero
         # bound would accept everything in float16, whose normal range starts at 6e-5.
         ftz = error_ratio(op, inputs, a, e, flush_to_zero=True)
         flushed = (ratio > threshold) & (ftz <= threshold) & (_to(a, np.dtype(np.float64)) == 0)
         ratio = np.where(flushed, ftz, ratio)
-    carry = _carry(e)
-    ec, ac = _to(e, carry), _to(a, carry)
-    kinds = _kinds(ac, ec, ratio, bound, ulps,
-                   np.zeros(e.shape) if scale is None else scale, dtype, threshold)
-    if (kinds >= 0).any():
+    max_ratio = float(ratio.max())
+    ok = max_ratio <= threshold
+    kinds = None
+    if not ok or (ratio > threshold).any():
+        kinds = _prepared_kinds(ac, err, ratio, ulps, p, threshold)
+    if kinds is not None and (kinds >= 0).any():
         # The deciding element: the worst kind first, then the largest ratio (then ULPs).
         order = np.lexsort((ulps.ravel(), np.nan_to_num(ratio.ravel(), posinf=np.finfo(float).max),
                             kinds.ravel()))
@@ -703,17 +992,36 @@ def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
         worst = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         if ratio[worst] == 0:
             worst = np.unravel_index(int(np.argmax(ulps)), ulps.shape)
-    max_ratio = float(ratio.max())
-    ok = max_ratio <= threshold
-    kind = None if ok else tuple(reversed(tuple(ERROR_KINDS)))[int(kinds[worst])]
+    kind = None if ok else tuple(reversed(tuple(ERROR_KINDS)))[
+        int(kinds[worst]) if kinds is not None else -1]
     idx = tuple(int(i) for i in worst)
-    note = (f"; {int(flushed.sum())} zeros within the threshold only with subnormals flushed to 0"
-            if flushed.any() else "")
-    msg = _story(op, inputs, ac[worst], ec[worst], a[worst], float(ratio[worst]), float(ulps[worst]),
-                 None if scale is None else float(scale[worst]), kind, idx, dtype, threshold,
-                 max_ratio, ok) + note
+    n_flushed = 0 if flushed is None else int(flushed.sum())
+    note = f"; {n_flushed} zeros within the threshold only with subnormals flushed to 0" if n_flushed else ""
+    story = (op, inputs, p.ec[worst], a[worst], float(ratio[worst]), float(ulps[worst]),
+             None if p.scale is None else float(p.scale[worst]), kind, idx, dtype, threshold, max_ratio, ok)
+    ac_worst = ac[worst]
+
+    def message() -> str:
+        o, i, ew, aw, r, u, sc, k, ix, d, t, m, good = story
+        return _story(o, i, ac_worst, ew, aw, r, u, sc, k, ix, d, t, m, good) + note
+
     return Comparison(ok, float(ulps.max()), float(np.median(ulps)), max_ratio, idx,
-                      bool(flushed.any()), msg, kind)
+                      bool(n_flushed), message, kind)
+
+
+def _prepared_kinds(ac, err, ratio, ulps, p: _Prepared, threshold: float) -> np.ndarray:
+    """:func:`_kinds` with the exact value's parts prepared."""
+    kinds = np.full(ratio.shape, -1, np.int8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ratio > threshold
+        special = bad & (~np.isfinite(ac) | p.e_odd)
+        garbage = bad & ~special & (err >= p.half_mag)
+        rounding = bad & ~special & ~garbage & p.bound_zero & (ulps <= ROUNDING_ULPS)
+    kinds[bad] = _SEVERITY["beyond_bound"]
+    kinds[rounding] = _SEVERITY["rounding_at_exact"]
+    kinds[garbage] = _SEVERITY["garbage"]
+    kinds[special] = _SEVERITY["special_value"]
+    return kinds
 
 
 def _story(op, inputs, a, e, a_native, ratio, ulps, scale, kind, idx, dtype, threshold, max_ratio,

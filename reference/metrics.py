@@ -31,6 +31,7 @@ False
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -230,7 +231,7 @@ def _array_key(h, a) -> bool:
         return True
     if not isinstance(a, np.ndarray) or a.dtype.hasobject:
         return False
-    h.update(repr((a.dtype.str, a.dtype.name, a.shape, a.strides)).encode())
+    h.update(repr((a.dtype.num, a.dtype.str, a.shape, a.strides)).encode())
     h.update(a.tobytes(order="A") if a.flags.c_contiguous or a.flags.f_contiguous
              else np.ascontiguousarray(a).tobytes())
     return True
@@ -545,13 +546,15 @@ def attainable_error(op: str, inputs, *, flush_to_zero: bool = False) -> np.ndar
     return _attainable(op, inputs, flush_to_zero)[0].copy()
 
 
-def _attainable(op: str, inputs, flush_to_zero: bool = False) -> tuple[np.ndarray, np.ndarray | bool]:
+def _attainable(op: str, inputs, flush_to_zero: bool = False,
+                ikey=_MISSING) -> tuple[np.ndarray, np.ndarray | bool]:
     """(bound, may_overflow): where ``may_overflow``, an intermediate of the shifted algorithm is
     beyond the target's range (a cross-entropy term or sum), so +-inf of the exact value's sign is
     attainable too. Memoized by the inputs' content (read-only arrays)."""
     if op not in OPS_WITH_BOUNDS:
         raise ValueError(f"unknown op {op!r}; choose from {', '.join(OPS_WITH_BOUNDS)}")
-    ikey = _inputs_key(inputs)
+    if ikey is _MISSING:
+        ikey = _inputs_key(inputs)
     return _memoized(None if ikey is None else ("bound", op, bool(flush_to_zero), ikey),
                      lambda: _attainable_uncached(op, inputs, flush_to_zero))
 
@@ -702,9 +705,10 @@ def term_scale(op: str, inputs) -> np.ndarray:
     return _term_scale(op, inputs).copy()
 
 
-def _term_scale(op: str, inputs) -> np.ndarray:
+def _term_scale(op: str, inputs, ikey=_MISSING) -> np.ndarray:
     """:func:`term_scale`, memoized by the inputs' content (a read-only array)."""
-    ikey = _inputs_key(inputs)
+    if ikey is _MISSING:
+        ikey = _inputs_key(inputs)
     return _memoized(None if ikey is None else ("scale", op, ikey), lambda: _term_scale_uncached(op, inputs))
 
 
@@ -839,18 +843,46 @@ def format_value(v, dtype: str) -> str:
     >>> format_value(np.float32(0.99999994), "float32"), format_value(-2**-14, "float16")
     ('0.99999994', '-6.104e-05')
     """
-    from softmaxbench.reference.dtypes import np_dtype
-
     f = float(v)
-    if not np.isfinite(f):
+    if not math.isfinite(f):
         return str(f)
-    dt = np_dtype(dtype)
-    target = np.asarray(f).astype(np.float32).astype(dt) if dtype == "bfloat16" else np.asarray(f, dt)
+    key = (dtype, f, math.copysign(1.0, f))   # 0.0 and -0.0 are different texts
+    text = _FORMATS.get(key)
+    if text is None:
+        text = _shortest(f, dtype)
+        if len(_FORMATS) >= _FORMATS_MAX:
+            _FORMATS.clear()
+        _FORMATS[key] = text
+    return text
+
+
+_FORMATS: dict = {}
+_FORMATS_MAX = 1 << 16
+
+
+def _bfloat16_scalar(z):
+    import ml_dtypes
+
+    return ml_dtypes.bfloat16(np.float32(z))   # ml_dtypes casts to bfloat16 from float32
+
+
+_SCALARS = {"float64": float, "float32": np.float32, "float16": np.float16, "bfloat16": _bfloat16_scalar}
+
+
+def _shortest(f: float, dtype: str) -> str:
+    """:func:`format_value` of a finite float: the first ``%.Ng`` text, N = 1, 2, ..., that
+    reads back as the same ``dtype`` number (rounded from ``f`` as numpy's astype rounds)."""
+    conv = _SCALARS.get(dtype)
+    if conv is None:
+        from softmaxbench.reference.dtypes import np_dtype
+
+        np_dtype(dtype)   # raises ValueError naming the dtypes
+        return repr(f)
+    target = conv(f)
     for digits in range(1, 18):
         text = f"{f:.{digits}g}"
         with np.errstate(over="ignore"):
-            back = np.asarray(float(text)).astype(np.float32).astype(dt) if dtype == "bfloat16" else \
-                np.asarray(float(text), dt)
+            back = conv(float(text))
         if back == target:
             return text
     return repr(f)
@@ -885,16 +917,16 @@ class _Prepared:
     half_mag: np.ndarray     # 0.5 max(|exact|, scale)
 
 
-def _prepare(op: str, inputs, e: np.ndarray, dtype: str) -> _Prepared:
+def _prepare(op: str, inputs, e: np.ndarray, dtype: str, ikey) -> _Prepared:
     carry = _carry(e)
-    bound, overflow = _attainable(op, inputs)
+    bound, overflow = _attainable(op, inputs, False, ikey)
     if bound.size != e.size:
         raise ValueError(f"{op}: exact has shape {e.shape}, the inputs give {bound.shape}")
     bound = bound.reshape(e.shape)
     rdtype = dtype_name(np.asarray(inputs.x).dtype)
     ec = _to(e, carry)
     try:
-        scale = _term_scale(op, inputs).reshape(e.shape)
+        scale = _term_scale(op, inputs, ikey).reshape(e.shape)
     except Exception:  # noqa: BLE001 - a figure, never a reason to fail a comparison
         scale = None
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -921,7 +953,7 @@ def _prepared(op: str, inputs, e: np.ndarray, dtype: str) -> _Prepared:
     ikey = _inputs_key(inputs)
     ekey = None if ikey is None else _exact_key(e)
     return _memoized(None if ekey is None else ("prepared", op, dtype, ikey, ekey),
-                     lambda: _prepare(op, inputs, e, dtype))
+                     lambda: _prepare(op, inputs, e, dtype, ikey))
 
 
 def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:

@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -41,6 +39,14 @@ import numpy as np
 
 from softmaxbench.reference.dtypes import dtype_name, eps, np_dtype
 from softmaxbench.reference.dtypes import finfo as _dtypes_finfo
+from softmaxbench.reference.memo import MEMO as _MEMO
+from softmaxbench.reference.memo import MISSING as _MISSING
+from softmaxbench.reference.memo import array_key as _array_key
+from softmaxbench.reference.memo import clear_memos  # noqa: F401 - part of the API
+from softmaxbench.reference.memo import inputs_hash as _inputs_hash
+from softmaxbench.reference.memo import inputs_key as _inputs_key
+from softmaxbench.reference.memo import memoized as _memoized
+from softmaxbench.reference.memo import own as _own
 from softmaxbench.reference.special import REGULAR_CLASSES, classify_rows, cross_entropy_form
 from softmaxbench.vocabulary import REFERENCE_OPS
 
@@ -157,177 +163,6 @@ def _median(u: np.ndarray) -> float:
     if np.isnan(part[-1]):
         return float("nan")
     return float(part[k]) if n % 2 else float((part[k - 1] + part[k]) / 2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Memos of what depends only on the inputs (and the exact value)
-#
-# Every backend of a run is judged on the same case inputs against the same exact value, and the
-# bound, the terms' scale and the exact value's spacing depend on nothing else: they are computed
-# once per (op, inputs, exact) and reused. The key is the CONTENT of the trusted side's arrays
-# (dtype, shape, strides and bytes of x, cotangent, target and weight; axis, dtype and the other
-# cross-entropy options), never an object's identity: an input changed in place, rebuilt, or
-# copied with dataclasses.replace gets its own entry, and two inputs that share a case name but
-# not their bytes never share one. Only what the trusted process holds goes into a key (inputs and
-# the reference's exact value), nothing a worker sent. Memory is bounded (least recently used
-# entries beyond MEMO_MAX_BYTES are dropped); stored arrays are read-only.
-
-#: Bytes of arrays the memos keep at most (an entry larger than this is not kept).
-MEMO_MAX_BYTES: int = 64 * 2**20
-_PLAIN = (str, int, float, bool, type(None))
-_MISSING = object()
-
-
-class _Memo:
-    """A thread-safe LRU map bounded by the bytes of the arrays its values hold."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._data: OrderedDict = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self.hits = self.misses = 0
-
-    def get(self, key):
-        with self._lock:
-            hit = self._data.get(key, _MISSING)
-            if hit is _MISSING:
-                self.misses += 1
-                return _MISSING
-            self._data.move_to_end(key)
-            self.hits += 1
-            return hit[0]
-
-    def put(self, key, value, nbytes: int) -> None:
-        if nbytes > self.max_bytes:
-            return
-        with self._lock:
-            old = self._data.pop(key, None)
-            if old is not None:
-                self._bytes -= old[1]
-            self._data[key] = (value, nbytes)
-            self._bytes += nbytes
-            while self._bytes > self.max_bytes and self._data:
-                _, (_, n) = self._data.popitem(last=False)
-                self._bytes -= n
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-            self.hits = self.misses = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-_MEMO = _Memo(MEMO_MAX_BYTES)
-
-
-def clear_memos() -> None:
-    """Forget every memoized bound, scale and prepared exact value."""
-    _MEMO.clear()
-
-
-def _own(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only array that owns its memory (a view is copied first: freezing it
-    would freeze someone else's array)."""
-    if a.base is not None:
-        a = a.copy()
-    a.flags.writeable = False
-    return a
-
-
-def _frozen(value):
-    """``value`` (an array, a tuple of arrays and other values, or a _Prepared) made read-only,
-    and the bytes of its arrays."""
-    if isinstance(value, np.ndarray):
-        value = _own(value)
-        return value, value.nbytes
-    if isinstance(value, tuple):
-        value = tuple(_own(v) if isinstance(v, np.ndarray) else v for v in value)
-        return value, sum(v.nbytes for v in value if isinstance(v, np.ndarray))
-    if isinstance(value, (_Prepared, _Rows)):
-        total = 0
-        for k, v in vars(value).items():
-            if isinstance(v, np.ndarray):
-                v = _own(v)
-                object.__setattr__(value, k, v)
-                total += v.nbytes
-        return value, total
-    return value, 0
-
-
-def _array_key(h, a) -> bool:
-    """Feed one array's dtype, shape, strides and bytes to ``h``; False when ``a`` is not one."""
-    if a is None:
-        h.update(b"N")
-        return True
-    if type(a) is not np.ndarray or a.dtype.hasobject:
-        return False
-    h.update(repr((a.dtype.num, a.dtype.str, a.shape, a.strides)).encode())
-    h.update(a.tobytes(order="A"))
-    return True
-
-
-def _inputs_hash(inputs):
-    """A blake2b hash of the content of ``inputs`` (its arrays' dtypes, shapes, strides and
-    bytes, axis, dtype and the other cross-entropy options); None (do not memoize) for anything
-    but plain NumPy arrays and plain option values."""
-    opts = getattr(inputs, "ce_options", _MISSING)
-    if opts is _MISSING or opts is None:
-        weight, plain = None, opts is None
-    else:
-        if type(opts) is not dict:
-            return None
-        weight = opts.get("weight")
-        plain = [(k, v) for k, v in opts.items() if k != "weight"]
-        if not all(type(k) is str and type(v) in _PLAIN for k, v in plain):
-            return None
-        plain = (sorted(plain), "weight" in opts)
-    axis = getattr(inputs, "axis", _MISSING)
-    dtype = getattr(inputs, "dtype", _MISSING)
-    if axis is not _MISSING and type(axis) not in (int, type(None)) or \
-            dtype is not _MISSING and type(dtype) not in (str, type(None)):
-        return None
-    meta = [plain, axis is _MISSING, axis, dtype is _MISSING, dtype]
-    arrays = []
-    for a in (getattr(inputs, "x", _MISSING), getattr(inputs, "cotangent", _MISSING),
-              getattr(inputs, "target", _MISSING), weight):
-        if a is None or a is _MISSING:
-            meta.append(a is None)
-            continue
-        if type(a) is not np.ndarray or a.dtype.hasobject:
-            return None
-        meta.append((a.dtype.num, a.dtype.str, a.shape, a.strides))
-        arrays.append(a)
-    h = hashlib.blake2b(repr(meta).encode(), digest_size=20)
-    for a in arrays:
-        h.update(a.tobytes(order="A"))
-    return h
-
-
-def _inputs_key(inputs) -> bytes | None:
-    """The content key of ``inputs`` (:func:`_inputs_hash`), or None."""
-    h = _inputs_hash(inputs)
-    return None if h is None else h.digest()
-
-
-def _exact_key(e: np.ndarray) -> bytes | None:
-    h = hashlib.blake2b(digest_size=20)
-    return h.digest() if _array_key(h, e) else None
-
-
-def _memoized(key, compute):
-    """``compute()``, or what it returned for ``key`` before (None key: not memoized)."""
-    if key is None:
-        return compute()
-    hit = _MEMO.get(key)
-    if hit is not _MISSING:
-        return hit
-    value, nbytes = _frozen(compute())
-    _MEMO.put(key, value, nbytes)
-    return value
 
 
 def _settled(a: np.ndarray, e: np.ndarray, dtype: str) -> tuple[np.ndarray, np.ndarray]:
@@ -1042,15 +877,21 @@ class _Prepared:
         return self._lazy("_bound_zero", lambda: self.bound == 0)
 
 
-def _prepared(op: str, inputs, e: np.ndarray, dtype: str) -> _Prepared:
+def _keys(inputs, e: np.ndarray, a: np.ndarray, exclude) -> tuple:
+    """Content keys of (inputs), (inputs, exact) and (inputs, exact, actual, exclude), from one
+    hash; None where one is not memoizable."""
     h = _inputs_hash(inputs)
-    ikey = ekey = None
-    if h is not None:
-        ikey = h.digest()
-        h.update(b"exact")
-        ekey = h.digest() if _array_key(h, e) else None   # inputs and exact
-    return _memoized(None if ekey is None else ("prepared", op, dtype, ekey),
-                     lambda: _Prepared(op, inputs, e, dtype, ikey))
+    if h is None:
+        return None, None, None
+    ikey = h.digest()
+    h.update(b"exact")
+    if not _array_key(h, e):
+        return ikey, None, None
+    ekey = h.digest()
+    h.update(b"actual")
+    if not (_array_key(h, a) and _array_key(h, None if exclude is None else np.asarray(exclude))):
+        return ikey, ekey, None
+    return ikey, ekey, h.digest()
 
 
 def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
@@ -1079,8 +920,22 @@ def compare(op: str, inputs, actual, exact, *, exclude=None) -> Comparison:
         return _verdict_only(False, f"wrong shape: expected {e.shape}, got {a.shape}", "wrong_structure")
     if e.size == 0:
         return _verdict_only(True, "empty output, as expected")
+    ikey, ekey, ckey = _keys(inputs, e, a, exclude)
+    if ckey is None:
+        return _compare(op, inputs, a, e, exclude, dtype, ikey, ekey)
+    # Another backend may have returned the same bytes: its comparison is this one.
+    key = ("compare", op, dtype, ckey)
+    hit = _MEMO.get(key)
+    if hit is _MISSING:
+        hit = _compare(op, inputs, a, e, exclude, dtype, ikey, ekey)
+        _MEMO.put(key, hit, a.nbytes + 512)
+    return hit
+
+
+def _compare(op: str, inputs, a: np.ndarray, e: np.ndarray, exclude, dtype: str, ikey, ekey) -> Comparison:
     threshold = THRESHOLDS[dtype]
-    p = _prepared(op, inputs, e, dtype)
+    p = _memoized(None if ekey is None else ("prepared", op, dtype, ekey),
+                  lambda: _Prepared(op, inputs, e, dtype, ikey))
     ac = _to(a, p.carry)
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         err = np.abs(ac - p.ec)

@@ -987,15 +987,26 @@ def _compare(op: str, inputs, a: np.ndarray, e: np.ndarray, exclude, dtype: str,
     idx = tuple(int(i) for i in worst)
     n_flushed = 0 if flushed is None else int(flushed.sum())
     note = f"; {n_flushed} zeros within the threshold only with subnormals flushed to 0" if n_flushed else ""
-    story = (op, inputs, p.ec[worst], a[worst], float(ratio[worst]), float(ulps[worst]),
-             None if p.scale is None else float(p.scale[worst]), kind, idx, dtype, threshold, max_ratio, ok)
-    ac_worst = ac[worst]
+    # The message is built when read, from scalars and the input's shape and axis only (a
+    # memoized comparison must not keep the inputs' arrays alive).
+    story = (op, np.shape(inputs.x), getattr(inputs, "axis", None), ac[worst], p.ec[worst], a[worst],
+             float(ratio[worst]), float(ulps[worst]), None if p.scale is None else float(p.scale[worst]),
+             kind, idx, dtype, threshold, max_ratio, ok)
 
     def message() -> str:
-        o, i, ew, aw, r, u, sc, k, ix, d, t, m, good = story
-        return _story(o, i, ac_worst, ew, aw, r, u, sc, k, ix, d, t, m, good) + note
+        o, shape, axis, aw, ew, an, r, u, sc, k, ix, d, t, m, good = story
+        shaped = _ShapeOnly(np.broadcast_to(np.zeros((), np.int8), shape), axis)
+        return _story(o, shaped, aw, ew, an, r, u, sc, k, ix, d, t, m, good) + note
 
     return Comparison(ok, float(ulps.max()), _median(ulps), max_ratio, idx, bool(n_flushed), message, kind)
+
+
+@dataclass(frozen=True)
+class _ShapeOnly:
+    """What a message reads of the inputs: x's shape (as a zero-stride array) and the axis."""
+
+    x: np.ndarray
+    axis: int | None
 
 
 def _prepared_kinds(ac, err, ratio, ulps, p: _Prepared, threshold: float) -> np.ndarray:

@@ -316,6 +316,12 @@ def main(argv: list[str]) -> None:
             sys.path.insert(1, p)
     _PLUGINS[:] = [str(p) for p in init.get("plugins") or []]
     name = init.get("backend")
+    from softmaxbench.backends.registry import BUILTINS
+
+    if name is None or name not in BUILTINS:  # third-party code runs next: confine it first
+        from softmaxbench.suite.isolation.sandbox import confine
+
+        confine(os.getcwd())
     backend = None
     if name is not None:
         try:

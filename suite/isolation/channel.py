@@ -537,6 +537,7 @@ class Worker:
             except (ProcessLookupError, PermissionError):
                 pass
             self._killed = True
+        if self.proc is not None:  # (the reader may have sent the SIGKILL: wait for it either way)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:

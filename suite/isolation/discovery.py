@@ -210,6 +210,10 @@ def discover(plugins: Sequence[str] = (), *, use_cache: bool = True) -> list[Bac
         except (OSError, ValueError, KeyError, TypeError):
             pass
     infos = _run_workers(plugins)
+    # A discovery worker that ran out of time (a loaded machine) is not a fact about this
+    # environment: caching it would keep that plugin unavailable until its file changes.
+    if any(not i.loaded and "no answer within" in (i.unavailable or "") for i in infos):
+        path = None
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,11 +30,19 @@ from softmaxbench.suite.isolation.channel import BackendInfo, clean_text
 def plugin_path(p) -> str:
     """One ``--plugin`` value: a .py file that must exist (else InputError), made absolute (workers
     run in private working directories), or a module name, unchanged."""
+    import os
     from pathlib import Path
 
     p = str(p)
+    shown = clean_text(p, 200)
+    if not p.strip():
+        raise InputError("--plugin must name a module or a .py file, got an empty string")
+    if Path(p).is_dir():
+        raise InputError(f"--plugin {shown}: is a directory, not a module name or a .py file")
     if p.endswith(".py") and not Path(p).is_file():
-        raise InputError(f"--plugin {p}: no such file")
+        raise InputError(f"--plugin {shown}: no such file")
+    if not Path(p).is_file() and (os.sep in p or (os.altsep and os.altsep in p)):
+        raise InputError(f"--plugin {shown}: no such file (a module name has no '{os.sep}')")
     return str(Path(p).resolve()) if Path(p).is_file() else p
 
 

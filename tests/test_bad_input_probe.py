@@ -314,3 +314,57 @@ def test_bad_input_is_one_line_and_exit_2(argv, setup, tmp_path, capsys):
     assert "\x1b" not in out + err  # escape codes in the input are escaped in the message
     # Bad input never leaves a half-made results directory behind.
     assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+# -- the environment and the output: probed as the user's shell runs the command ---------------
+ENV_PROBES = [
+    ("discovery-timeout-text", {"SOFTMAXBENCH_DISCOVERY_TIMEOUT": "abc"}, ["list"]),
+    ("discovery-timeout-negative", {"SOFTMAXBENCH_DISCOVERY_TIMEOUT": "-1"}, ["list"]),
+    ("nproc-text", {"NPROC": "abc"}, ["check", "--backends", "numpy", *SMALL, *OUT]),
+    ("omp-threads-zero", {"OMP_NUM_THREADS": "0"}, ["bench", "--backends", "numpy", *OUT]),
+    ("cache-bytes-text", {"SOFTMAXBENCH_CACHE_BYTES": "lots"}, ["bench", "--backends", "numpy", *OUT]),
+]
+
+
+def _sb(args, env, tmp_path, **kw):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "softmaxbench", *args], capture_output=True, text=True,
+                          env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), **env},
+                          cwd=tmp_path, timeout=120, **kw)
+
+
+@pytest.mark.parametrize("env, argv", [p[1:] for p in ENV_PROBES], ids=[p[0] for p in ENV_PROBES])
+def test_a_bad_environment_variable_is_one_line_and_exit_2(env, argv, tmp_path):
+    proc = _sb([a.replace("{tmp}", str(tmp_path)) for a in argv], env, tmp_path)
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "environment variable" in lines[0], proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unwritable_cache_costs_only_the_cache(tmp_path):
+    proc = _sb(["list", "--json"], {"XDG_CACHE_HOME": "/proc/softmaxbench-no-cache"}, tmp_path)
+    assert proc.returncode == 0 and json.loads(proc.stdout) and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("how", ["closed-pipe", "full-device"])
+def test_an_output_that_cannot_be_written_is_one_line_and_exit_2(how, tmp_path):
+    import subprocess
+    import sys
+
+    if how == "full-device":
+        if not Path("/dev/full").exists():
+            pytest.skip("no /dev/full here")
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "softmaxbench", "list", "--json"], stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        err, rc = proc.stderr, proc.returncode
+    else:  # `softmaxbench list | head -0`
+        p = subprocess.Popen([sys.executable, "-m", "softmaxbench", "list"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+        p.stdout.close()
+        err, rc = p.stderr.read(), p.wait(timeout=120)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "cannot write the output" in lines[0], err

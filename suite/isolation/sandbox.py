@@ -82,6 +82,34 @@ def _device_files() -> list[str]:
     return [p for p in paths if os.path.exists(p)]
 
 
+#: Share of the machine's memory one third-party worker may hold (its heap and writable mappings).
+MEMORY_SHARE = 0.5
+
+
+def limit_memory() -> int | None:
+    """RLIMIT_DATA of this process: :data:`MEMORY_SHARE` of the machine's memory, so a memory bomb
+    is a MemoryError in its own worker, not the out-of-memory killer on the machine. Returns the
+    limit in bytes (None: not set). ``SOFTMAXBENCH_WORKER_MEMORY`` (bytes) overrides the share."""
+    try:
+        import resource
+
+        override = os.environ.get("SOFTMAXBENCH_WORKER_MEMORY", "").strip()
+        if override:
+            limit = int(float(override))
+        else:
+            with open("/proc/meminfo") as fh:
+                total_kib = next(int(line.split()[1]) for line in fh if line.startswith("MemTotal:"))
+            limit = int(total_kib * 1024 * MEMORY_SHARE)
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        if soft == resource.RLIM_INFINITY or soft > limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+        return limit
+    except (OSError, ValueError, StopIteration, ImportError):
+        return None
+
+
 def confine(workdir: str) -> str:
     """Confine this process (and its future children) as the module says; returns what was done
     ("landlock ABI n" / why not), for the worker's description. Never raises."""
@@ -128,6 +156,7 @@ def confine(workdir: str) -> str:
             os.close(ruleset)
     except Exception as exc:  # noqa: BLE001 - a sandbox that cannot be set up leaves the worker as it was
         return f"unavailable ({type(exc).__name__}: {exc})"
+    limit_memory()
     # Temporary files go to the private working directory (the only place writable now).
     os.environ["TMPDIR"] = workdir
     tempfile.tempdir = None

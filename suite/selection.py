@@ -58,11 +58,24 @@ def _label(info: BackendInfo) -> str:
 def select_backends(names: Sequence[str] | None, plugins: Sequence[str] = (), *,
                     honour_default_skip: bool = True, infos: Sequence[BackendInfo] | None = None
                     ) -> tuple[list[BackendInfo], dict[str, str]]:
-    """The backends to run and ``{label: why}`` of those left out (see the module's rules)."""
+    """The backends to run and ``{label: why}`` of those left out (see the module's rules).
+
+    A named backend that the (cached) discovery calls unknown or unavailable is asked about once
+    more without the cache before that is an error: the cache is a file anything running as the
+    user could have written, so it may speed a run up but never refuse one."""
     if infos is None:
         from softmaxbench.suite.isolation.discovery import discover
 
-        infos = discover(tuple(plugins))
+        try:
+            return _select(names, discover(tuple(plugins)), honour_default_skip)
+        except InputError:
+            if not names:
+                raise
+            return _select(names, discover(tuple(plugins), refresh=True), honour_default_skip)
+    return _select(names, infos, honour_default_skip)
+
+
+def _select(names, infos, honour_default_skip):
     usable = {}
     for i in infos:
         if i.loaded and i.name not in usable:

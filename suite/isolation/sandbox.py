@@ -7,8 +7,9 @@ later, or signal the trusted process (SIGSTOP hangs the run, SIGKILL ends it). O
 :func:`confine` closes these with Landlock before the plugin is imported:
 
 - **files**: nothing may be created, written, truncated, renamed or removed outside the worker's
-  private working directory (also its TMPDIR), ``/dev/shm`` and the character devices a
-  framework opens for writing (``/dev/null``, ``/dev/nvidia*``, ...); reading stays allowed;
+  private working directory (also its TMPDIR), the plugins' own cache folder (its
+  XDG_CACHE_HOME: :func:`plugin_cache_dir`), ``/dev/shm`` and the character devices a framework
+  opens for writing (``/dev/null``, ``/dev/nvidia*``, ...); reading stays allowed;
 - **processes** (Landlock ABI >= 6): no signal to a process outside the sandbox (the trusted
   process, other workers), no connection to an abstract Unix socket outside it;
 - **/proc of the parent**: a Landlocked process cannot ptrace-access one outside its domain, so
@@ -110,11 +111,30 @@ def limit_memory() -> int | None:
         return None
 
 
-def confine(workdir: str) -> str:
+def plugin_cache_dir(plugins) -> str | None:
+    """A cache folder of the plugins' own (made now), under the user's cache but apart from the
+    suite's (``softmaxbench-plugins/<key>/``, a key per set of plugins): the worker's
+    XDG_CACHE_HOME, so a plugin can keep compiled kernels between runs. The trusted process never
+    reads it."""
+    import hashlib
+    from pathlib import Path
+
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    key = hashlib.sha256("\0".join(sorted(str(p) for p in plugins)).encode()).hexdigest()[:16]
+    d = base / "softmaxbench-plugins" / key
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return str(d)
+
+
+def confine(workdir: str, plugins=()) -> str:
     """Confine this process (and its future children) as the module says; returns what was done
     ("landlock ABI n" / why not), for the worker's description. Never raises."""
     if os.environ.get("SOFTMAXBENCH_NO_SANDBOX"):
         return "off (SOFTMAXBENCH_NO_SANDBOX)"
+    cache = plugin_cache_dir(plugins)
     try:
         abi = abi_version()
         if abi < 1:
@@ -135,6 +155,8 @@ def confine(workdir: str) -> str:
         try:
             file_rights = _WRITE_FILE | (_TRUNCATE if abi >= 3 else 0)
             rules = [(workdir, write), ("/dev/shm", write)] + [(p, file_rights) for p in _device_files()]
+            if cache:
+                rules.append((cache, write))
             for path, rights in rules:
                 try:
                     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -157,7 +179,12 @@ def confine(workdir: str) -> str:
     except Exception as exc:  # noqa: BLE001 - a sandbox that cannot be set up leaves the worker as it was
         return f"unavailable ({type(exc).__name__}: {exc})"
     limit_memory()
-    # Temporary files go to the private working directory (the only place writable now).
+    # Temporary files go to the private working directory, caches to the plugins' own folder
+    # (the only places writable now).
     os.environ["TMPDIR"] = workdir
     tempfile.tempdir = None
+    if cache:
+        os.environ["XDG_CACHE_HOME"] = cache
+        if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+            os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(cache, "jax")
     return f"landlock ABI {abi}"

@@ -323,7 +323,7 @@ def main(argv: list[str]) -> None:
     if name is None or name not in BUILTINS:  # third-party code runs next: confine it first
         from softmaxbench.suite.isolation.sandbox import confine
 
-        confine(os.getcwd())
+        confine(os.getcwd(), _PLUGINS)
     backend = None
     if name is not None:
         try:

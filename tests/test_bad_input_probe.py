@@ -323,6 +323,7 @@ ENV_PROBES = [
     ("nproc-text", {"NPROC": "abc"}, ["check", "--backends", "numpy", *SMALL, *OUT]),
     ("omp-threads-zero", {"OMP_NUM_THREADS": "0"}, ["bench", "--backends", "numpy", *OUT]),
     ("cache-bytes-text", {"SOFTMAXBENCH_CACHE_BYTES": "lots"}, ["bench", "--backends", "numpy", *OUT]),
+    ("worker-memory-negative", {"SOFTMAXBENCH_WORKER_MEMORY": "-1"}, ["hunt", "--backends", "numpy", *OUT]),
 ]
 
 

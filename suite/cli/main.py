@@ -53,6 +53,7 @@ def _size(v: str) -> bool:
 ENV_RULES = {
     "SOFTMAXBENCH_DISCOVERY_TIMEOUT": ("a positive number of seconds", _positive_number),
     "SOFTMAXBENCH_CACHE_BYTES": ("a size such as 32M or 33554432", _size),
+    "SOFTMAXBENCH_WORKER_MEMORY": ("a positive number of bytes", _positive_number),
     "OMP_NUM_THREADS": ("a positive integer (or a comma-separated list of them)", _thread_counts),
     "MKL_NUM_THREADS": ("a positive integer", _thread_counts),
     "OPENBLAS_NUM_THREADS": ("a positive integer", _thread_counts),

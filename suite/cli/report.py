@@ -50,7 +50,10 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
     def warn(msg: str) -> None:
         warnings.append(msg)
 
-    usable_out_dir(out)
+    try:
+        usable_out_dir(out)
+    except InputError as exc:
+        raise InputError(f"cannot write the report to {out}: {exc.format_message()}") from None
     paths = [compare_json] if isinstance(compare_json, str) else list(compare_json or ())
     try:
         compare = merge_compares([load_compare(p) for p in paths]) if paths else None

@@ -38,6 +38,7 @@ import gc
 import math
 import os
 import queue
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ from softmaxbench.suite.bench.workloads import COPY_OP, InputPool, Workload, cac
 
 #: The clock pytest-benchmark reads (bench_suite's marker names it): advanced by our timers.
 CLOCK = HarnessClock()
+#: Minor page faults a warm-up call may take and count as steady (its memory reused).
+STEADY_FAULTS = 64
 _perf = time.perf_counter
+_cpu = time.process_time
+
+
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _one_line(exc: BaseException) -> str:
@@ -100,6 +108,30 @@ def handle_bench(backend, header: dict, arrays: list) -> tuple[dict, list]:
 def _release() -> None:
     _STATE.clear()
     gc.collect()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    """Give the freed heap back to the system (the bench workers' glibc never trims on its own:
+    ``measure.ALLOCATOR_ENV``), between workloads, outside every timed request."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
+        pass
+
+
+def _huge_pages_mib() -> float | None:
+    """Transparent huge pages the worker holds (MiB), read from /proc (Linux), else None."""
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _workload(h: dict) -> Workload:
@@ -169,8 +201,14 @@ def _prepare(backend, h: dict) -> dict:
         warm: list[float] = []
         min_warm, max_warm = int(s.get("min_warmup", 3)), int(s.get("max_warmup", 200))
         warm_time = float(s.get("warmup_time", 0.1))
-        while len(warm) < min_warm or (sum(warm) < warm_time and len(warm) < max_warm):
+        faults = 1 << 30
+        # Steady state: at least warmup_time, and on until a call that page-faulted no more than
+        # STEADY_FAULTS times (its memory was reused, not freshly mapped), within 4x warmup_time.
+        while len(warm) < max_warm and (len(warm) < min_warm or sum(warm) < warm_time
+                                        or (faults > STEADY_FAULTS and sum(warm) < 4 * warm_time)):
+            f0 = _minflt()
             warm.append(timer.call(fn, pool.next(), kwargs)[0])
+            faults = _minflt() - f0
     except NotImplementedError as exc:
         return {"status": "unsupported", "message": f"{backend.name} does not provide {w.op}"
                                                     + (f" ({_one_line(exc)})" if str(exc) else "")}
@@ -188,7 +226,8 @@ def _prepare(backend, h: dict) -> dict:
     return {"status": "ready", "first_call_s": first, "compile_s": _compile_seconds(backend, w),
             "warmup_s": warm, "estimate_s": float(np.median(warm)), "pool_sets": len(pool),
             "timer": timer.name, "threads": threads_now, "copy_kernel": copy_kernel,
-            "pid": os.getpid()}
+            "pid": os.getpid(), "warmup_faults": faults if faults < 1 << 30 else None,
+            "huge_pages_mib": _huge_pages_mib()}
 
 
 def _compile_seconds(backend, w: Workload) -> float | None:
@@ -215,6 +254,8 @@ class Job:
     rounds: int
     sample_rounds: dict[int, int]            # round -> input set to refresh it with
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)      # process CPU seconds per round (every thread)
+    faults: list[int] = field(default_factory=list)     # minor page faults per round
     sampled: list[dict] = field(default_factory=list)
     error: str | None = None
     stats: dict | None = None
@@ -338,7 +379,10 @@ def run_job(benchmark, job: Job) -> None:
     def step(*args, **kw):
         r = counter["round"]
         counter["round"] = r + 1
+        f0, c0 = _minflt(), _cpu()
         dt, out = timer.call(fn, args, kw)
+        job.cpu.append(_cpu() - c0)
+        job.faults.append(_minflt() - f0)
         job.samples.append(dt)
         CLOCK.advance(dt)
         if r in job.sample_rounds:
@@ -406,7 +450,7 @@ def _time(backend, h: dict) -> dict:
         status = "unsupported" if "does not provide" in job.error else "raised"
         return {"status": status, "message": job.error, "samples": job.samples}
     return {"status": "timed", "samples": job.samples, "sampled": job.sampled,
-            "pytest_benchmark": job.stats}
+            "pytest_benchmark": job.stats, "cpu_s": job.cpu, "minor_faults": job.faults}
 
 
 def _rows(h: dict) -> tuple[dict, list]:

@@ -269,17 +269,30 @@ def reproducibility(
             ]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            from softmaxbench.suite.records import read_results
+
+            recs = read_results(out) if (out / "results.jsonl").is_file() else []
+            shares = [r["cpu_share"] for r in recs if r.get("cpu_share") is not None]
+            info = _run_info(out)
             if echo:
                 echo(
                     f"  run {k + 1}: {' '.join(cmd[1:])}: exit {proc.returncode} after "
-                    f"{time.perf_counter() - t0:.0f} s"
+                    f"{time.perf_counter() - t0:.0f} s; load {info.get('load_average_at_start')} -> "
+                    f"{info.get('load_average_at_end')}; {info.get('passes')} passes; the workers had a core "
+                    f"for {min(shares, default=0):.0%}-{max(shares, default=0):.0%} of their timed calls"
                 )
-            from softmaxbench.suite.records import read_results
-
-            runs.append(_gbps(read_results(out)) if (out / "results.jsonl").is_file() else {})
+            runs.append(_gbps(recs))
     return _paired_rows(runs[0], runs[1], ("gbps_a", "gbps_b"), REPRO_LIMIT, echo,
                         lambda key, a, b, d: f"  {key[0]:<20} {key[1]:<16} {key[2]:<19} run 1 {a:.3g} GB/s, "
                                              f"run 2 {b:.3g} GB/s: difference {d:.1%}")
+
+
+def _run_info(out: Path) -> dict:
+    """run.json's ``bench`` section of a results directory ({} when there is none)."""
+    try:
+        return json.loads((out / "run.json").read_text(encoding="utf-8")).get("bench") or {}
+    except (OSError, ValueError):
+        return {}
 
 
 def _load() -> float | None:

@@ -86,8 +86,18 @@ class Jittery(TinyNumpy):
         return super().softmax(x, axis)
 
 
+class Allocating(TinyNumpy):
+    # A fresh 48 MiB temporary per call (above glibc's largest dynamic mmap threshold, 32 MiB).
+    name = "tiny-allocating"
+
+    def softmax(self, x, axis=-1):
+        tmp = bytearray(48 << 20)  # zero-filled: every page touched
+        del tmp
+        return super().softmax(x, axis)
+
+
 def backends():
-    return [TinyNumpy(), Compiling(), Raising(), Jittery()]
+    return [TinyNumpy(), Compiling(), Raising(), Jittery(), Allocating()]
 """
 
 
@@ -348,6 +358,64 @@ def test_wide_spread_is_flagged(tiny):
     _, (rec,) = _run(None, ["tiny-jittery"], tiny, [Workload("t", "softmax", "float32", (2, 8))],
                      settings=s, copies=False)
     assert rec["cv"] > 0.05 and "coefficient of variation" in rec["warning"]
+
+
+def test_the_workers_allocator_reuses_freed_memory(tiny, monkeypatch):
+    """A call's fresh 48 MiB temporary: glibc's default maps (and the kernel page-faults) it anew
+    every call; the bench workers' allocator (ALLOCATOR_ENV) reuses it, so the figure is the op's."""
+    for k in bench.ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    w = [Workload("t", "softmax", "float32", (4, 64))]
+    _, (rec,) = _run(None, ["tiny-allocating"], tiny, w, copies=False)
+    assert rec["verdict"] is None and rec["minor_faults_per_call"] < 100, rec
+    monkeypatch.setattr(bench, "ALLOCATOR_ENV", {})
+    _, (plain,) = _run(None, ["tiny-allocating"], tiny, w, copies=False)
+    assert plain["minor_faults_per_call"] > 5000, plain  # 12288 pages of 4 KiB, faulted every call
+    assert 0 < rec["cpu_share"] < 4 and rec["median_s"] < plain["median_s"]
+
+
+def test_passes_rotate_the_backends_and_each_record_holds_every_pass(tiny):
+    s = bench.Settings(min_rounds=9, max_rounds=9, max_time=0.9, warmup_time=0.001, min_warmup=1, cache=1024,
+                       passes=3)
+    assert s.effective_passes == 3 and bench.Settings(max_time=0.4).effective_passes == 1
+    w = [Workload("t", "softmax", "float32", (2, 8))]
+    _, recs = _run(None, ["tiny-numpy", "tiny-compiling"], tiny, w, settings=s)
+    assert len(recs) == 4
+    for r in recs:
+        assert r["verdict"] is None and r["passes"] == 3 and len(r["pass_median_s"]) == 3, r
+        assert len(r["samples_s"]) == r["rounds"] == 9
+        assert r["median_s"] == pytest.approx(float(np.median(r["samples_s"])))
+    assert all(r["fraction_of_copy"] for r in recs if r["op"] != "copy")
+
+
+def test_run_group_interleaves_the_passes_and_writes_each_record_after_its_last():
+    calls = []
+
+    class Fake:
+        def start_item(self, item):
+            return bench._Pending(item, {"backend": item.backend.name, "op": item.workload.op})
+
+        def run_pass(self, p, k):
+            calls.append((k, p.rec["backend"], p.rec["op"]))
+
+        def release(self, name):
+            calls.append(("release", name))
+
+        def finish_item(self, p):
+            calls.append(("finish", p.rec["backend"], p.rec["op"]))
+            return p.rec
+
+    targets = [bench.Target(n, "cpu", ("float32",), ("softmax",)) for n in ("a", "b")]
+    (group,) = bench.plan(targets, workloads=[Workload("t", "softmax", "float32", (2, 8))])
+    recs = bench.run_group(Fake(), group, 2)
+    assert calls == [(0, "a", "copy"), (0, "a", "softmax"), ("release", "a"),
+                     (0, "b", "copy"), (0, "b", "softmax"), ("release", "b"),
+                     (1, "b", "copy"), ("finish", "b", "copy"), (1, "b", "softmax"),
+                     ("finish", "b", "softmax"), ("release", "b"),
+                     (1, "a", "copy"), ("finish", "a", "copy"), (1, "a", "softmax"),
+                     ("finish", "a", "softmax"), ("release", "a")]
+    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("b", "softmax"), ("a", "copy"),
+                                                       ("a", "softmax")]
 
 
 def test_threads_reach_the_worker():

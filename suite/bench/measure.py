@@ -80,6 +80,14 @@ ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62),
                  "MALLOC_TOP_PAD_": str(64 * 2**20)}
 
 
+#: How a figure is taken, as run.json states it.
+METHOD = ("each backend in its own worker process; per shape group, passes in which every backend "
+          "takes its turn (order rotating), each pass: fresh rotating inputs, warm-up to a steady state "
+          "(a call without page faults), timed rounds through pytest-benchmark; the figure is the "
+          "median of every pass's rounds; the device's copy is timed the same way in the same worker "
+          "just before the ops; glibc malloc in the workers reuses freed memory (allocator)")
+
+
 @dataclass(frozen=True)
 class Settings:
     """How long and how often to time each workload."""
@@ -652,7 +660,9 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
             run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
                                   threads=threads)
             run["bench"] = {"settings": asdict(settings), "load_average_at_start": _load_average(),
-                            "isolation": "one worker process per backend"}
+                            "isolation": "one worker process per backend",
+                            "passes": settings.effective_passes, "allocator": dict(ALLOCATOR_ENV),
+                            "method": METHOD}
             rec_mod.write_run(out, run)
         for line in left_out:
             if echo:

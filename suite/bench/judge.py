@@ -48,10 +48,30 @@ MAX_TOLERANCE = 0.05
 JUDGED_ROWS = 16
 
 
+#: Bytes per second the judged rounds' untimed work is allowed at, at the slowest: making an input
+#: set from the seeded base (rolling it, on the host) and moving bytes (an input set to the device,
+#: an output and a ready array of its size back).
+BUILD_RATE, MOVE_RATE = 0.2e9, 1e9
+#: Judged input sets up to this many bytes in all are built by the worker in ``prepare`` (staged),
+#: so the timed request only moves them (``workloads.InputPool.stage``).
+STAGE_LIMIT = 2**30
+
+
+def staged(refresh_bytes: int) -> bool:
+    """Whether the judged rounds' input sets are built in ``prepare`` (the rule both sides follow)."""
+    return refresh_bytes <= STAGE_LIMIT
+
+
 def harness_allowance(rounds: int, kept_bytes: int = 0, refresh_bytes: int = 0, gpu: bool = False) -> float:
-    """Seconds of a ``time`` request that are not timed calls, at most (a generous bound)."""
-    # Judged rounds make a fresh input set, poison free device memory and convert their outputs.
-    judged = (kept_bytes + refresh_bytes) / 0.2e9 + (0.05 if gpu else 0.0)
+    """Seconds of a ``time`` request that are not timed calls, at most (a generous bound).
+
+    >>> round(harness_allowance(17, 2 * 2**25, 2 * 2**24), 3)  # two judged rounds at 16 MiB float32
+    0.202
+    """
+    # Judged rounds put a fresh input set in place (built beforehand when staged), poison free
+    # device memory and convert their outputs.
+    build = 0.0 if staged(refresh_bytes) else refresh_bytes / BUILD_RATE
+    judged = (kept_bytes + refresh_bytes) / MOVE_RATE + build + (0.05 if gpu else 0.0)
     return REQUEST_ALLOWANCE_S + rounds * ROUND_ALLOWANCE_S + judged
 
 

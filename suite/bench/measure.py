@@ -76,7 +76,7 @@ PASS_SPREAD_WARNING = 0.05
 #: glibc malloc in every bench worker: chunks never mmapped, the heap never trimmed (see measure's
 #: docstring, "Allocator"). Memory a call frees is reused by the next call without page faults,
 #: whatever the process allocated before.
-ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62),
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62), "MALLOC_ARENA_MAX": "1",
                  "MALLOC_TOP_PAD_": str(64 * 2**20)}
 
 
@@ -389,9 +389,11 @@ class Runner:
         """One pass: prepare, time, check the clock and the outputs. Returns the pass's figures, or
         None with ``rec``'s verdict set (a failed check, an error, unsupported)."""
         b, w, s = item.backend, item.workload, self.settings
+        # The judged rounds' input sets (numbers the pool never holds), built in prepare.
+        variants = [s.max_sets + 1000 + int(self.rng.integers(0, 10**6)) for _ in range(SAMPLED_ROUNDS)]
         header = {"phase": "prepare", "workload": {"label": w.label, "op": w.op, "dtype": w.dtype,
                                                     "shape": list(w.shape), "seed": w.seed},
-                  "settings": asdict(s), "threads": self.threads}
+                  "settings": asdict(s), "threads": self.threads, "variants": variants}
         prep = bw.request(header, timeout_s=s.prepare_timeout).header
         status = prep.get("status")
         if status == "skip":
@@ -409,7 +411,7 @@ class Runner:
         k = min(SAMPLED_ROUNDS, rounds)
         sample_rounds = sorted(int(r) for r in self.rng.choice(rounds, size=k, replace=False))
         pool_sets = int(_number(prep.get("pool_sets"), 2))
-        variants = [pool_sets + 1000 + int(self.rng.integers(0, 10**6)) for _ in sample_rounds]
+        variants = variants[:k]
         timeout = 120 + 10 * rounds * max(estimate, 1e-4) + 3 * s.max_time
         reply = bw.request({"phase": "time", "rounds": rounds, "sample_rounds": sample_rounds,
                             "variants": variants}, timeout_s=timeout)

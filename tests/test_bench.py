@@ -171,6 +171,18 @@ def test_pool_rotates_over_more_than_the_cache_with_distinct_values():
     assert np.array_equal(xs[3], w.input_set(3)[0])  # the trusted side rebuilds any set
     pool.refresh(999)
     assert pool.next()[0] is not seen[1][0] and pool.last_index == 999
+    pool.stage([5000, 5001])  # judged sets built beforehand: refresh only moves them
+    pool.refresh(5001)
+    got = pool.next()
+    assert pool.last_index == 5001 and np.array_equal(got[0], w.input_set(5001)[0])
+
+
+def test_staged_input_sets_tighten_the_clock_allowance():
+    kept, sets = 2 * 4096 * 1024 * 8, 2 * 16 * MiB  # two judged rounds at 16 MiB float32
+    assert judge.staged(sets) and not judge.staged(judge.STAGE_LIMIT + 1)
+    assert judge.harness_allowance(20, kept, sets) < 0.25  # was 0.1 + 0.002 + 0.5 s before staging
+    big = judge.STAGE_LIMIT + 1
+    assert judge.harness_allowance(20, 0, big) > big / judge.BUILD_RATE  # built in the request: allowed
 
 
 def test_cache_size_from_sysfs_or_env(monkeypatch):

@@ -442,8 +442,9 @@ class Runner:
         # The work: the kept outputs, judged on rows picked now.
         problem = self._judge_outputs(bw, w, sampled, sample_rounds, variants)
         problem = problem or judge.lazy_problem(sampled, median)
-        if problem:
-            rec.update(verdict="fail", message=problem)
+        if problem:  # the timing itself held: it stays in the record, without a figure
+            rec.update(verdict="fail", message=problem, samples_s=[float(x) for x in samples],
+                       rounds=len(samples), median_s=median, request_wall_s=reply.wall_s)
             return None
         return {"samples": [float(x) for x in samples], "median_s": median, "wall_s": reply.wall_s,
                 "pid": _int(prep.get("pid")), "huge_pages_mib": _number(prep.get("huge_pages_mib")),

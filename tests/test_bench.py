@@ -177,6 +177,16 @@ def test_pool_rotates_over_more_than_the_cache_with_distinct_values():
     assert pool.last_index == 5001 and np.array_equal(got[0], w.input_set(5001)[0])
 
 
+@pytest.mark.parametrize("op", ["softmax", "log_softmax_vjp", "cross_entropy_grad", "copy", "logsumexp"])
+def test_the_judged_rows_are_built_alone_and_agree_with_the_whole_set(op):
+    w = Workload("t", op, "float32", (7, 13))
+    cache, rows = judge.InputCache(), [0, 3, 6]
+    for i in (0, 1, 5, 4099):
+        whole, part = w.input_set(i), cache.rows(w, i, rows)
+        assert np.array_equal(whole[0].reshape(-1, 13)[rows], part[0])
+        np.testing.assert_allclose(judge.expected(w, part, [0, 1, 2]), judge.expected(w, whole, rows))
+
+
 def test_staged_input_sets_tighten_the_clock_allowance():
     kept, sets = 2 * 4096 * 1024 * 8, 2 * 16 * MiB  # two judged rounds at 16 MiB float32
     assert judge.staged(sets) and not judge.staged(judge.STAGE_LIMIT + 1)
@@ -606,8 +616,9 @@ def test_sigterm_is_like_ctrl_c_and_a_second_run_on_the_same_out_is_refused(tmp_
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not (out / RESULTS_FILE).is_file():
-            time.sleep(0.2)
+        results = out / RESULTS_FILE
+        while time.monotonic() < deadline and not (results.is_file() and results.stat().st_size > 0):
+            time.sleep(0.2)  # the copy's record is written: the hanging op is next
         time.sleep(1.0)  # the hanging op is now in its worker
         second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
         assert second.returncode == 2 and "another softmaxbench run" in second.stderr, second.stderr

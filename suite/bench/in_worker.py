@@ -59,7 +59,9 @@ STEADY_FAULTS = 64
 STEADY_CAP_S = 0.5
 #: Heap touched before the first call of a CPU workload: this many input sets' bytes (at most
 #: PREFAULT_MAX), room for the op's temporaries and output.
-PREFAULT_SETS, PREFAULT_MAX = 10, 2**30
+PREFAULT_SETS, PREFAULT_MAX = 10, 256 * 2**20
+#: A released worker holding more resident memory than this gives its free heap back.
+TRIM_ABOVE = 2**30
 _perf = time.perf_counter
 _cpu = time.process_time
 
@@ -114,12 +116,24 @@ def handle_bench(backend, header: dict, arrays: list) -> tuple[dict, list]:
 def _release() -> None:
     _STATE.clear()
     gc.collect()
-    _malloc_trim()
+    if _resident_bytes() > TRIM_ABOVE:
+        _malloc_trim()
+
+
+def _resident_bytes() -> int:
+    """The worker's resident memory (Linux /proc), 0 when it cannot be read."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def _malloc_trim() -> None:
     """Give the freed heap back to the system (the bench workers' glibc never trims on its own:
-    ``measure.ALLOCATOR_ENV``), between workloads, outside every timed request."""
+    ``measure.ALLOCATOR_ENV``), between workloads when the worker holds more than TRIM_ABOVE,
+    outside every timed request. Below that the mapped heap is kept: the next pass or workload
+    reuses it without faulting it in again."""
     try:
         import ctypes
 

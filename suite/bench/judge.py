@@ -143,10 +143,30 @@ class InputCache:
         self._base = None
 
     def set(self, w: Workload, i: int) -> tuple[np.ndarray, ...]:
+        self.set_base(w)
+        return w.input_set(i, self._base)
+
+    def rows(self, w: Workload, i: int, rows: list[int]) -> tuple[np.ndarray, ...]:
+        """Rows ``rows`` of input set ``i`` (each array: len(rows) x row length), built from the
+        base without rolling it whole (what :meth:`Workload.input_set` gives, at those rows)."""
+        self.set_base(w)
+        n, cols = max(math.prod(w.shape), 1), w.row_length
+        shift = 0 if i == 0 else (i * (cols + 1)) % n
+        idx = (np.asarray(rows, np.int64)[:, None] * cols + np.arange(cols, dtype=np.int64) - shift) % n
+        out = []
+        for k, a in enumerate(self._base):
+            if k == 1 and w.op in ("cross_entropy", "cross_entropy_grad"):
+                out.append(a.reshape(-1)[np.asarray(rows, np.int64) % max(a.size, 1)])
+            elif k == 1 and w.op == COPY_OP:
+                continue  # the destination's values are not judged
+            else:
+                out.append(a.reshape(-1)[idx])
+        return tuple(out)
+
+    def set_base(self, w: Workload) -> None:
         key = (w.op if w.op == COPY_OP else _kind(w.op), w.dtype, w.shape, w.seed)
         if key != self._key:
             self._key, self._base = key, w.host_inputs()
-        return w.input_set(i, self._base)
 
 
 def _kind(op: str) -> str:
@@ -200,7 +220,7 @@ def expected(w: Workload, inputs: tuple[np.ndarray, ...], rows: list[int] | None
         t = inputs[1].reshape(-1)[sel]
         g = _softmax(xs)
         g[np.arange(g.shape[0]), t] -= 1.0
-        return g / x.shape[0]
+        return g / w.rows  # the mean's divisor: every row of the workload, judged or not
     raise ValueError(f"no expected result for op {w.op!r}")
 
 

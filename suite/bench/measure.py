@@ -12,15 +12,32 @@ in that process), then each op. A backend's figure therefore does not depend on 
 backends in the run (separate processes: no shared allocator, caches or threads), and drift of
 the machine spreads over every backend evenly. Workers free their pools between workloads.
 
-For each (backend, workload), three requests, each timed by the parent's clock:
+Passes. Each group is timed in ``Settings.passes`` passes (3; fewer when a pass would time less
+than ``MIN_PASS_TIME``: ``--quick`` makes one); in each pass every backend takes its turn, the
+order rotating by one backend per pass, and each item gets its share of the rounds. A record
+holds every pass's samples (its figure is their median) and each pass's median
+(``pass_median_s``): one pass spoiled by a burst of load moves the figure less, and drift reaches
+every backend alike.
+
+Allocator. The workers run glibc malloc with ``ALLOCATOR_ENV`` (no mmap'd chunks, one arena,
+never trimmed by itself): memory a call frees is reused by the next without page faults, in
+every worker whatever it allocated before. With glibc's defaults the same numpy softmax on
+16 MiB was bimodal per process (0.83 or 1.6 GB/s): whether its temporaries were mapped and
+page-faulted anew each call depended on the process's allocation history (the dynamic mmap
+threshold, heap trimming, thread arenas' heaps). Figures therefore leave out the kernel's cost
+of mapping fresh pages; run.json says so (``bench.allocator``, ``bench.method``).
+
+For each (backend, workload) and pass, three requests, each timed by the parent's clock:
 
 1. ``prepare``: rotating input sets covering twice the last-level cache, with distinct values
-   (``workloads.InputPool``); the first call timed apart (compile time apart when the backend's
-   ``compile_times`` hook has it); warm-up calls, whose median sizes the timed rounds;
-2. ``time``: the rounds through pytest-benchmark, one input set each; two rounds picked here get
-   fresh input sets and their outputs are kept;
+   (``workloads.InputPool``), and the judged rounds' input sets (staged); the heap pre-faulted;
+   the first call timed apart (compile time apart when the backend's ``compile_times`` hook has
+   it); warm-up calls until ``warmup_time`` and a steady state (two calls in a row without page
+   faults), whose median sizes the timed rounds;
+2. ``time``: the rounds through pytest-benchmark, one input set each; rounds picked here (two
+   per workload, one per pass with three) get the staged input sets and their outputs are kept;
 3. ``rows``: rows picked here (after the timing) of the kept outputs, judged against results
-   computed here from the seeded inputs.
+   computed here from the seeded inputs (those rows only).
 
 A record then carries raw samples, median, IQR, coefficient of variation (a warning over 5%),
 GB/s over the fewest bytes the op must move, and the fraction of the copy bandwidth; or verdict
@@ -63,7 +80,7 @@ CV_WARNING = 0.05
 EXIT_OK, EXIT_ERROR = 0, 1
 #: Verdicts of a bench record that make the run fail.
 FAILING = ("fail", "error", "crash", "timeout")
-#: Timed rounds whose outputs are kept and judged, per workload and pass.
+#: Timed rounds whose outputs are kept and judged, per workload (at least one per pass).
 SAMPLED_ROUNDS = 2
 #: Seconds of timed calls a pass's request needs at least (``Settings.effective_passes``).
 MIN_PASS_TIME = 0.3
@@ -390,7 +407,8 @@ class Runner:
         None with ``rec``'s verdict set (a failed check, an error, unsupported)."""
         b, w, s = item.backend, item.workload, self.settings
         # The judged rounds' input sets (numbers the pool never holds), built in prepare.
-        variants = [s.max_sets + 1000 + int(self.rng.integers(0, 10**6)) for _ in range(SAMPLED_ROUNDS)]
+        variants = [s.max_sets + 1000 + int(self.rng.integers(0, 10**6))
+                    for _ in range(math.ceil(SAMPLED_ROUNDS / passes))]
         header = {"phase": "prepare", "workload": {"label": w.label, "op": w.op, "dtype": w.dtype,
                                                     "shape": list(w.shape), "seed": w.seed},
                   "settings": asdict(s), "threads": self.threads, "variants": variants}
@@ -408,7 +426,7 @@ class Runner:
             return None
         estimate = _number(prep.get("estimate_s"), 1e-3)
         rounds = pass_rounds(estimate, s, passes)
-        k = min(SAMPLED_ROUNDS, rounds)
+        k = min(math.ceil(SAMPLED_ROUNDS / passes), rounds)  # SAMPLED_ROUNDS judged over the passes, or more
         sample_rounds = sorted(int(r) for r in self.rng.choice(rounds, size=k, replace=False))
         pool_sets = int(_number(prep.get("pool_sets"), 2))
         variants = variants[:k]
@@ -517,9 +535,12 @@ class Runner:
         if len(arrays) != len(sampled):
             return f"the worker returned {len(arrays)} of the {len(sampled)} sampled outputs"
         for m, rows, actual in zip(sampled, row_req, arrays, strict=True):
-            inputs = self.inputs.set(w, int(m["set"]))
             where = f"timed round {m['round']} (input set {m['set']})"
-            problem = judge.output_problem(w, inputs, actual, rows, where)
+            if rows is None:
+                problem = judge.output_problem(w, self.inputs.set(w, int(m["set"])), actual, None, where)
+            else:  # only the judged rows of the input set are built
+                problem = judge.output_problem(w, self.inputs.rows(w, int(m["set"]), rows), actual,
+                                               list(range(len(rows))), where)
             if problem:
                 return problem
         return None

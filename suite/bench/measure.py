@@ -105,6 +105,12 @@ METHOD = ("each backend in its own worker process; per shape group, passes in wh
           "just before the ops; glibc malloc in the workers reuses freed memory (allocator)")
 
 
+def allocator_env() -> dict[str, str]:
+    """ALLOCATOR_ENV, or nothing with ``SOFTMAXBENCH_ALLOCATOR=default`` (glibc's own dynamic
+    behaviour: figures then include mapping fresh pages, and depend on each worker's history)."""
+    return {} if os.environ.get("SOFTMAXBENCH_ALLOCATOR") == "default" else dict(ALLOCATOR_ENV)
+
+
 @dataclass(frozen=True)
 class Settings:
     """How long and how often to time each workload."""
@@ -201,7 +207,7 @@ def plan(targets: Sequence[Target], *, quick: bool = False, ops=None, dtypes=Non
 
 def worker_env(threads: int | None) -> dict[str, str]:
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # JAX takes 75% of a GPU at start otherwise
-    env.update(ALLOCATOR_ENV)
+    env.update(allocator_env())
     if threads is not None:
         env.update(thread_env(threads))
     return env
@@ -477,7 +483,7 @@ class Runner:
         rec.update(samples_s=samples, rounds=len(samples), median_s=stats.median, iqr_s=stats.iqr,
                    cv=stats.cv, request_wall_s=sum(p["wall_s"] for p in passes),
                    passes=len(passes), pass_median_s=[p["median_s"] for p in passes])
-        for key in ("minor_faults_per_call", "cpu_share"):
+        for key in ("minor_faults_per_call", "cpu_share", "cpu_median_s"):
             vals = [p[key] for p in passes if p.get(key) is not None]
             if vals:
                 rec[key] = float(np.median(vals))
@@ -556,6 +562,7 @@ def _diagnostics(t: dict, samples: list) -> dict:
         out["minor_faults_per_call"] = float(np.median(faults))
     cpu = [_number(c) for c in (t.get("cpu_s") or [])]
     if len(cpu) == len(samples) and all(c is not None for c in cpu):
+        out["cpu_median_s"] = float(np.median(cpu))
         shares = [c / s for c, s in zip(cpu, samples, strict=True) if isinstance(s, int | float) and s > 0]
         if shares:
             out["cpu_share"] = float(np.median(shares))
@@ -685,7 +692,8 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
                                   threads=threads)
             run["bench"] = {"settings": asdict(settings), "load_average_at_start": _load_average(),
                             "isolation": "one worker process per backend",
-                            "passes": settings.effective_passes, "allocator": dict(ALLOCATOR_ENV),
+                            "passes": settings.effective_passes,
+                            "allocator": allocator_env() or "glibc defaults (SOFTMAXBENCH_ALLOCATOR=default)",
                             "method": METHOD}
             rec_mod.write_run(out, run)
         for line in left_out:
@@ -735,6 +743,7 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
     if run is not None:
         run["finished"] = rec_mod.now_iso()
         run["bench"]["not_run"] = lost_backends
+        run["bench"]["load_average_at_end"] = _load_average()
         rec_mod.write_run(out, run)
     failed = bool(lost_backends) or any(r.get("verdict") in FAILING or r.get("implausible") for r in recs)
     return (EXIT_ERROR if failed else EXIT_OK), recs

@@ -62,6 +62,7 @@ STEADY_CAP_S = 0.5
 PREFAULT_SETS, PREFAULT_MAX = 10, 256 * 2**20
 #: A released worker holding more resident memory than this gives its free heap back.
 TRIM_ABOVE = 2**30
+_PREFAULTED = [0]  # heap bytes pre-faulted since the last trim
 _perf = time.perf_counter
 _cpu = time.process_time
 
@@ -134,6 +135,7 @@ def _malloc_trim() -> None:
     ``measure.ALLOCATOR_ENV``), between workloads when the worker holds more than TRIM_ABOVE,
     outside every timed request. Below that the mapped heap is kept: the next pass or workload
     reuses it without faulting it in again."""
+    _PREFAULTED[0] = 0
     try:
         import ctypes
 
@@ -146,9 +148,10 @@ def _prefault(nbytes: int) -> None:
     """Touch ``nbytes`` of heap and free them: with the bench workers' allocator (never trimmed)
     the op's temporaries and outputs then come from pages already mapped, from the first call."""
     n = min(int(nbytes), PREFAULT_MAX)
-    if n > 0:
+    if n > _PREFAULTED[0]:  # once per size until the heap is given back
         block = bytearray(n)  # zero-filled: every page written
         del block
+        _PREFAULTED[0] = n
 
 
 def _huge_pages_mib() -> float | None:
@@ -231,7 +234,9 @@ def _prepare(backend, h: dict) -> dict:
             _prefault(PREFAULT_SETS * w.set_bytes)
         warm: list[float] = []
         min_warm, max_warm = int(s.get("min_warmup", 3)), int(s.get("max_warmup", 200))
-        warm_time = float(s.get("warmup_time", 0.1))
+        # Later passes of a workload warm up for their share of warmup_time (the steady-state
+        # condition below still holds for each).
+        warm_time = float(s.get("warmup_time", 0.1)) * min(1.0, max(0.0, float(h.get("warmup_share", 1.0))))
         faults, steady = 1 << 30, 0
         cap = max(4 * warm_time, STEADY_CAP_S)
         # Steady state: at least warmup_time, and on until two calls in a row page-faulted no more

@@ -386,7 +386,7 @@ class Runner:
         started = time.perf_counter()
         bw = self.workers[b.name]
         try:
-            got = self._measure(bw, item, rec, self.settings.effective_passes)
+            got = self._measure(bw, item, rec, self.settings.effective_passes, k)
             if got is not None:
                 p.passes.append(got)
         except WorkerLost as exc:
@@ -408,7 +408,8 @@ class Runner:
         self.add(rec)
         return rec
 
-    def _measure(self, bw: BackendWorker, item: BenchItem, rec: dict, passes: int = 1) -> dict | None:
+    def _measure(self, bw: BackendWorker, item: BenchItem, rec: dict, passes: int = 1,
+                 pass_index: int = 0) -> dict | None:
         """One pass: prepare, time, check the clock and the outputs. Returns the pass's figures, or
         None with ``rec``'s verdict set (a failed check, an error, unsupported)."""
         b, w, s = item.backend, item.workload, self.settings
@@ -417,7 +418,8 @@ class Runner:
                     for _ in range(math.ceil(SAMPLED_ROUNDS / passes))]
         header = {"phase": "prepare", "workload": {"label": w.label, "op": w.op, "dtype": w.dtype,
                                                     "shape": list(w.shape), "seed": w.seed},
-                  "settings": asdict(s), "threads": self.threads, "variants": variants}
+                  "settings": asdict(s), "threads": self.threads, "variants": variants,
+                  "warmup_share": 1.0 if pass_index == 0 else 1.0 / passes}
         prep = bw.request(header, timeout_s=s.prepare_timeout).header
         status = prep.get("status")
         if status == "skip":

@@ -86,8 +86,18 @@ class Jittery(TinyNumpy):
         return super().softmax(x, axis)
 
 
+class Allocating(TinyNumpy):
+    # A fresh 48 MiB temporary per call (above glibc's largest dynamic mmap threshold, 32 MiB).
+    name = "tiny-allocating"
+
+    def softmax(self, x, axis=-1):
+        tmp = bytearray(48 << 20)  # zero-filled: every page touched
+        del tmp
+        return super().softmax(x, axis)
+
+
 def backends():
-    return [TinyNumpy(), Compiling(), Raising(), Jittery()]
+    return [TinyNumpy(), Compiling(), Raising(), Jittery(), Allocating()]
 """
 
 
@@ -161,6 +171,28 @@ def test_pool_rotates_over_more_than_the_cache_with_distinct_values():
     assert np.array_equal(xs[3], w.input_set(3)[0])  # the trusted side rebuilds any set
     pool.refresh(999)
     assert pool.next()[0] is not seen[1][0] and pool.last_index == 999
+    pool.stage([5000, 5001])  # judged sets built beforehand: refresh only moves them
+    pool.refresh(5001)
+    got = pool.next()
+    assert pool.last_index == 5001 and np.array_equal(got[0], w.input_set(5001)[0])
+
+
+@pytest.mark.parametrize("op", ["softmax", "log_softmax_vjp", "cross_entropy_grad", "copy", "logsumexp"])
+def test_the_judged_rows_are_built_alone_and_agree_with_the_whole_set(op):
+    w = Workload("t", op, "float32", (7, 13))
+    cache, rows = judge.InputCache(), [0, 3, 6]
+    for i in (0, 1, 5, 4099):
+        whole, part = w.input_set(i), cache.rows(w, i, rows)
+        assert np.array_equal(whole[0].reshape(-1, 13)[rows], part[0])
+        np.testing.assert_allclose(judge.expected(w, part, [0, 1, 2]), judge.expected(w, whole, rows))
+
+
+def test_staged_input_sets_tighten_the_clock_allowance():
+    kept, sets = 2 * 4096 * 1024 * 8, 2 * 16 * MiB  # two judged rounds at 16 MiB float32
+    assert judge.staged(sets) and not judge.staged(judge.STAGE_LIMIT + 1)
+    assert judge.harness_allowance(20, kept, sets) < 0.25  # was 0.1 + 0.002 + 0.5 s before staging
+    big = judge.STAGE_LIMIT + 1
+    assert judge.harness_allowance(20, 0, big) > big / judge.BUILD_RATE  # built in the request: allowed
 
 
 def test_cache_size_from_sysfs_or_env(monkeypatch):
@@ -350,6 +382,64 @@ def test_wide_spread_is_flagged(tiny):
     assert rec["cv"] > 0.05 and "coefficient of variation" in rec["warning"]
 
 
+def test_the_workers_allocator_reuses_freed_memory(tiny, monkeypatch):
+    """A call's fresh 48 MiB temporary: glibc's default maps (and the kernel page-faults) it anew
+    every call; the bench workers' allocator (ALLOCATOR_ENV) reuses it, so the figure is the op's."""
+    for k in bench.ALLOCATOR_ENV:
+        monkeypatch.delenv(k, raising=False)
+    w = [Workload("t", "softmax", "float32", (4, 64))]
+    _, (rec,) = _run(None, ["tiny-allocating"], tiny, w, copies=False)
+    assert rec["verdict"] is None and rec["minor_faults_per_call"] < 100, rec
+    monkeypatch.setattr(bench, "ALLOCATOR_ENV", {})
+    _, (plain,) = _run(None, ["tiny-allocating"], tiny, w, copies=False)
+    assert plain["minor_faults_per_call"] > 5000, plain  # 12288 pages of 4 KiB, faulted every call
+    assert 0 < rec["cpu_share"] < 4 and rec["median_s"] < plain["median_s"]
+
+
+def test_passes_rotate_the_backends_and_each_record_holds_every_pass(tiny):
+    s = bench.Settings(min_rounds=9, max_rounds=9, max_time=0.9, warmup_time=0.001, min_warmup=1, cache=1024,
+                       passes=3)
+    assert s.effective_passes == 3 and bench.Settings(max_time=0.4).effective_passes == 1
+    w = [Workload("t", "softmax", "float32", (2, 8))]
+    _, recs = _run(None, ["tiny-numpy", "tiny-compiling"], tiny, w, settings=s)
+    assert len(recs) == 4
+    for r in recs:
+        assert r["verdict"] is None and r["passes"] == 3 and len(r["pass_median_s"]) == 3, r
+        assert len(r["samples_s"]) == r["rounds"] == 9
+        assert r["median_s"] == pytest.approx(float(np.median(r["samples_s"])))
+    assert all(r["fraction_of_copy"] for r in recs if r["op"] != "copy")
+
+
+def test_run_group_interleaves_the_passes_and_writes_each_record_after_its_last():
+    calls = []
+
+    class Fake:
+        def start_item(self, item):
+            return bench._Pending(item, {"backend": item.backend.name, "op": item.workload.op})
+
+        def run_pass(self, p, k):
+            calls.append((k, p.rec["backend"], p.rec["op"]))
+
+        def release(self, name):
+            calls.append(("release", name))
+
+        def finish_item(self, p):
+            calls.append(("finish", p.rec["backend"], p.rec["op"]))
+            return p.rec
+
+    targets = [bench.Target(n, "cpu", ("float32",), ("softmax",)) for n in ("a", "b")]
+    (group,) = bench.plan(targets, workloads=[Workload("t", "softmax", "float32", (2, 8))])
+    recs = bench.run_group(Fake(), group, 2)
+    assert calls == [(0, "a", "copy"), (0, "a", "softmax"), ("release", "a"),
+                     (0, "b", "copy"), (0, "b", "softmax"), ("release", "b"),
+                     (1, "b", "copy"), ("finish", "b", "copy"), (1, "b", "softmax"),
+                     ("finish", "b", "softmax"), ("release", "b"),
+                     (1, "a", "copy"), ("finish", "a", "copy"), (1, "a", "softmax"),
+                     ("finish", "a", "softmax"), ("release", "a")]
+    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("b", "softmax"), ("a", "copy"),
+                                                       ("a", "softmax")]
+
+
 def test_threads_reach_the_worker():
     w = [Workload("t", "softmax", "float32", (4, 64))]
     _, recs = bench.run_bench(None, ["torch-cpu"], workloads=w, settings=TINY, threads=1, echo=None,
@@ -526,8 +616,9 @@ def test_sigterm_is_like_ctrl_c_and_a_second_run_on_the_same_out_is_refused(tmp_
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and not (out / RESULTS_FILE).is_file():
-            time.sleep(0.2)
+        results = out / RESULTS_FILE
+        while time.monotonic() < deadline and not (results.is_file() and results.stat().st_size > 0):
+            time.sleep(0.2)  # the copy's record is written: the hanging op is next
         time.sleep(1.0)  # the hanging op is now in its worker
         second = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=240)
         assert second.returncode == 2 and "another softmaxbench run" in second.stderr, second.stderr

@@ -38,6 +38,7 @@ import gc
 import math
 import os
 import queue
+import resource
 import threading
 import time
 from dataclasses import dataclass, field
@@ -46,12 +47,28 @@ from typing import Any
 import numpy as np
 
 from softmaxbench.backends.base import Backend
+from softmaxbench.suite.bench.judge import staged
 from softmaxbench.suite.bench.timers import HarnessClock, timer_for
 from softmaxbench.suite.bench.workloads import COPY_OP, InputPool, Workload, cache_bytes, pool_size
 
 #: The clock pytest-benchmark reads (bench_suite's marker names it): advanced by our timers.
 CLOCK = HarnessClock()
+#: Minor page faults a warm-up call may take and count as steady (its memory reused).
+STEADY_FAULTS = 64
+#: Seconds of warm-up calls spent at most looking for that steady state (or 4x warmup_time).
+STEADY_CAP_S = 0.5
+#: Heap touched before the first call of a CPU workload: this many input sets' bytes (at most
+#: PREFAULT_MAX), room for the op's temporaries and output.
+PREFAULT_SETS, PREFAULT_MAX = 10, 256 * 2**20
+#: A released worker holding more resident memory than this gives its free heap back.
+TRIM_ABOVE = 2**30
+_PREFAULTED = [0]  # heap bytes pre-faulted since the last trim
 _perf = time.perf_counter
+_cpu = time.process_time
+
+
+def _minflt() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
 def _one_line(exc: BaseException) -> str:
@@ -100,6 +117,53 @@ def handle_bench(backend, header: dict, arrays: list) -> tuple[dict, list]:
 def _release() -> None:
     _STATE.clear()
     gc.collect()
+    if _resident_bytes() > TRIM_ABOVE:
+        _malloc_trim()
+
+
+def _resident_bytes() -> int:
+    """The worker's resident memory (Linux /proc), 0 when it cannot be read."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _malloc_trim() -> None:
+    """Give the freed heap back to the system (the bench workers' glibc never trims on its own:
+    ``measure.ALLOCATOR_ENV``), between workloads when the worker holds more than TRIM_ABOVE,
+    outside every timed request. Below that the mapped heap is kept: the next pass or workload
+    reuses it without faulting it in again."""
+    _PREFAULTED[0] = 0
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to give back this way
+        pass
+
+
+def _prefault(nbytes: int) -> None:
+    """Touch ``nbytes`` of heap and free them: with the bench workers' allocator (never trimmed)
+    the op's temporaries and outputs then come from pages already mapped, from the first call."""
+    n = min(int(nbytes), PREFAULT_MAX)
+    if n > _PREFAULTED[0]:  # once per size until the heap is given back
+        block = bytearray(n)  # zero-filled: every page written
+        del block
+        _PREFAULTED[0] = n
+
+
+def _huge_pages_mib() -> float | None:
+    """Transparent huge pages the worker holds (MiB), read from /proc (Linux), else None."""
+    try:
+        with open("/proc/self/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _workload(h: dict) -> Workload:
@@ -166,11 +230,23 @@ def _prepare(backend, h: dict) -> dict:
             pool = InputPool(target, w, cache=cache, max_sets=int(s.get("max_sets", 4096)))
             timer = timer_for(target)
             first, _ = timer.call(fn, pool.next(), kwargs)
+        if getattr(target, "device", "cpu") == "cpu":
+            _prefault(PREFAULT_SETS * w.set_bytes)
         warm: list[float] = []
         min_warm, max_warm = int(s.get("min_warmup", 3)), int(s.get("max_warmup", 200))
-        warm_time = float(s.get("warmup_time", 0.1))
-        while len(warm) < min_warm or (sum(warm) < warm_time and len(warm) < max_warm):
+        # Later passes of a workload warm up for their share of warmup_time (the steady-state
+        # condition below still holds for each).
+        warm_time = float(s.get("warmup_time", 0.1)) * min(1.0, max(0.0, float(h.get("warmup_share", 1.0))))
+        faults, steady = 1 << 30, 0
+        cap = max(4 * warm_time, STEADY_CAP_S)
+        # Steady state: at least warmup_time, and on until two calls in a row page-faulted no more
+        # than STEADY_FAULTS times each (their memory was reused, not freshly mapped), within cap.
+        while len(warm) < max_warm and (len(warm) < min_warm or sum(warm) < warm_time
+                                        or (steady < 2 and sum(warm) < cap)):
+            f0 = _minflt()
             warm.append(timer.call(fn, pool.next(), kwargs)[0])
+            faults = _minflt() - f0
+            steady = steady + 1 if faults <= STEADY_FAULTS else 0
     except NotImplementedError as exc:
         return {"status": "unsupported", "message": f"{backend.name} does not provide {w.op}"
                                                     + (f" ({_one_line(exc)})" if str(exc) else "")}
@@ -179,6 +255,9 @@ def _prepare(backend, h: dict) -> dict:
     finally:
         if gc_was:
             gc.enable()
+    variants = [int(v) for v in (h.get("variants") or [])][:8]
+    if variants and staged(len(variants) * w.set_bytes):
+        pool.stage(variants)  # the judged rounds' input sets, built outside the timed request
     _STATE["current"] = _State(w, fn, kwargs, pool, timer, target, copy_kernel)
     threads_now = None
     try:
@@ -188,7 +267,8 @@ def _prepare(backend, h: dict) -> dict:
     return {"status": "ready", "first_call_s": first, "compile_s": _compile_seconds(backend, w),
             "warmup_s": warm, "estimate_s": float(np.median(warm)), "pool_sets": len(pool),
             "timer": timer.name, "threads": threads_now, "copy_kernel": copy_kernel,
-            "pid": os.getpid()}
+            "pid": os.getpid(), "warmup_faults": faults if faults < 1 << 30 else None,
+            "huge_pages_mib": _huge_pages_mib()}
 
 
 def _compile_seconds(backend, w: Workload) -> float | None:
@@ -215,6 +295,8 @@ class Job:
     rounds: int
     sample_rounds: dict[int, int]            # round -> input set to refresh it with
     samples: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)      # process CPU seconds per round (every thread)
+    faults: list[int] = field(default_factory=list)     # minor page faults per round
     sampled: list[dict] = field(default_factory=list)
     error: str | None = None
     stats: dict | None = None
@@ -338,7 +420,10 @@ def run_job(benchmark, job: Job) -> None:
     def step(*args, **kw):
         r = counter["round"]
         counter["round"] = r + 1
+        f0, c0 = _minflt(), _cpu()
         dt, out = timer.call(fn, args, kw)
+        job.cpu.append(_cpu() - c0)
+        job.faults.append(_minflt() - f0)
         job.samples.append(dt)
         CLOCK.advance(dt)
         if r in job.sample_rounds:
@@ -406,7 +491,7 @@ def _time(backend, h: dict) -> dict:
         status = "unsupported" if "does not provide" in job.error else "raised"
         return {"status": status, "message": job.error, "samples": job.samples}
     return {"status": "timed", "samples": job.samples, "sampled": job.sampled,
-            "pytest_benchmark": job.stats}
+            "pytest_benchmark": job.stats, "cpu_s": job.cpu, "minor_faults": job.faults}
 
 
 def _rows(h: dict) -> tuple[dict, list]:

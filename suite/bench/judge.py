@@ -48,10 +48,30 @@ MAX_TOLERANCE = 0.05
 JUDGED_ROWS = 16
 
 
+#: Bytes per second the judged rounds' untimed work is allowed at, at the slowest: making an input
+#: set from the seeded base (rolling it, on the host) and moving bytes (an input set to the device,
+#: an output and a ready array of its size back).
+BUILD_RATE, MOVE_RATE = 0.2e9, 1e9
+#: Judged input sets up to this many bytes in all are built by the worker in ``prepare`` (staged),
+#: so the timed request only moves them (``workloads.InputPool.stage``).
+STAGE_LIMIT = 2**30
+
+
+def staged(refresh_bytes: int) -> bool:
+    """Whether the judged rounds' input sets are built in ``prepare`` (the rule both sides follow)."""
+    return refresh_bytes <= STAGE_LIMIT
+
+
 def harness_allowance(rounds: int, kept_bytes: int = 0, refresh_bytes: int = 0, gpu: bool = False) -> float:
-    """Seconds of a ``time`` request that are not timed calls, at most (a generous bound)."""
-    # Judged rounds make a fresh input set, poison free device memory and convert their outputs.
-    judged = (kept_bytes + refresh_bytes) / 0.2e9 + (0.05 if gpu else 0.0)
+    """Seconds of a ``time`` request that are not timed calls, at most (a generous bound).
+
+    >>> round(harness_allowance(17, 2 * 2**25, 2 * 2**24), 3)  # two judged rounds at 16 MiB float32
+    0.202
+    """
+    # Judged rounds put a fresh input set in place (built beforehand when staged), poison free
+    # device memory and convert their outputs.
+    build = 0.0 if staged(refresh_bytes) else refresh_bytes / BUILD_RATE
+    judged = (kept_bytes + refresh_bytes) / MOVE_RATE + build + (0.05 if gpu else 0.0)
     return REQUEST_ALLOWANCE_S + rounds * ROUND_ALLOWANCE_S + judged
 
 
@@ -123,10 +143,30 @@ class InputCache:
         self._base = None
 
     def set(self, w: Workload, i: int) -> tuple[np.ndarray, ...]:
+        self.set_base(w)
+        return w.input_set(i, self._base)
+
+    def rows(self, w: Workload, i: int, rows: list[int]) -> tuple[np.ndarray, ...]:
+        """Rows ``rows`` of input set ``i`` (each array: len(rows) x row length), built from the
+        base without rolling it whole (what :meth:`Workload.input_set` gives, at those rows)."""
+        self.set_base(w)
+        n, cols = max(math.prod(w.shape), 1), w.row_length
+        shift = 0 if i == 0 else (i * (cols + 1)) % n
+        idx = (np.asarray(rows, np.int64)[:, None] * cols + np.arange(cols, dtype=np.int64) - shift) % n
+        out = []
+        for k, a in enumerate(self._base):
+            if k == 1 and w.op in ("cross_entropy", "cross_entropy_grad"):
+                out.append(a.reshape(-1)[np.asarray(rows, np.int64) % max(a.size, 1)])
+            elif k == 1 and w.op == COPY_OP:
+                continue  # the destination's values are not judged
+            else:
+                out.append(a.reshape(-1)[idx])
+        return tuple(out)
+
+    def set_base(self, w: Workload) -> None:
         key = (w.op if w.op == COPY_OP else _kind(w.op), w.dtype, w.shape, w.seed)
         if key != self._key:
             self._key, self._base = key, w.host_inputs()
-        return w.input_set(i, self._base)
 
 
 def _kind(op: str) -> str:
@@ -180,7 +220,7 @@ def expected(w: Workload, inputs: tuple[np.ndarray, ...], rows: list[int] | None
         t = inputs[1].reshape(-1)[sel]
         g = _softmax(xs)
         g[np.arange(g.shape[0]), t] -= 1.0
-        return g / x.shape[0]
+        return g / w.rows  # the mean's divisor: every row of the workload, judged or not
     raise ValueError(f"no expected result for op {w.op!r}")
 
 

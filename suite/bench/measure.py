@@ -12,15 +12,32 @@ in that process), then each op. A backend's figure therefore does not depend on 
 backends in the run (separate processes: no shared allocator, caches or threads), and drift of
 the machine spreads over every backend evenly. Workers free their pools between workloads.
 
-For each (backend, workload), three requests, each timed by the parent's clock:
+Passes. Each group is timed in ``Settings.passes`` passes (3; fewer when a pass would time less
+than ``MIN_PASS_TIME``: ``--quick`` makes one); in each pass every backend takes its turn, the
+order rotating by one backend per pass, and each item gets its share of the rounds. A record
+holds every pass's samples (its figure is their median) and each pass's median
+(``pass_median_s``): one pass spoiled by a burst of load moves the figure less, and drift reaches
+every backend alike.
+
+Allocator. The workers run glibc malloc with ``ALLOCATOR_ENV`` (no mmap'd chunks, one arena,
+never trimmed by itself): memory a call frees is reused by the next without page faults, in
+every worker whatever it allocated before. With glibc's defaults the same numpy softmax on
+16 MiB was bimodal per process (0.83 or 1.6 GB/s): whether its temporaries were mapped and
+page-faulted anew each call depended on the process's allocation history (the dynamic mmap
+threshold, heap trimming, thread arenas' heaps). Figures therefore leave out the kernel's cost
+of mapping fresh pages; run.json says so (``bench.allocator``, ``bench.method``).
+
+For each (backend, workload) and pass, three requests, each timed by the parent's clock:
 
 1. ``prepare``: rotating input sets covering twice the last-level cache, with distinct values
-   (``workloads.InputPool``); the first call timed apart (compile time apart when the backend's
-   ``compile_times`` hook has it); warm-up calls, whose median sizes the timed rounds;
-2. ``time``: the rounds through pytest-benchmark, one input set each; two rounds picked here get
-   fresh input sets and their outputs are kept;
+   (``workloads.InputPool``), and the judged rounds' input sets (staged); the heap pre-faulted;
+   the first call timed apart (compile time apart when the backend's ``compile_times`` hook has
+   it); warm-up calls until ``warmup_time`` and a steady state (two calls in a row without page
+   faults), whose median sizes the timed rounds;
+2. ``time``: the rounds through pytest-benchmark, one input set each; rounds picked here (two
+   per workload, one per pass with three) get the staged input sets and their outputs are kept;
 3. ``rows``: rows picked here (after the timing) of the kept outputs, judged against results
-   computed here from the seeded inputs.
+   computed here from the seeded inputs (those rows only).
 
 A record then carries raw samples, median, IQR, coefficient of variation (a warning over 5%),
 GB/s over the fewest bytes the op must move, and the fraction of the copy bandwidth; or verdict
@@ -44,7 +61,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -63,8 +80,35 @@ CV_WARNING = 0.05
 EXIT_OK, EXIT_ERROR = 0, 1
 #: Verdicts of a bench record that make the run fail.
 FAILING = ("fail", "error", "crash", "timeout")
-#: Timed rounds whose outputs are kept and judged, per workload.
+#: Timed rounds whose outputs are kept and judged, per workload (at least one per pass).
 SAMPLED_ROUNDS = 2
+#: Seconds of timed calls a pass's request needs at least (``Settings.effective_passes``).
+MIN_PASS_TIME = 0.3
+#: A CPU worker on a core for less than this share of its timed calls' wall time: a warning.
+BUSY_SHARE = 0.8
+#: Pass medians spanning more than this share of their median: a warning.
+PASS_SPREAD_WARNING = 0.05
+
+
+#: glibc malloc in every bench worker: chunks never mmapped, the heap never trimmed (see measure's
+#: docstring, "Allocator"). Memory a call frees is reused by the next call without page faults,
+#: whatever the process allocated before.
+ALLOCATOR_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**62), "MALLOC_ARENA_MAX": "1",
+                 "MALLOC_TOP_PAD_": str(64 * 2**20)}
+
+
+#: How a figure is taken, as run.json states it.
+METHOD = ("each backend in its own worker process; per shape group, passes in which every backend "
+          "takes its turn (order rotating), each pass: fresh rotating inputs, warm-up to a steady state "
+          "(a call without page faults), timed rounds through pytest-benchmark; the figure is the "
+          "median of every pass's rounds; the device's copy is timed the same way in the same worker "
+          "just before the ops; glibc malloc in the workers reuses freed memory (allocator)")
+
+
+def allocator_env() -> dict[str, str]:
+    """ALLOCATOR_ENV, or nothing with ``SOFTMAXBENCH_ALLOCATOR=default`` (glibc's own dynamic
+    behaviour: figures then include mapping fresh pages, and depend on each worker's history)."""
+    return {} if os.environ.get("SOFTMAXBENCH_ALLOCATOR") == "default" else dict(ALLOCATOR_ENV)
 
 
 @dataclass(frozen=True)
@@ -81,6 +125,13 @@ class Settings:
     max_sets: int = 4096             # cap on rotating input sets (tiny shapes)
     start_timeout: float = 300.0     # seconds for a worker to load its backend
     prepare_timeout: float = 600.0   # seconds for pool, first call (compiles) and warm-up
+    passes: int = 3                  # passes over each group, the backends' turns rotating (at most)
+
+    @property
+    def effective_passes(self) -> int:
+        """Passes actually made: each pass's timed request must last MIN_PASS_TIME or more (the
+        clock check cannot see through a shorter one), so a short max_time makes fewer."""
+        return max(1, min(self.passes, int(self.max_time / MIN_PASS_TIME)))
 
     @classmethod
     def for_run(cls, quick: bool, min_rounds: int | None = None) -> Settings:
@@ -156,6 +207,7 @@ def plan(targets: Sequence[Target], *, quick: bool = False, ops=None, dtypes=Non
 
 def worker_env(threads: int | None) -> dict[str, str]:
     env = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false"}  # JAX takes 75% of a GPU at start otherwise
+    env.update(allocator_env())
     if threads is not None:
         env.update(thread_env(threads))
     return env
@@ -238,6 +290,35 @@ def start_workers(names: Sequence[str], plugins: Sequence[str], threads: int | N
 # ---------------------------------------------------------------------------------------------
 # One item
 
+def pass_rounds(estimate_s: float, s: Settings, passes: int) -> int:
+    """Timed rounds of one pass: the workload's rounds (as many as fill max_time at the warm-up's
+    median, within [min_rounds, max_rounds]) shared evenly by the passes.
+
+    >>> pass_rounds(0.01, Settings(), 3), pass_rounds(1.0, Settings(), 3), pass_rounds(1e-6, Settings(), 1)
+    (34, 4, 2000)
+    """
+    total = max(s.min_rounds, min(s.max_rounds, math.ceil(s.max_time / max(estimate_s, 1e-9))))
+    return max(1, math.ceil(total / max(1, passes)))
+
+
+def _pass_spread(medians: Sequence[float]) -> float | None:
+    """(largest - smallest) pass median over their median; None with fewer than two passes."""
+    if len(medians) < 2:
+        return None
+    mid = float(np.median(medians))
+    return (max(medians) - min(medians)) / mid if mid > 0 else None
+
+
+@dataclass
+class _Pending:
+    """An item whose passes are under way: its record so far and each pass's figures."""
+
+    item: BenchItem
+    rec: dict
+    passes: list = field(default_factory=list)
+    duration: float = 0.0
+
+
 class Runner:
     """Runs the planned items through the workers, checks every reply, keeps the records."""
 
@@ -282,51 +363,81 @@ class Runner:
                 bw.kill()
 
     def run_item(self, item: BenchItem) -> dict:
+        """Every pass of one item at once (one worker, passes back to back), then its record."""
+        p = self.start_item(item)
+        for k in range(self.settings.effective_passes):
+            self.run_pass(p, k)
+        return self.finish_item(p)
+
+    def start_item(self, item: BenchItem) -> _Pending:
+        return _Pending(item, self.base_record(item))
+
+    def run_pass(self, p: _Pending, k: int) -> None:
+        """One pass of ``p``'s item in its backend's worker (nothing once the item has a verdict)."""
         from softmaxbench.suite.isolation.channel import WorkerLost, WorkerRefused
 
-        rec = self.base_record(item)
+        item, rec = p.item, p.rec
+        if rec.get("verdict") is not None:
+            return
         b, w = item.backend, item.workload
         if not item.is_copy and w.op not in b.ops:
             rec.update(verdict="unsupported", message=f"{b.name} does not provide {w.op}")
-            self.add(rec)
-            return rec
+            return
         started = time.perf_counter()
         bw = self.workers[b.name]
         try:
-            rec = self._measure(bw, item, rec)
+            got = self._measure(bw, item, rec, self.settings.effective_passes, k)
+            if got is not None:
+                p.passes.append(got)
         except WorkerLost as exc:
             rec.update(verdict=exc.kind, message=f"the worker of {b.name} was lost on this workload: "
                                                  f"{exc.note}"[:600])
             bw.kill()  # the next item starts a fresh worker
         except WorkerRefused as exc:
             rec.update(verdict="error", message=f"the bench harness failed in {b.name}'s worker: {exc}"[:600])
-        rec["duration_s"] = time.perf_counter() - started
+        p.duration += time.perf_counter() - started
+
+    def finish_item(self, p: _Pending) -> dict:
+        """The item's record from its passes (a verdict from any pass is the record's), kept."""
+        rec = p.rec
+        if rec.get("verdict") is None and p.passes:
+            self._combine(p.item, rec, p.passes)
+        elif rec.get("verdict") is None:
+            rec.update(verdict="error", message="no pass of this workload was timed")
+        rec["duration_s"] = p.duration
         self.add(rec)
         return rec
 
-    def _measure(self, bw: BackendWorker, item: BenchItem, rec: dict) -> dict:
+    def _measure(self, bw: BackendWorker, item: BenchItem, rec: dict, passes: int = 1,
+                 pass_index: int = 0) -> dict | None:
+        """One pass: prepare, time, check the clock and the outputs. Returns the pass's figures, or
+        None with ``rec``'s verdict set (a failed check, an error, unsupported)."""
         b, w, s = item.backend, item.workload, self.settings
+        # The judged rounds' input sets (numbers the pool never holds), built in prepare.
+        variants = [s.max_sets + 1000 + int(self.rng.integers(0, 10**6))
+                    for _ in range(math.ceil(SAMPLED_ROUNDS / passes))]
         header = {"phase": "prepare", "workload": {"label": w.label, "op": w.op, "dtype": w.dtype,
                                                     "shape": list(w.shape), "seed": w.seed},
-                  "settings": asdict(s), "threads": self.threads}
+                  "settings": asdict(s), "threads": self.threads, "variants": variants,
+                  "warmup_share": 1.0 if pass_index == 0 else 1.0 / passes}
         prep = bw.request(header, timeout_s=s.prepare_timeout).header
         status = prep.get("status")
         if status == "skip":
             rec.update(verdict="unsupported", message=_text(prep.get("message")))
-            return rec
+            return None
         if status in ("unsupported", "raised"):
             rec.update(verdict="unsupported" if status == "unsupported" else "error",
                        message=_text(prep.get("message")))
-            return rec
+            return None
         if status != "ready":
             rec.update(verdict="error", message=f"the worker answered prepare with {_text(status)!r}")
-            return rec
+            return None
         estimate = _number(prep.get("estimate_s"), 1e-3)
-        rounds = int(max(s.min_rounds, min(s.max_rounds, math.ceil(s.max_time / max(estimate, 1e-9)))))
-        k = min(SAMPLED_ROUNDS, rounds)
+        rounds = pass_rounds(estimate, s, passes)
+        k = min(math.ceil(SAMPLED_ROUNDS / passes), rounds)  # SAMPLED_ROUNDS judged over the passes, or more
         sample_rounds = sorted(int(r) for r in self.rng.choice(rounds, size=k, replace=False))
         pool_sets = int(_number(prep.get("pool_sets"), 2))
-        variants = [pool_sets + 1000 + int(self.rng.integers(0, 10**6)) for _ in sample_rounds]
+        variants = variants[:k]
         timeout = 120 + 10 * rounds * max(estimate, 1e-4) + 3 * s.max_time
         reply = bw.request({"phase": "time", "rounds": rounds, "sample_rounds": sample_rounds,
                             "variants": variants}, timeout_s=timeout)
@@ -334,53 +445,81 @@ class Runner:
         if t.get("status") in ("unsupported", "raised"):
             rec.update(verdict="unsupported" if t["status"] == "unsupported" else "error",
                        message=_text(t.get("message")))
-            return rec
+            return None
         samples = t.get("samples")
         if not isinstance(samples, list):
             rec.update(verdict="fail", message="the worker reported no samples")
-            return rec
+            return None
         sampled = [m for m in (t.get("sampled") or []) if isinstance(m, dict)][:k]
         out_bytes = sum(_out_bytes(m) for m in sampled)
         allowance = judge.harness_allowance(rounds, out_bytes, k * w.set_bytes, gpu=b.device == "gpu")
         problem = judge.timing_problem(samples, reply.wall_s, rounds, allowance)
-        rec.update(first_call_s=_number(prep.get("first_call_s")), compile_s=_number(prep.get("compile_s")),
+        rec.update(first_call_s=rec.get("first_call_s") or _number(prep.get("first_call_s")),
+                   compile_s=rec.get("compile_s") or _number(prep.get("compile_s")),
                    timer=_text(prep.get("timer"), 60), threads=_int(prep.get("threads")),
-                   pool_sets=pool_sets, rounds=len(samples))
+                   pool_sets=pool_sets)
         if item.is_copy and prep.get("copy_kernel"):
             rec["copy_kernel"] = _text(prep.get("copy_kernel"), 200)
         if problem:
-            rec.update(verdict="fail", message=problem, samples_s=[float(x) for x in samples
-                                                                  if isinstance(x, int | float)][:10000])
-            return rec
-        stats = summarize(samples)
-        rec.update(samples_s=[float(x) for x in samples], median_s=stats.median, iqr_s=stats.iqr, cv=stats.cv,
-                   request_wall_s=reply.wall_s)
+            rec.update(verdict="fail", message=problem, rounds=len(samples),
+                       samples_s=[float(x) for x in samples if isinstance(x, int | float)][:10000])
+            return None
+        median = summarize(samples).median
         # The work: the kept outputs, judged on rows picked now.
         problem = self._judge_outputs(bw, w, sampled, sample_rounds, variants)
-        problem = problem or judge.lazy_problem(sampled, stats.median)
-        if problem:
-            rec.update(verdict="fail", message=problem)
-            return rec
+        problem = problem or judge.lazy_problem(sampled, median)
+        if problem:  # the timing itself held: it stays in the record, without a figure
+            rec.update(verdict="fail", message=problem, samples_s=[float(x) for x in samples],
+                       rounds=len(samples), median_s=median, request_wall_s=reply.wall_s)
+            return None
+        return {"samples": [float(x) for x in samples], "median_s": median, "wall_s": reply.wall_s,
+                "pid": _int(prep.get("pid")), "huge_pages_mib": _number(prep.get("huge_pages_mib")),
+                **_diagnostics(t, samples)}
+
+    def _combine(self, item: BenchItem, rec: dict, passes: list[dict]) -> None:
+        """The record's figures over every pass: the median of all their samples (each pass the
+        same number of rounds), with each pass's median beside it."""
+        b, w = item.backend, item.workload
+        samples = [x for p in passes for x in p["samples"]]
+        stats = summarize(samples)
+        rec.update(samples_s=samples, rounds=len(samples), median_s=stats.median, iqr_s=stats.iqr,
+                   cv=stats.cv, request_wall_s=sum(p["wall_s"] for p in passes),
+                   passes=len(passes), pass_median_s=[p["median_s"] for p in passes])
+        for key in ("minor_faults_per_call", "cpu_share", "cpu_median_s"):
+            vals = [p[key] for p in passes if p.get(key) is not None]
+            if vals:
+                rec[key] = float(np.median(vals))
+        huge = [p["huge_pages_mib"] for p in passes if p.get("huge_pages_mib") is not None]
+        if huge:
+            rec["huge_pages_mib"] = min(huge)
         gbps = w.bytes_moved / stats.median / 1e9 if stats.median > 0 else None
         key = (b.name, w.dtype, w.shape, w.label)
-        warning = None
+        warnings = []
         if stats.cv > CV_WARNING:
-            warning = f"wide spread: coefficient of variation {stats.cv:.1%} over {stats.n} rounds (> 5%)"
+            warnings.append(f"wide spread: coefficient of variation {stats.cv:.1%} over {stats.n} rounds "
+                            "(> 5%)")
+        share = rec.get("cpu_share")
+        if b.device == "cpu" and share is not None and share < BUSY_SHARE:
+            warnings.append(f"busy machine: the worker had a core for {share:.0%} of its timed calls "
+                            "(its CPU time over their wall time; other jobs held the cores)")
+        spread = _pass_spread(rec["pass_median_s"])
+        if spread is not None and spread > PASS_SPREAD_WARNING:
+            warnings.append(f"the passes disagree: their medians span {spread:.1%} of the median")
+        warning = "; ".join(warnings) or None
         if item.is_copy:
             if gbps:
                 self.copy_gbps[key] = gbps
             rec.update(gbps=gbps, warning=warning)
-            return rec
+            return
         copy = self.copy_gbps.get(key)
         # Without copies (copies=False: a caller measuring the harness itself) there is no bar.
         why = judge.implausible(gbps, copy) if copy is not None or self.copies else None
         if why:
             rec.update(implausible=why, claimed_gbps=gbps, gbps=None, copy_gbps=copy, fraction_of_copy=None,
                        warning=warning)
-            return rec
+            return
         rec.update(gbps=gbps, copy_gbps=copy, fraction_of_copy=gbps / copy if gbps and copy else None,
                    warning=warning)
-        return rec
 
     def _judge_outputs(self, bw: BackendWorker, w: Workload, sampled: list[dict], sample_rounds: list[int],
                        variants: list[int]) -> str | None:
@@ -404,12 +543,32 @@ class Runner:
         if len(arrays) != len(sampled):
             return f"the worker returned {len(arrays)} of the {len(sampled)} sampled outputs"
         for m, rows, actual in zip(sampled, row_req, arrays, strict=True):
-            inputs = self.inputs.set(w, int(m["set"]))
             where = f"timed round {m['round']} (input set {m['set']})"
-            problem = judge.output_problem(w, inputs, actual, rows, where)
+            if rows is None:
+                problem = judge.output_problem(w, self.inputs.set(w, int(m["set"])), actual, None, where)
+            else:  # only the judged rows of the input set are built
+                problem = judge.output_problem(w, self.inputs.rows(w, int(m["set"]), rows), actual,
+                                               list(range(len(rows))), where)
             if problem:
                 return problem
         return None
+
+
+def _diagnostics(t: dict, samples: list) -> dict:
+    """What the worker says each round cost besides time (its own word: shown, never trusted):
+    minor page faults per call (an allocator that maps fresh memory every call makes the kernel's
+    page faults part of the figure) and the process's CPU seconds over the wall seconds."""
+    out: dict = {}
+    faults = [f for f in (t.get("minor_faults") or []) if isinstance(f, int) and not isinstance(f, bool)]
+    if faults:
+        out["minor_faults_per_call"] = float(np.median(faults))
+    cpu = [_number(c) for c in (t.get("cpu_s") or [])]
+    if len(cpu) == len(samples) and all(c is not None for c in cpu):
+        out["cpu_median_s"] = float(np.median(cpu))
+        shares = [c / s for c, s in zip(cpu, samples, strict=True) if isinstance(s, int | float) and s > 0]
+        if shares:
+            out["cpu_share"] = float(np.median(shares))
+    return out
 
 
 def _out_bytes(m: dict) -> int:
@@ -534,7 +693,10 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
             run = rec_mod.new_run("bench", command or shlex.join(["softmaxbench", "bench", *sys.argv[2:]]),
                                   threads=threads)
             run["bench"] = {"settings": asdict(settings), "load_average_at_start": _load_average(),
-                            "isolation": "one worker process per backend"}
+                            "isolation": "one worker process per backend",
+                            "passes": settings.effective_passes,
+                            "allocator": allocator_env() or "glibc defaults (SOFTMAXBENCH_ALLOCATOR=default)",
+                            "method": METHOD}
             rec_mod.write_run(out, run)
         for line in left_out:
             if echo:
@@ -556,14 +718,7 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
             run["bench"]["backends"] = [t.name for t in targets]
             rec_mod.write_run(out, run)
         for group in groups:
-            last = None
-            for item in group:
-                if last is not None and last != item.backend.name:
-                    runner.release(last)
-                runner.run_item(item)
-                last = item.backend.name
-            if last is not None:
-                runner.release(last)
+            run_group(runner, group, settings.effective_passes)
     except KeyboardInterrupt:
         for bw in workers:
             bw.kill()
@@ -590,9 +745,31 @@ def run_bench(out_dir: str | os.PathLike | None, backends: Sequence[str] | None 
     if run is not None:
         run["finished"] = rec_mod.now_iso()
         run["bench"]["not_run"] = lost_backends
+        run["bench"]["load_average_at_end"] = _load_average()
         rec_mod.write_run(out, run)
     failed = bool(lost_backends) or any(r.get("verdict") in FAILING or r.get("implausible") for r in recs)
     return (EXIT_ERROR if failed else EXIT_OK), recs
+
+
+def run_group(runner: Runner, group: Sequence[BenchItem], passes: int) -> list[dict]:
+    """Time one group in ``passes`` passes; in each, every backend takes its turn (its copy, then
+    its ops, in its own worker), the order rotating by one backend per pass, so each backend's
+    passes are spread over the group's time and drift of the machine reaches all of them alike.
+    Each record is written as its item's last pass ends."""
+    pending = [runner.start_item(item) for item in group]
+    turns: dict[str, list[_Pending]] = {}
+    for p in pending:
+        turns.setdefault(p.item.backend.name, []).append(p)
+    order = list(turns)
+    done = []
+    for k in range(passes):
+        for name in order[k % len(order):] + order[:k % len(order)]:
+            for p in turns[name]:
+                runner.run_pass(p, k)
+                if k == passes - 1:  # its last pass: the record is complete, written now
+                    done.append(runner.finish_item(p))
+            runner.release(name)
+    return done
 
 
 def _not_runnable(line: str, plugins: Sequence[str]):

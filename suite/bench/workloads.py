@@ -409,8 +409,14 @@ class InputPool:
         self._i = (self._i + 1) % self.n
         return s
 
+    def stage(self, variants) -> None:
+        """Build input sets ``variants`` on the host now (``refresh`` then only moves them)."""
+        self._staged = {int(v): self.w.input_set(int(v), self.base) for v in variants}
+
     def refresh(self, v: int) -> None:
         """Put input set ``v`` in the slot ``next()`` gives next."""
-        self.sets[self._i] = tuple(self.backend.asarray(a) for a in self.w.input_set(v, self.base))
+        host = getattr(self, "_staged", {}).pop(v, None)
+        host = self.w.input_set(v, self.base) if host is None else host
+        self.sets[self._i] = tuple(self.backend.asarray(a) for a in host)
         self.ids[self._i] = v
         self.backend.synchronize()

@@ -94,8 +94,9 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
     click.echo(table(records))
     wide = sum(1 for r in records if r.get("warning"))
     if wide:
-        click.echo(f"{wide} of {len(records)} workloads had a wide spread (coefficient of variation > 5%): "
-                   "the machine was busy or the workload is short; see 'warning' in results.jsonl.")
+        click.echo(f"{wide} of {len(records)} workloads have a warning (a wide spread, passes that disagree "
+                   "or a busy machine): the machine was busy or the workload is short; see 'warning' in "
+                   "results.jsonl.")
         load, cores = _load_average(), os.cpu_count() or 1
         if load is not None and load > cores:
             click.echo(f"The load average is {load:.1f} on {cores} cores: other jobs held the cores. "

@@ -74,6 +74,7 @@ def time_check(quick: bool, backends=CPU_MATRIX, out_dir: str | None = None, job
             "references_computed": run.get("references_computed"), "out": str(out),
             "cpu_s": round(cpu, 1), "load_before": round(load, 2),
             "cpu_split_s": {"parent": round(me, 1), "workers": round(cpu - me, 1)},
+            "worker_cpu_s": run.get("worker_cpu_s"),
             "budget_s": BUDGETS_S["quick" if quick else "full"], "cores": os.cpu_count(),
             "caches": "user", "load_after": round(os.getloadavg()[0], 2)}
 
@@ -125,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['references_computed']} reference results, exit {r['exit_code']}")
             print(f"       {r['cpu_s']:.0f} CPU-s on {r['cores']} cores ("
                   f"{r['cpu_split_s']}); load average before: {r['load_before']}, after: {r['load_after']}")
+            print(f"       worker CPU-s per backend: {r['worker_cpu_s']}")
             print(f"       verdicts: {r['verdicts']}  results: {r['out']}")
     if fresh:
         shutil.rmtree(fresh, ignore_errors=True)

@@ -239,6 +239,7 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
                     duration_s=round(elapsed, 3), references_computed=runner.cache.computed if runner else 0,
                     cpu_s={"parent": round(me.ru_utime + me.ru_stime, 1),
                            "workers": round(kids.ru_utime + kids.ru_stime, 1)},
+                    worker_cpu_s={r.info.name: round(r.cpu_s, 2) for r in runner.runs} if runner else {},
                     workers_lost=lost,
                     summary=conclusion.run_summary())
     conforms = conclusion.exit_code == 0 and bool(records) and not lost

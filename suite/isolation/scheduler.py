@@ -56,6 +56,7 @@ class BackendRun:
     startup_failures: int = 0
     done: bool = False
     lost: int = 0                       # workers lost (crash or timeout)
+    cpu_s: float = 0.0                  # CPU seconds of its workers (read when each is killed)
 
     def busy(self) -> bool:
         return bool(self.pending) or any(w.jobs for w in self.workers)
@@ -151,6 +152,7 @@ class CheckRun:
         # interpreter teardown (torch, XLA) takes up to a second of the run's wall time. Kill.
         for w in run.workers:
             w.kill()
+            run.cpu_s += w.cpu_s
         run.workers.clear()
         run.done = True
         self.display.finish(run.info.name, run.counts, time.monotonic() - run.started)
@@ -161,6 +163,7 @@ class CheckRun:
         for w in run.workers:
             w.jobs.clear()
             w.kill()
+            run.cpu_s += w.cpu_s
         run.workers.clear()
         for _, task in items:
             self._write(run, self._parent_record(run, task, verdict, message))
@@ -188,6 +191,7 @@ class CheckRun:
             self._spawn(w)
         else:
             run.workers.remove(w)
+            run.cpu_s += w.cpu_s
 
     def _dispatch(self, run: BackendRun, w: Worker) -> None:
         while run.pending and len(w.jobs) < DEPTH:

@@ -35,8 +35,11 @@ from softmaxbench.suite.isolation.channel import (
 from softmaxbench.suite.isolation.display import PlainDisplay
 from softmaxbench.suite.isolation.threads import thread_env
 
-#: Requests in flight per worker (the worker computes the next while the parent judges).
-DEPTH = 4
+#: Requests in flight per worker (the worker computes the next ones while the parent judges:
+#: with 4, workers were seen blocked until the parent had judged another backend's answers).
+DEPTH = 8
+#: ... unless their input arrays already hold this many bytes (at least one is always in flight).
+DEPTH_BYTES = 256 << 20
 #: A backend gets another worker (when a slot is free) only with this many tasks left per worker.
 HELP_MIN_TASKS = 96
 #: The most array bytes one answer of a check worker may carry (outputs plus changed inputs).
@@ -194,12 +197,15 @@ class CheckRun:
             run.cpu_s += w.cpu_s
 
     def _dispatch(self, run: BackendRun, w: Worker) -> None:
-        while run.pending and len(w.jobs) < DEPTH:
+        sizes = getattr(w, "job_bytes", {})
+        w.job_bytes = sizes = {job[0]: sizes.get(job[0], 0) for job in w.jobs}  # seq -> request bytes
+        while run.pending and len(w.jobs) < DEPTH and (not w.jobs or sum(sizes.values()) < DEPTH_BYTES):
             task_id, task = run.pending.popleft()
             inputs = self.cache.inputs(task.case, task.dtype)
             exact, _ = self.cache.result(task)
             header, arrays = request_for(task.op, inputs)
             seq = w.submit("call", header, arrays)
+            sizes[seq] = sum(int(getattr(a, "nbytes", 0)) for a in arrays)
             w.jobs.append((seq, task_id, task, inputs, exact))
 
     def _on_message(self, w: Worker, seq: int, item) -> None:

@@ -9,10 +9,11 @@ of ``softmaxbench.backends.base``) and never in a timed call.
 float64 needs ``jax_enable_x64``, a process-wide flag: it is switched on at first use, before the
 first array is made (otherwise float64 inputs silently become float32).
 
-Executables are kept on disk when ``SOFTMAXBENCH_JAX_EXECUTABLES`` names a directory (``check``,
-``bench`` and ``hunt`` set it to ``$XDG_CACHE_HOME/softmaxbench/jax-exec``; see
-:class:`ExecutableCache`): a second run loads each one (about 2-5 ms) instead of tracing, lowering
-and fetching it from JAX's own compilation cache (20-80 ms each; a quick check has ~560).
+Executables are kept on disk when ``SOFTMAXBENCH_JAX_EXECUTABLES`` names a directory (``check``
+and ``hunt`` set it to ``$XDG_CACHE_HOME/softmaxbench/jax-exec``; ``bench`` does not, it reports
+compile times; see :class:`ExecutableCache`): a second run loads each one (2-5 ms) instead of
+tracing, lowering and fetching it from JAX's own compilation cache (20-80 ms each; a quick check
+has 251).
 
 >>> import numpy as np
 >>> b = JaxCPU()
@@ -127,6 +128,22 @@ class ExecutableCache:
         jax.config.update("jax_enable_compilation_cache", False)
         self.platform = platform
         self.hits = self.misses = 0
+        if not self.dir.is_dir():
+            self._prune_stale(Path(root))
+
+    @staticmethod
+    def _prune_stale(root: Path, days: float = 14.0) -> None:
+        """Remove other environments' subdirectories unused for ``days`` (an edit or an upgrade
+        leaves its predecessor's behind; best effort)."""
+        import shutil
+
+        cutoff = time.time() - days * 86400
+        try:
+            for d in root.iterdir():
+                if d.is_dir() and d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
 
     def _path(self, key: tuple) -> Path:
         return self.dir / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".xla")
@@ -151,6 +168,11 @@ class ExecutableCache:
         except Exception:  # noqa: BLE001 - a stale or foreign entry: compile afresh
             return None
         self.hits += 1
+        if self.hits == 1:
+            try:
+                os.utime(self.dir)  # in use: not stale
+            except OSError:
+                pass
         return executable
 
     def store(self, key: tuple, executable) -> None:

@@ -138,3 +138,14 @@ def test_check_records_do_not_depend_on_the_cache(monkeypatch, tmp_path):
     assert len(cold) == 8
     for other in ("warm", "broken", "none"):
         assert _records(tmp_path / other) == cold, other
+
+
+def test_stale_environments_are_pruned(tmp_path, uncached):
+    old, recent = tmp_path / ("0" * 24), tmp_path / ("1" * 24)
+    for d in (old, recent):
+        d.mkdir()
+        (d / "x.xla").write_bytes(b"stale")
+    past = 1_000_000_000  # 2001
+    os.utime(old, (past, past))
+    run = _child(tmp_path)
+    assert not old.exists() and recent.exists() and Path(run["dir"]).is_dir()

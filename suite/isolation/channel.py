@@ -661,9 +661,11 @@ class Worker:
                 seq, _, payload, _ = self.pending[0] if self.pending else (0, "", None, 0)
                 try:
                     if not self._killed:
+                        self.cpu_s += process_cpu_s(self.proc.pid)
                         os.killpg(self.proc.pid, signal.SIGKILL)
                         self._killed = True
-                except (ProcessLookupError, PermissionError, AttributeError):
+                        self.proc.wait(timeout=10)  # dead when the loss is reported
+                except (ProcessLookupError, PermissionError, AttributeError, subprocess.TimeoutExpired):
                     pass
                 self.inbox.put((self, seq, payload, lost))
                 return

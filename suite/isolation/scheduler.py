@@ -199,8 +199,11 @@ class CheckRun:
     def _dispatch(self, run: BackendRun, w: Worker) -> None:
         sizes = getattr(w, "job_bytes", {})
         w.job_bytes = sizes = {job[0]: sizes.get(job[0], 0) for job in w.jobs}  # seq -> request bytes
+        # A helper takes from the other end: consecutive tasks share shapes, and so the
+        # executables a compiling backend builds (and caches) for them, once per worker.
+        take = run.pending.popleft if not run.workers or w is run.workers[0] else run.pending.pop
         while run.pending and len(w.jobs) < DEPTH and (not w.jobs or sum(sizes.values()) < DEPTH_BYTES):
-            task_id, task = run.pending.popleft()
+            task_id, task = take()
             inputs = self.cache.inputs(task.case, task.dtype)
             exact, _ = self.cache.result(task)
             header, arrays = request_for(task.op, inputs)

@@ -32,7 +32,7 @@ import difflib
 import hashlib
 import zlib
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import numpy as np
@@ -303,7 +303,7 @@ class Case:
         # Executing the snippet itself (our own static recipe text, never user input) is what
         # makes numpy_source() an exact repro rather than a paraphrase of the build.
         with np.errstate(over="ignore"):  # casts that overflow to inf do so on purpose
-            exec(compile(source, f"<case {self.name} {dtype}>", "exec"), namespace)
+            exec(_compiled(source, f"<case {self.name} {dtype}>"), namespace)
         x, cotangent, target = namespace["x"], namespace["cotangent"], namespace["target"]
         ce_options = dict(namespace["ce_options"])
         fingerprint = _fingerprint(x, cotangent, target, ce_options, self.axis)
@@ -319,6 +319,12 @@ class Case:
                 "expect_error": self.expect_error, "size": int(np.prod(self.shape, dtype=np.int64)),
                 "ce_options": options if self.has_target else None,
                 "weighted": self.has_target and "weight =" in (self.target_recipe or "")}
+
+
+@lru_cache(maxsize=1024)
+def _compiled(source: str, filename: str):
+    """The code object of a case's recipe (compiling it took longer than running it)."""
+    return compile(source, filename, "exec")
 
 
 # -- the catalogue ----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ import math
 import os
 import statistics
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from softmaxbench.suite.records import RecordError, read_results, read_run, schema
@@ -289,12 +290,25 @@ def _short(value, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def compare_main(base: str, new: str, max_regression: str = "10%", out: str | None = None,
-                 p_value: float = 0.01, strict: bool = False) -> int:
-    """The ``compare`` verb: print the table of changes; exit 1 on a real regression or a
-    workload of BASE missing from NEW; with ``strict``, refuse (exit 2) runs whose machine,
-    devices, versions or threads differ."""
-    import click
+@dataclass
+class CompareResult:
+    """What ``compare`` found: the rows, the notes (run differences) and problems (one line per
+    failing workload) to print on stderr, the summary line and the gate's exit code."""
+
+    rows: list[dict]
+    table: str
+    notes: list[str]
+    summary: str
+    problems: list[str]
+    exit_code: int
+
+
+def compare_runs(base: str, new: str, max_regression: str = "10%", out: str | None = None,
+                 p_value: float = 0.01, strict: bool = False) -> CompareResult:
+    """The ``compare`` verb's work (the CLI prints it): compare BASE with NEW, write ``out`` when
+    given; exit code 1 on a real regression or a workload of BASE missing from NEW. Bad input
+    (and, with ``strict``, runs whose machine, devices, versions or threads differ) raises
+    :class:`~softmaxbench.errors.InputError`."""
     from tabulate import tabulate
 
     from softmaxbench.errors import InputError
@@ -318,9 +332,6 @@ def compare_main(base: str, new: str, max_regression: str = "10%", out: str | No
     if not any(r["gate"] for r in rows if r["verdict"] != "only in new"):
         raise InputError(f"BASE {base} holds no workload to compare (only copy-bandwidth rows)")
 
-    for d in differences:
-        click.echo(f"note: BASE and NEW differ: {d}", err=True)
-    click.echo(tabulate(table_rows(rows), headers=HEADERS, disable_numparse=True))
     failing = [r for r in rows if r["verdict"] in FAILING]
     missing = [r for r in failing if r["verdict"] == "missing"]
     noisy = [r for r in rows if r["verdict"] == "noise"]
@@ -334,22 +345,24 @@ def compare_main(base: str, new: str, max_regression: str = "10%", out: str | No
         summary += f"; {len(noisy)} slower beyond {pct} but not significant (noise)"
     if differences:
         summary += "; the runs differ (" + "; ".join(d.split(":")[0] for d in differences) + ")"
-    verdict = "regression" if failing else "ok"
-    click.echo(summary)
+    problems = []
     for r in failing:
         what = _name(r)
         if r["verdict"] == "missing":
-            click.echo(f"MISSING: {what}: in BASE, not in NEW (lost, renamed or not run)", err=True)
+            problems.append(f"MISSING: {what}: in BASE, not in NEW (lost, renamed or not run)")
         elif r["verdict"] == "error":
-            click.echo(f"REGRESSION: {what} raised in NEW (it ran in BASE)", err=True)
+            problems.append(f"REGRESSION: {what} raised in NEW (it ran in BASE)")
         else:
-            click.echo(f"REGRESSION: {what}: {r['base_gbps']:.2f} -> {r['new_gbps']:.2f} GB/s "
-                       f"({r['change']:+.1%}, p = {r['p']:.2g})", err=True)
+            problems.append(f"REGRESSION: {what}: {r['base_gbps']:.2f} -> {r['new_gbps']:.2f} GB/s "
+                            f"({r['change']:+.1%}, p = {r['p']:.2g})")
     if out:
         write_outputs(out, rows, base=base, new=new, max_regression=str(max_regression),
-                      threshold=threshold, p_value=p_value, verdict=verdict, summary=summary,
+                      threshold=threshold, p_value=p_value,
+                      verdict="regression" if failing else "ok", summary=summary,
                       missing=[_name(r) for r in missing], differences=differences)
-    return 1 if failing else 0
+    return CompareResult(rows, tabulate(table_rows(rows), headers=HEADERS, disable_numparse=True),
+                         [f"note: BASE and NEW differ: {d}" for d in differences], summary, problems,
+                         1 if failing else 0)
 
 
 def write_outputs(out: str | os.PathLike, rows: Sequence[dict], **meta) -> tuple[Path, Path]:

@@ -30,11 +30,19 @@ from softmaxbench.suite.isolation.channel import BackendInfo, clean_text
 def plugin_path(p) -> str:
     """One ``--plugin`` value: a .py file that must exist (else InputError), made absolute (workers
     run in private working directories), or a module name, unchanged."""
+    import os
     from pathlib import Path
 
     p = str(p)
+    shown = clean_text(p, 200)
+    if not p.strip():
+        raise InputError("--plugin must name a module or a .py file, got an empty string")
+    if Path(p).is_dir():
+        raise InputError(f"--plugin {shown}: is a directory, not a module name or a .py file")
     if p.endswith(".py") and not Path(p).is_file():
-        raise InputError(f"--plugin {p}: no such file")
+        raise InputError(f"--plugin {shown}: no such file")
+    if not Path(p).is_file() and (os.sep in p or (os.altsep and os.altsep in p)):
+        raise InputError(f"--plugin {shown}: no such file (a module name has no '{os.sep}')")
     return str(Path(p).resolve()) if Path(p).is_file() else p
 
 
@@ -50,11 +58,24 @@ def _label(info: BackendInfo) -> str:
 def select_backends(names: Sequence[str] | None, plugins: Sequence[str] = (), *,
                     honour_default_skip: bool = True, infos: Sequence[BackendInfo] | None = None
                     ) -> tuple[list[BackendInfo], dict[str, str]]:
-    """The backends to run and ``{label: why}`` of those left out (see the module's rules)."""
+    """The backends to run and ``{label: why}`` of those left out (see the module's rules).
+
+    A named backend that the (cached) discovery calls unknown or unavailable is asked about once
+    more without the cache before that is an error: the cache is a file anything running as the
+    user could have written, so it may speed a run up but never refuse one."""
     if infos is None:
         from softmaxbench.suite.isolation.discovery import discover
 
-        infos = discover(tuple(plugins))
+        try:
+            return _select(names, discover(tuple(plugins)), honour_default_skip)
+        except InputError:
+            if not names:
+                raise
+            return _select(names, discover(tuple(plugins), refresh=True), honour_default_skip)
+    return _select(names, infos, honour_default_skip)
+
+
+def _select(names, infos, honour_default_skip):
     usable = {}
     for i in infos:
         if i.loaded and i.name not in usable:

@@ -190,8 +190,8 @@ def test_a_hang_is_a_timeout_on_the_parents_clock(tmp_path):
 def test_kill_takes_the_plugins_children_too(tmp_path):
     w = _hostile("exploit-child-holds-stdout", tmp_path)
     assert w.call("softmax", [np.zeros(4, np.float32)], {"axis": -1}, timeout_s=60).status == "output"
-    pid = int((tmp_path / "mark.pid").read_text())
     w.kill()
+    pid = int(Path(w.log_path).read_text().split("CHILD-PID", 1)[1].split()[0])
     for _ in range(50):
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

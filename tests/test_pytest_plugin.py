@@ -82,7 +82,7 @@ def test_not_a_backend_is_a_clear_error():
     from softmaxbench.suite.conformance.pytest_plugin import parametrize_with_checks
 
     with pytest.raises(TypeError, match="needs a Backend instance or a factory"):
-        parametrize_with_checks("numpy")
+        parametrize_with_checks(42)  # (a string is a backend's name: tests/test_pytest_plugin_isolated.py)
 
 
 def test_default_selection_runs_the_hunt_found_cases_too(pytester):

@@ -60,6 +60,13 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
         raise InputError("--threads must be at least 1")
     if min_rounds is not None and min_rounds < 1:
         raise InputError("--min-rounds must be at least 1")
+    from softmaxbench.suite.cli.options import bounded_int, usable_out_dir
+    from softmaxbench.suite.selection import plugin_paths
+
+    bounded_int(threads, "--threads", 1, 4096)
+    bounded_int(min_rounds, "--min-rounds", 1, 100_000)
+    usable_out_dir(out)
+    plugins = plugin_paths(plugins)
     names = split_csv(backends)
     if names:
         from softmaxbench.suite.isolation.channel import name_problem

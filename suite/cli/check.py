@@ -16,16 +16,21 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                known_failures: tuple[str, ...] = ()) -> int:
     """The ``check`` verb: CLI options (comma-separated strings) -> ``run_check``."""
     from softmaxbench.errors import InputError
-    from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.cli.options import positive_seconds, split_csv, usable_out_dir, usable_out_file
     from softmaxbench.suite.conformance.runner import run_check
+    from softmaxbench.suite.selection import plugin_paths
 
-    if resume:
+    if resume is not None:
         given = [n for n, v in (("--backends", backends), ("--ops", ops), ("--dtypes", dtypes),
                                 ("--cases", cases), ("--quick", quick)) if v]
         if given:
             raise InputError(f"--resume finishes the run recorded in {resume}/run.json; "
                              f"do not combine it with {', '.join(given)}")
-    return run_check(resume or out, backends=split_csv(backends), ops=split_csv(ops),
+    positive_seconds(timeout, "--timeout")
+    usable_out_dir(resume if resume is not None else out, "--resume" if resume is not None else "--out")
+    usable_out_file(junit_xml, "--junit-xml")
+    plugins = plugin_paths(plugins)
+    return run_check(resume if resume is not None else out, backends=split_csv(backends), ops=split_csv(ops),
                      dtypes=split_csv(dtypes), cases=split_csv(cases), plugins=plugins, quick=quick,
                      timeout=timeout, resume=bool(resume), strict=strict, junit_xml=junit_xml, seed=seed,
                      jobs=jobs, baseline=baseline, known_failures=known_failures)

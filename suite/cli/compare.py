@@ -19,6 +19,13 @@ import click
 def compare_cmd(**kwargs) -> int:
     """Compare two bench results (directories or results.jsonl); exit 1 on a real throughput
     regression or a workload of BASE missing from NEW, 2 on bad input."""
-    from softmaxbench.reports.compare import compare_main
+    from softmaxbench.reports.compare import compare_runs
 
-    return compare_main(**kwargs)
+    result = compare_runs(**kwargs)
+    for line in result.notes:
+        click.echo(line, err=True)
+    click.echo(result.table)
+    click.echo(result.summary)
+    for line in result.problems:
+        click.echo(line, err=True)
+    return result.exit_code

@@ -22,6 +22,10 @@ from softmaxbench.suite.cli.options import selection_options
 HYPOTHESIS_EXAMPLES = 32
 
 
+#: Longest row --max-len may ask for (2**24 elements: 128 MiB of float64 per row).
+MAX_LEN_LIMIT = 1 << 24
+
+
 @click.command("hunt")
 @selection_options
 @click.option("--budget", default=60.0, show_default=True, type=float,
@@ -102,7 +106,7 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
     found an input on which a backend fails, else 0.
     """
     from softmaxbench.errors import EXIT_NONCONFORMING, EXIT_OK, InputError
-    from softmaxbench.suite.cli.options import split_csv
+    from softmaxbench.suite.cli.options import bounded_int, positive_seconds, split_csv, usable_out_dir
     from softmaxbench.suite.conformance.runner import Terminated
     from softmaxbench.suite.hunt import store as found_cases
     from softmaxbench.suite.hunt.findings import table
@@ -121,12 +125,13 @@ def hunt_main(backends: str | None = None, ops: str | None = None, dtypes: str |
 
     if evals is not None and evals < 1:
         raise InputError("--evals must be at least 1")
-    if timeout is None or not timeout > 0:
-        raise InputError(f"--timeout must be a positive number of seconds, got {timeout!r}")
-    if evals is None and not budget > 0:
-        raise InputError("--budget must be a positive number of seconds")
+    positive_seconds(timeout, "--timeout")
+    if evals is None:
+        positive_seconds(budget, "--budget")
     if max_len < 2:
         raise InputError("--max-len must be at least 2")
+    bounded_int(max_len, "--max-len", 2, MAX_LEN_LIMIT)
+    usable_out_dir(out if out is not None else "softmaxbench-results/hunt")
     if hypothesis_examples < 0:
         raise InputError("--hypothesis must be 0 or more")
     validate_names(split_csv(ops), split_csv(dtypes), None, False)

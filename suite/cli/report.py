@@ -41,12 +41,19 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
         write_report,
     )
     from softmaxbench.reports.load import load_results
+    from softmaxbench.suite.cli.options import usable_out_dir
     from softmaxbench.suite.conformance.summary import gate as conformance_gate
     from softmaxbench.suite.records import RecordError
 
-    def warn(msg: str) -> None:
-        click.echo(f"softmaxbench: warning: {msg}", err=True)
+    warnings: list[str] = []  # printed once the report is written (bad input: the error alone)
 
+    def warn(msg: str) -> None:
+        warnings.append(msg)
+
+    try:
+        usable_out_dir(out)
+    except InputError as exc:
+        raise InputError(f"cannot write the report to {out}: {exc.format_message()}") from None
     paths = [compare_json] if isinstance(compare_json, str) else list(compare_json or ())
     try:
         compare = merge_compares([load_compare(p) for p in paths]) if paths else None
@@ -55,6 +62,8 @@ def report_main(results: Iterable[str], out: str, compare_json: Iterable[str] | 
         raise InputError(str(exc)) from None
     except OSError as exc:
         raise InputError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    for msg in warnings:
+        click.echo(f"softmaxbench: warning: {msg}", err=True)
     n_csv = len(summary["tables"])
     click.echo(f"report: {Path(out) / REPORT_HTML} (and {REPORT_MD}, {n_csv} CSV files, {SUMMARY_JSON})")
     if not summary["conforming"]:

@@ -239,7 +239,14 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
         raise click.UsageError("--quick and --full exclude each other (run is quick unless --full)")
     if threads is not None and threads < 1:
         raise InputError(f"--threads must be at least 1, got {threads}")
+    from softmaxbench.suite.cli.options import bounded_int, usable_out_dir
+    from softmaxbench.suite.selection import plugin_paths
+
+    bounded_int(threads, "--threads", 1, 4096)
+    plugins = plugin_paths(plugins)
     quick = not full
+    if out is not None:
+        usable_out_dir(out)
     out_dir = Path(out) if out else default_out_dir()
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise InputError(f"{out_dir} is not empty; choose a new --out (run never mixes two runs' records)")
@@ -253,7 +260,7 @@ def run_main(backends: str | None = None, ops: str | None = None, dtypes: str | 
 
     # Bad input is one line before any stage starts (discovery is cached: the check asks again).
     validate_names(op_names, dtype_names, split_csv(cases), quick)
-    select_backends(backend_names, tuple(str(Path(p).resolve()) if Path(p).is_file() else p for p in plugins))
+    select_backends(backend_names, plugins)
 
     _stage(1, "conformance check" + (" (quick cases)" if quick else ""), check_dir)
     load = _load_average()

@@ -71,25 +71,37 @@ class ReferenceCache:
     The reference is the expensive half of a check (extended precision for float64), and every
     backend checks the same (case, dtype, op): the runner computes it here, in the parent, and
     ships it to each backend's worker. Least recently used results beyond ``max_bytes`` are
-    dropped (recomputed if asked for again).
+    dropped (recomputed if asked for again). Inputs are kept the same way within
+    ``max_input_bytes`` (at least the last four): the backends of a run go through the same
+    cases at their own pace, so a case's inputs are asked for by each of them, and building
+    them again for each (as a four-entry cache did) cost a quick check 1000 builds for 124 inputs.
     """
 
-    def __init__(self, max_bytes: int = 512 * 2**20):
+    def __init__(self, max_bytes: int = 512 * 2**20, max_input_bytes: int = 256 * 2**20):
         self.max_bytes = max_bytes
+        self.max_input_bytes = max_input_bytes
         self._inputs: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._input_bytes: dict[tuple[str, str], int] = {}
+        self._inputs_total = 0
         self._results: OrderedDict[tuple[str, str, str], tuple[np.ndarray | None, str | None]] = OrderedDict()
         self._bytes = 0
         self.computed = 0
+        self.built = 0
 
     def inputs(self, case: str, dtype: str):
-        """The CaseInput of ``case`` in ``dtype`` (a few kept: tasks come grouped by case)."""
+        """The CaseInput of ``case`` in ``dtype`` (built once while memory allows)."""
         key = (case, dtype)
         if key not in self._inputs:
             from softmaxbench.suite.hunt.store import get_case
 
-            self._inputs[key] = get_case(case).build(dtype)
-            while len(self._inputs) > 4:
-                self._inputs.popitem(last=False)
+            inp = self._inputs[key] = get_case(case).build(dtype)
+            self.built += 1
+            size = _input_nbytes(inp)
+            self._input_bytes[key] = size
+            self._inputs_total += size
+            while self._inputs_total > self.max_input_bytes and len(self._inputs) > 4:
+                old, _ = self._inputs.popitem(last=False)
+                self._inputs_total -= self._input_bytes.pop(old)
         self._inputs.move_to_end(key)
         return self._inputs[key]
 
@@ -112,6 +124,11 @@ class ReferenceCache:
             _, (old, _) = self._results.popitem(last=False)
             self._bytes -= old.nbytes if old is not None else 0
         return value
+
+
+def _input_nbytes(inputs) -> int:
+    arrays = (inputs.x, inputs.cotangent, inputs.target, (inputs.ce_options or {}).get("weight"))
+    return sum(int(getattr(a, "nbytes", 0)) for a in arrays if a is not None)
 
 
 # -- one check ----------------------------------------------------------------------------------

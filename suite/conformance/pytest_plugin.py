@@ -4,8 +4,17 @@ Like scikit-learn's ``parametrize_with_checks``: decorate one test function and 
 backend declares (its ops and dtypes) becomes one test, named ``<backend>-<op>-<case>-<dtype>``.
 A wrong result fails with the check's message and a copy-paste repro; a documented deviation
 (a NaN row for +inf, ...) is an xfail with the convention's reason; an op that raises
-NotImplementedError is skipped. The checks run in the test process (use pytest-timeout or
-``softmaxbench check`` for crash and hang isolation).
+NotImplementedError is skipped.
+
+Two ways to name the backend. A ``Backend`` instance (or a factory) is called in the test process
+itself: simplest, no isolation (a segfault takes pytest with it). A *name* (a built-in, an entry
+point, or one a ``plugins=`` module provides) runs every check in a worker process, exactly as
+``softmaxbench check`` does: the test process never imports the backend, judges what comes back
+as bytes, and a crash or hang fails that one test (``crash``/``timeout``, the worker is replaced)::
+
+    @parametrize_with_checks("mykernel", plugins=["mykernel/softmaxbench_plugin.py"])
+    def test_softmaxbench(backend, check):
+        check(backend)
 
 In the project under test, e.g. ``tests/test_softmaxbench.py``::
 
@@ -35,6 +44,7 @@ softmax-dist_normal_scale_1-float32
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Sequence
 from functools import cache
 
@@ -68,6 +78,10 @@ class SoftmaxCheck:
         cache_ = _reference_cache()
         exact, why = cache_.result(Task(self.case, self.dtype, self.op))
         inputs = case.build(self.dtype)  # fresh: the backend may misbehave with its input
+        if isinstance(backend, IsolatedBackend):
+            return backend.check(self.op, inputs, exact, category=case.category,
+                                 expect_error=case.expect_error, reference_error=why,
+                                 plugins=self.plugins)
         return check_one(backend, self.op, inputs, exact, category=case.category,
                          expect_error=case.expect_error, reference_error=why,
                          conventions=conventions_of(backend), plugins=self.plugins)
@@ -90,6 +104,85 @@ class SoftmaxCheck:
         repro = rec.get("repro") or ""
         pytest.fail(f"{verdict}: {rec.get('message')}{note}\n\nrepro:\n{repro}", pytrace=False)
         return rec  # unreachable: pytest.fail raises
+
+
+class IsolatedBackend:
+    """A backend known by name: its checks run in a worker process (one per backend, started at
+    the first check, replaced after a crash or hang, killed at the end of the session). Only its
+    validated description (:class:`~softmaxbench.suite.isolation.channel.BackendInfo`) lives here.
+    """
+
+    def __init__(self, info, plugins: Sequence[str] = (), timeout_s: float = 60.0):
+        self.info, self.plugins, self.timeout_s = info, tuple(plugins), float(timeout_s)
+        self.name, self.device, self.dtypes = info.name, info.device, info.dtypes
+        self._worker = None
+        _LIVE.add(self)
+
+    def __repr__(self) -> str:
+        return f"<{self.name} in a worker process>"
+
+    def supported_ops(self) -> tuple[str, ...]:
+        return self.info.ops
+
+    def check(self, op: str, inputs, exact, *, category=None, expect_error=False,
+              reference_error=None, plugins: Sequence[str] = ()) -> dict:
+        """The record of ``op`` on ``inputs``, called in the worker, judged here."""
+        from softmaxbench.suite.conformance.call import call_in_worker
+        from softmaxbench.suite.conformance.judge import Recorder, judge, precheck
+        from softmaxbench.suite.isolation.channel import ProtocolError, WorkerLost, WorkerRefused
+
+        common = dict(backend=self.name, device=self.device, category=category, plugins=plugins)
+        early = precheck(op, inputs, exact, dtypes=self.dtypes, ops=self.info.ops,
+                         expect_error=expect_error, reference_error=reference_error, **common)
+        if early is not None:
+            return early
+        try:
+            result = call_in_worker(self._started(), op, inputs, timeout_s=self.timeout_s)
+        except (WorkerLost, WorkerRefused, ProtocolError) as exc:
+            self.close()
+            kind = getattr(exc, "kind", "crash")
+            note = getattr(exc, "note", None) or str(exc)
+            if kind == "timeout":
+                note = f"no answer within {self.timeout_s:g} s (the case hung); the worker was killed"
+            return Recorder(self.name, self.device, op, inputs, category=category, plugins=plugins)(
+                "timeout" if kind == "timeout" else "crash", note)
+        return judge(op, inputs, exact, result, expect_error=expect_error,
+                     conventions=self.info.conventions, **common)
+
+    def _started(self):
+        from softmaxbench.suite.isolation.channel import Worker
+
+        if self._worker is None or not self._worker.alive():
+            self.close()
+            worker = Worker(self.name, plugins=self.plugins)
+            worker.start(timeout_s=STARTUP_LIMIT_S)
+            self._worker = worker
+        return self._worker
+
+    def close(self) -> None:
+        """Kill the worker (its whole process group), if one runs."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.kill()
+
+
+#: How long a worker may take to import its framework and build the backend.
+STARTUP_LIMIT_S = 180.0
+#: Every IsolatedBackend made in this process: their workers are killed at the session's end.
+_LIVE: weakref.WeakSet = weakref.WeakSet()
+
+
+def _isolated(name: str, plugins: Sequence[str], timeout_s: float) -> IsolatedBackend:
+    """The named backend, described by a discovery worker (nothing of it imported here)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.selection import plugin_paths, select_backends
+
+    try:
+        paths = plugin_paths(plugins)
+        chosen, _ = select_backends([name], paths, honour_default_skip=False)
+    except InputError as exc:  # at collection: a usage error of the test module, said in one line
+        raise pytest.UsageError(f"parametrize_with_checks: {exc.message}") from None
+    return IsolatedBackend(chosen[0], paths, timeout_s)
 
 
 @cache
@@ -138,20 +231,28 @@ def _known(known_failures):
 
 def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = None,
                             dtypes: Sequence[str] | None = None, cases: Sequence[str] | None = None,
-                            quick: bool | None = None, known_failures=None) -> Callable:
+                            quick: bool | None = None, known_failures=None,
+                            plugins: Sequence[str] = (), timeout_s: float = 60.0) -> Callable:
     """A ``pytest.mark.parametrize("backend, check", ...)`` over every check of the backend.
 
     ``backend_or_factory`` is a Backend instance, or a callable returning one (called once, at
-    collection). ``quick=None`` means the quick subset unless ``SOFTMAXBENCH_FULL=1``.
-    ``known_failures``: a known-failures TOML path, ``"builtin"``, a list of them, or a
-    ``KnownFailures``; the checks its entries name become ``xfail(strict=True)``.
+    collection), both run in this process; or a backend's name (a string: a built-in, an entry
+    point, or provided by a ``plugins`` module or file), run in a worker process with
+    ``timeout_s`` per check. ``quick=None`` means the quick subset unless
+    ``SOFTMAXBENCH_FULL=1``. ``known_failures``: a known-failures TOML path, ``"builtin"``, a list
+    of them, or a ``KnownFailures``; the checks its entries name become ``xfail(strict=True)``.
     """
-    backend = _instance(backend_or_factory)
+    if isinstance(backend_or_factory, str):
+        backend = _isolated(backend_or_factory, plugins, timeout_s)
+        plugins = backend.plugins
+    else:
+        backend = _instance(backend_or_factory)
     if quick is None:
         quick = not _full_requested()
     known = _known(known_failures)
     params = []
-    for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick, known=known):
+    for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick,
+                            plugins=plugins, known=known):
         key = {"backend": backend.name, "op": check.op, "case": check.case, "dtype": check.dtype}
         entry = known.covering(key) if known is not None else None
         marks = (pytest.mark.xfail(strict=True, raises=KnownFailureOccurred,
@@ -178,6 +279,8 @@ def pytest_configure(config) -> None:
 def pytest_unconfigure(config) -> None:
     global _FULL_OPTION
     _FULL_OPTION = False
+    for backend in list(_LIVE):
+        backend.close()
 
 
 def _full_requested() -> bool:

@@ -476,11 +476,14 @@ class Worker:
         self._tail.clear()
         self._tail_len = 0
         try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "softmaxbench.suite.isolation.worker", str(child_conn.fileno()),
-                 str(os.getpid())],
-                stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd, cwd=self.cwd, env=env,
-                pass_fds=(child_conn.fileno(),), start_new_session=True, close_fds=True)
+            _become_subreaper()
+            with _PROCS_LOCK:  # a stray sweep never sees a worker that is not registered yet
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", "softmaxbench.suite.isolation.worker", str(child_conn.fileno()),
+                     str(os.getpid())],
+                    stdin=subprocess.DEVNULL, stdout=write_fd, stderr=write_fd, cwd=self.cwd, env=env,
+                    pass_fds=(child_conn.fileno(),), start_new_session=True, close_fds=True)
+                _WORKER_PIDS.add(self.proc.pid)
         finally:
             child_conn.close()
             os.close(write_fd)
@@ -547,10 +550,15 @@ class Worker:
             except (ProcessLookupError, PermissionError):
                 pass
             self._killed = True
+        if self.proc is not None:  # (the reader may have sent the SIGKILL: wait for it either way)
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        if self.proc is not None and self.proc.returncode is not None:
+            with _PROCS_LOCK:
+                _WORKER_PIDS.discard(self.proc.pid)
+            kill_strays()
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -736,6 +744,67 @@ class Worker:
             t.join(timeout=0.5)
         tail = log_tail(self.output_tail())
         return clean_text(what + (f" {during}" if during else "") + (f" ({tail})" if tail else ""), 600)
+
+
+# -- processes that escaped a worker's group ---------------------------------------------------------
+#: Live worker processes (children of this process that are workers, not strays).
+_WORKER_PIDS: set[int] = set()
+_PROCS_LOCK = threading.Lock()
+_SUBREAPER = []
+
+
+def _become_subreaper() -> None:
+    """Linux: orphans of a worker's descendants are re-parented to this process (not to init), so
+    a grandchild that left the worker's process group (double fork + setsid) is still found."""
+    if _SUBREAPER or not sys.platform.startswith("linux"):
+        return
+    _SUBREAPER.append(True)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def kill_strays() -> list[int]:
+    """SIGKILL (and reap) every child of this process that is not a live worker and is not in
+    this process's session: a worker's descendant that escaped its process group and was
+    re-parented here. Returns their pids."""
+    if not _SUBREAPER:
+        return []
+    me, my_sid, killed = os.getpid(), os.getsid(0), []
+    for _ in range(8):  # a stray's own children come to us when it dies: sweep until none is left
+        found = []
+        with _PROCS_LOCK:
+            try:
+                entries = [e for e in os.listdir("/proc") if e.isdigit()]
+            except OSError:
+                return killed
+            for e in entries:
+                pid = int(e)
+                if pid in _WORKER_PIDS:
+                    continue
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                if int(fields[1]) != me or int(fields[3]) == my_sid:  # ppid, session
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    found.append(pid)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        for pid in found:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        killed += found
+        if not found:
+            break
+    return killed
 
 
 def _send_loop(conn: Connection, outbox: queue.Queue) -> None:

@@ -195,7 +195,8 @@ def _refuse_duplicates(infos: list[BackendInfo]) -> list[BackendInfo]:
     return out
 
 
-def discover(plugins: Sequence[str] = (), *, use_cache: bool = True) -> list[BackendInfo]:
+def discover(plugins: Sequence[str] = (), *, use_cache: bool = True,
+             refresh: bool = False) -> list[BackendInfo]:
     """Every backend here (built-ins, entry points, ``plugins``), as validated data.
 
     Never imports backend code in this process; never raises for what a plugin does (it becomes
@@ -203,13 +204,17 @@ def discover(plugins: Sequence[str] = (), *, use_cache: bool = True) -> list[Bac
     plugins = tuple(str(_plugin_file(p) or p) for p in plugins)
     key = cache_key(plugins) if use_cache and not os.environ.get("SOFTMAXBENCH_NO_DISCOVERY_CACHE") else None
     path = _cache_dir() / f"{key}.json" if key else None
-    if path is not None and path.is_file():
+    if path is not None and path.is_file() and not refresh:  # refresh: ask the workers, rewrite the cache
         try:
             data = json.loads(path.read_text())
             return [BackendInfo.from_header(d) for d in data["backends"]]  # validated again
         except (OSError, ValueError, KeyError, TypeError):
             pass
     infos = _run_workers(plugins)
+    # A discovery worker that ran out of time (a loaded machine) is not a fact about this
+    # environment: caching it would keep that plugin unavailable until its file changes.
+    if any(not i.loaded and "no answer within" in (i.unavailable or "") for i in infos):
+        path = None
     if path is not None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)

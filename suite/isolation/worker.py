@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import faulthandler
 import importlib
+import itertools
 import os
 import signal
 import sys
@@ -87,9 +88,10 @@ def describe(backend, origin: str = "builtin") -> dict:
     name = ask("name", lambda: backend.name, None)
     info: dict[str, Any] = {"name": name if isinstance(name, str) else repr(name)[:200], "origin": origin}
     info["device"] = _jsonable_str(ask("device", lambda: backend.device, None))
-    dtypes = ask("dtypes", lambda: list(backend.dtypes), [])
+    # (at most 17 of each: an endless iterable is a long list, not a hang or a memory bomb)
+    dtypes = ask("dtypes", lambda: list(itertools.islice(backend.dtypes, 17)), [])
     info["dtypes"] = [d if isinstance(d, str) else repr(d) for d in dtypes][:16]
-    ops = ask("supported_ops()", lambda: list(backend.supported_ops()), None)
+    ops = ask("supported_ops()", lambda: list(itertools.islice(backend.supported_ops(), 17)), None)
     info["ops"] = [o if isinstance(o, str) else repr(o) for o in ops][:16] if ops is not None else []
     info["framework"] = _jsonable_str(ask("framework", lambda: backend.framework, ""))
     info["framework_version"] = _jsonable_str(ask("framework_version()", backend.framework_version, ""))
@@ -316,6 +318,12 @@ def main(argv: list[str]) -> None:
             sys.path.insert(1, p)
     _PLUGINS[:] = [str(p) for p in init.get("plugins") or []]
     name = init.get("backend")
+    from softmaxbench.backends.registry import BUILTINS
+
+    if name is None or name not in BUILTINS:  # third-party code runs next: confine it first
+        from softmaxbench.suite.isolation.sandbox import confine
+
+        confine(os.getcwd(), _PLUGINS)
     backend = None
     if name is not None:
         try:

@@ -9,6 +9,12 @@ of ``softmaxbench.backends.base``) and never in a timed call.
 float64 needs ``jax_enable_x64``, a process-wide flag: it is switched on at first use, before the
 first array is made (otherwise float64 inputs silently become float32).
 
+Executables are kept on disk when ``SOFTMAXBENCH_JAX_EXECUTABLES`` names a directory (``check``
+and ``hunt`` set it to ``$XDG_CACHE_HOME/softmaxbench/jax-exec``; ``bench`` does not, it reports
+compile times; see :class:`ExecutableCache`): a second run loads each one (2-5 ms) instead of
+tracing, lowering and fetching it from JAX's own compilation cache (20-80 ms each; a quick check
+has 251).
+
 >>> import numpy as np
 >>> b = JaxCPU()
 >>> y = b.to_numpy(b.softmax(b.asarray(np.zeros(2)), axis=-1))
@@ -18,8 +24,11 @@ first array is made (otherwise float64 inputs silently become float32).
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,6 +92,107 @@ _FUNCTIONS = {"softmax": _softmax, "log_softmax": _log_softmax, "logsumexp": _lo
               "log_softmax_vjp": _log_softmax_vjp, "cross_entropy_grad": _cross_entropy_grad}
 
 
+#: The environment variable naming the executable cache's directory (unset: no cache).
+EXEC_CACHE_ENV = "SOFTMAXBENCH_JAX_EXECUTABLES"
+_MAGIC = b"sbjx1\n"
+
+
+class ExecutableCache:
+    """Compiled executables on disk, one file per (op, shapes, dtypes, options), in a
+    subdirectory per environment (jax and jaxlib versions, device, XLA flags, and the source of
+    the functions compiled: an edit of this file or of ``textbook`` starts a new one).
+
+    A file is ``magic + sha256(payload) + payload`` (the payload is JAX's own serialization,
+    ``jax.experimental.serialize_executable``); it is written to a temporary name and renamed,
+    so a reader never sees half a file, and a file whose digest does not match (truncated,
+    corrupt) is ignored and rewritten. Like JAX's compilation cache (machine code, loaded and
+    run), the directory is trusted by the worker that reads it: it lives in the user's cache
+    and the trusted process never reads it (it judges the outputs, whatever ran).
+    """
+
+    def __init__(self, root: str | os.PathLike, platform: str):
+        jax = _jax()
+        import jaxlib
+
+        here = Path(__file__).parent
+        source = b"".join((here / f).read_bytes() for f in ("jax_backend.py", "textbook.py"))
+        device = jax.devices(platform)[0]
+        kind = str(getattr(device, "device_kind", ""))
+        env = "|".join([jax.__version__, jaxlib.__version__, platform, kind,
+                        os.environ.get("XLA_FLAGS", ""), str(jax.config.jax_enable_x64),
+                        hashlib.sha256(source).hexdigest()])
+        self.dir = Path(root) / hashlib.sha256(env.encode()).hexdigest()[:24]
+        # XLA:CPU serializes an executable that JAX's own cache gave back without its kernels
+        # (loading it elsewhere fails: "Function wrapped_reduce not found"): this cache replaces
+        # that one in this process, so what is stored here was always compiled here.
+        jax.config.update("jax_enable_compilation_cache", False)
+        self.platform = platform
+        self.hits = self.misses = 0
+        if not self.dir.is_dir():
+            self._prune_stale(Path(root))
+
+    @staticmethod
+    def _prune_stale(root: Path, days: float = 14.0) -> None:
+        """Remove other environments' subdirectories unused for ``days`` (an edit or an upgrade
+        leaves its predecessor's behind; best effort)."""
+        import shutil
+
+        cutoff = time.time() - days * 86400
+        try:
+            for d in root.iterdir():
+                if d.is_dir() and d.stat().st_mtime < cutoff:
+                    shutil.rmtree(d, ignore_errors=True)
+        except OSError:
+            pass
+
+    def _path(self, key: tuple) -> Path:
+        return self.dir / (hashlib.sha256(repr(key).encode()).hexdigest()[:32] + ".xla")
+
+    def load(self, key: tuple):
+        """The executable stored for ``key``, or None (absent, corrupt, or not loadable here)."""
+        try:
+            data = self._path(key).read_bytes()
+        except OSError:
+            return None
+        head = len(_MAGIC) + 32
+        payload = data[head:]
+        if data[:len(_MAGIC)] != _MAGIC or hashlib.sha256(payload).digest() != data[len(_MAGIC):head]:
+            return None
+        try:
+            import pickle
+
+            from jax.experimental.serialize_executable import deserialize_and_load
+
+            blob, in_tree, out_tree = pickle.loads(payload)  # our own file, digest checked
+            executable = deserialize_and_load(blob, in_tree, out_tree, backend=self.platform)
+        except Exception:  # noqa: BLE001 - a stale or foreign entry: compile afresh
+            return None
+        self.hits += 1
+        if self.hits == 1:
+            try:
+                os.utime(self.dir)  # in use: not stale
+            except OSError:
+                pass
+        return executable
+
+    def store(self, key: tuple, executable) -> None:
+        """Keep ``executable`` for ``key`` (best effort: a full disk or a read-only cache is no error)."""
+        self.misses += 1
+        try:
+            import pickle
+
+            from jax.experimental.serialize_executable import serialize
+
+            payload = pickle.dumps(serialize(executable), protocol=pickle.HIGHEST_PROTOCOL)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            path = self._path(key)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(_MAGIC + hashlib.sha256(payload).digest() + payload)
+            os.replace(tmp, path)
+        except Exception:  # noqa: BLE001 - the cache is an optimization only
+            pass
+
+
 class JaxBackend(Backend):
     """jitted JAX on ``platform`` ("cpu" or "gpu"); subclasses fix the platform."""
 
@@ -94,6 +204,16 @@ class JaxBackend(Backend):
         self.compile_times: dict[tuple[str, tuple[int, ...], str], float] = {}
         self._executables: dict[tuple, Any] = {}
         self._last: Any = None  # the latest result, for synchronize()
+        self._disk: ExecutableCache | None | bool = None  # built at the first compile
+
+    def _disk_cache(self) -> ExecutableCache | None:
+        if self._disk is None:
+            root = os.environ.get(EXEC_CACHE_ENV)
+            try:
+                self._disk = ExecutableCache(root, self.platform) if root else False
+            except Exception:  # noqa: BLE001 - no cache, not no backend
+                self._disk = False
+        return self._disk or None
 
     def unavailable(self) -> str | None:
         return module_missing("jax", "pip install jax")
@@ -145,14 +265,30 @@ class JaxBackend(Backend):
         if executable is None:
             jax = _jax()
             start = time.perf_counter()
-            executable = jax.jit(partial(_FUNCTIONS[op], **options)).lower(*arrays).compile()
-            x = arrays[0]
-            timing_key = (op, tuple(x.shape), str(x.dtype))
-            self.compile_times[timing_key] = (self.compile_times.get(timing_key, 0.0)
-                                              + time.perf_counter() - start)
+            disk = self._disk_cache()
+            executable = disk.load(key) if disk else None
+            if executable is not None:
+                try:  # the first run of a loaded executable: one that cannot run is compiled afresh
+                    self._last = jax.block_until_ready(executable(*arrays))
+                except Exception:  # noqa: BLE001 - a real error of the op comes again below
+                    executable = None
+                else:
+                    self._record_compile(op, arrays, start)
+                    self._executables[key] = executable
+                    return self._last
+            if executable is None:
+                executable = jax.jit(partial(_FUNCTIONS[op], **options)).lower(*arrays).compile()
+                if disk:
+                    disk.store(key, executable)
+            self._record_compile(op, arrays, start)
             self._executables[key] = executable
         self._last = executable(*arrays)
         return self._last
+
+    def _record_compile(self, op: str, arrays: tuple, start: float) -> None:
+        x = arrays[0]
+        timing_key = (op, tuple(x.shape), str(x.dtype))
+        self.compile_times[timing_key] = self.compile_times.get(timing_key, 0.0) + time.perf_counter() - start
 
     def softmax(self, x, axis: int = -1):
         return self._run("softmax", (x,), axis=axis)
@@ -164,9 +300,10 @@ class JaxBackend(Backend):
         return self._run("logsumexp", (x,), axis=axis)
 
     def _ce(self, op, logits, target, reduction, label_smoothing, ignore_index, weight):
-        target = self.asarray(target)
         if textbook.is_index_target(target):  # a gather in jit cannot raise; PyTorch does
-            textbook.check_class_indices(_jax().numpy, target, logits.shape[-1], ignore_index)
+            # on the host: jax.numpy would compile four little kernels per target shape
+            textbook.check_class_indices(np, np.asarray(target), logits.shape[-1], ignore_index)
+        target = self.asarray(target)
         return self._run(op, (logits, target, weight), reduction=reduction,
                          label_smoothing=float(label_smoothing),
                          ignore_index=None if ignore_index is None else int(ignore_index))

@@ -83,12 +83,16 @@ class Selection:
 
 def jit_cache_env() -> dict[str, str]:
     """Environment for workers: JAX's persistent compilation cache, so a second run does not
-    compile every (op, shape, dtype) again (a first full run spends most of its time there).
-    Applied only where the user has not set these; SOFTMAXBENCH_NO_JIT_CACHE=1 turns it off."""
+    compile every (op, shape, dtype) again (a first full run spends most of its time there), and
+    the jax backends' own cache of whole executables (``jax-exec``: a second run neither traces
+    nor lowers; see ``softmaxbench.backends.jax_backend.ExecutableCache``). Both live in
+    ``$XDG_CACHE_HOME/softmaxbench/`` (``~/.cache/softmaxbench/``). Applied only where the user
+    has not set these; SOFTMAXBENCH_NO_JIT_CACHE=1 turns both off."""
     if os.environ.get("SOFTMAXBENCH_NO_JIT_CACHE"):
         return {}
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softmaxbench"
-    return {"JAX_COMPILATION_CACHE_DIR": str(base / "jax"),
+    return {"SOFTMAXBENCH_JAX_EXECUTABLES": str(base / "jax-exec"),
+            "JAX_COMPILATION_CACHE_DIR": str(base / "jax"),
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
@@ -235,6 +239,7 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
                     duration_s=round(elapsed, 3), references_computed=runner.cache.computed if runner else 0,
                     cpu_s={"parent": round(me.ru_utime + me.ru_stime, 1),
                            "workers": round(kids.ru_utime + kids.ru_stime, 1)},
+                    worker_cpu_s={r.info.name: round(r.cpu_s, 2) for r in runner.runs} if runner else {},
                     workers_lost=lost,
                     summary=conclusion.run_summary())
     conforms = conclusion.exit_code == 0 and bool(records) and not lost

@@ -406,6 +406,17 @@ class WorkerRefused(Exception):
 
 
 # -- the parent's handle on one worker ------------------------------------------------------------
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere or
+    once it is gone). Diagnostics only: it reads the kernel's accounting, nothing the process wrote."""
+    try:
+        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 class Worker:
     """One worker process for one backend (or ``backend=None``: a discovery worker).
 
@@ -431,6 +442,7 @@ class Worker:
         self.log_cap = log_cap
         self.info: BackendInfo | None = None
         self.proc: subprocess.Popen | None = None
+        self.cpu_s = 0.0  # CPU seconds of this worker's processes so far (each one read at its kill)
         self.conn: Connection | None = None
         self.cwd: str | None = None
         self.starts = 0
@@ -530,6 +542,7 @@ class Worker:
             self._outbox.put(None)
             self._outbox = None
         if self.proc is not None and not self._killed:
+            self.cpu_s += process_cpu_s(self.proc.pid)
             # The group outlives its leader while the plugin's children live: kill it once,
             # before anything else could reuse the number.
             try:
@@ -656,9 +669,11 @@ class Worker:
                 seq, _, payload, _ = self.pending[0] if self.pending else (0, "", None, 0)
                 try:
                     if not self._killed:
+                        self.cpu_s += process_cpu_s(self.proc.pid)
                         os.killpg(self.proc.pid, signal.SIGKILL)
                         self._killed = True
-                except (ProcessLookupError, PermissionError, AttributeError):
+                        self.proc.wait(timeout=10)  # dead when the loss is reported
+                except (ProcessLookupError, PermissionError, AttributeError, subprocess.TimeoutExpired):
                     pass
                 self.inbox.put((self, seq, payload, lost))
                 return

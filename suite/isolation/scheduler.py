@@ -35,8 +35,11 @@ from softmaxbench.suite.isolation.channel import (
 from softmaxbench.suite.isolation.display import PlainDisplay
 from softmaxbench.suite.isolation.threads import thread_env
 
-#: Requests in flight per worker (the worker computes the next while the parent judges).
-DEPTH = 4
+#: Requests in flight per worker (the worker computes the next ones while the parent judges:
+#: with 4, workers were seen blocked until the parent had judged another backend's answers).
+DEPTH = 8
+#: ... unless their input arrays already hold this many bytes (at least one is always in flight).
+DEPTH_BYTES = 256 << 20
 #: A backend gets another worker (when a slot is free) only with this many tasks left per worker.
 HELP_MIN_TASKS = 96
 #: The most array bytes one answer of a check worker may carry (outputs plus changed inputs).
@@ -56,6 +59,7 @@ class BackendRun:
     startup_failures: int = 0
     done: bool = False
     lost: int = 0                       # workers lost (crash or timeout)
+    cpu_s: float = 0.0                  # CPU seconds of its workers (read when each is killed)
 
     def busy(self) -> bool:
         return bool(self.pending) or any(w.jobs for w in self.workers)
@@ -151,6 +155,7 @@ class CheckRun:
         # interpreter teardown (torch, XLA) takes up to a second of the run's wall time. Kill.
         for w in run.workers:
             w.kill()
+            run.cpu_s += w.cpu_s
         run.workers.clear()
         run.done = True
         self.display.finish(run.info.name, run.counts, time.monotonic() - run.started)
@@ -161,6 +166,7 @@ class CheckRun:
         for w in run.workers:
             w.jobs.clear()
             w.kill()
+            run.cpu_s += w.cpu_s
         run.workers.clear()
         for _, task in items:
             self._write(run, self._parent_record(run, task, verdict, message))
@@ -188,14 +194,21 @@ class CheckRun:
             self._spawn(w)
         else:
             run.workers.remove(w)
+            run.cpu_s += w.cpu_s
 
     def _dispatch(self, run: BackendRun, w: Worker) -> None:
-        while run.pending and len(w.jobs) < DEPTH:
-            task_id, task = run.pending.popleft()
+        sizes = getattr(w, "job_bytes", {})
+        w.job_bytes = sizes = {job[0]: sizes.get(job[0], 0) for job in w.jobs}  # seq -> request bytes
+        # A helper takes from the other end: consecutive tasks share shapes, and so the
+        # executables a compiling backend builds (and caches) for them, once per worker.
+        take = run.pending.popleft if not run.workers or w is run.workers[0] else run.pending.pop
+        while run.pending and len(w.jobs) < DEPTH and (not w.jobs or sum(sizes.values()) < DEPTH_BYTES):
+            task_id, task = take()
             inputs = self.cache.inputs(task.case, task.dtype)
             exact, _ = self.cache.result(task)
             header, arrays = request_for(task.op, inputs)
             seq = w.submit("call", header, arrays)
+            sizes[seq] = sum(int(getattr(a, "nbytes", 0)) for a in arrays)
             w.jobs.append((seq, task_id, task, inputs, exact))
 
     def _on_message(self, w: Worker, seq: int, item) -> None:

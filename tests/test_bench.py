@@ -629,3 +629,23 @@ def test_sigterm_is_like_ctrl_c_and_a_second_run_on_the_same_out_is_refused(tmp_
     assert proc.returncode == 143, err
     assert read_run(out)["interrupted"] is True
     assert [r["backend"] for r in read_results(out)][:1] == ["copy:exploit-bench-hang"]
+
+
+def test_the_kernels_thread_accounting_bounds_a_slowed_clock():
+    """The second clock witness: the busiest thread's CPU seconds, read from /proc, are a lower
+    bound of the timed calls; a clock slowed to 0.4 of real time reports less than that."""
+    import os as _os
+    import time as _time
+
+    from softmaxbench.suite.bench import judge as bench_judge
+
+    before = bench_judge.thread_cpu_s(_os.getpid())
+    t0 = _time.perf_counter()
+    while _time.perf_counter() - t0 < 0.5:  # 0.5 s of CPU on this thread
+        pass
+    busiest = bench_judge.busiest_thread_s(before, bench_judge.thread_cpu_s(_os.getpid()))
+    assert busiest >= 0.3  # the kernel's ticks are 10 ms; a busy machine only lowers CPU per wall s
+    real = [busiest / 10] * 10
+    assert bench_judge.cpu_problem(real, busiest, allowance_s=0.1) is None
+    assert "was the clock patched" in bench_judge.cpu_problem([x * 0.4 for x in real], busiest, 0.1)
+    assert bench_judge.thread_cpu_s(2**22 + 12345) == {}  # no such process: no witness, no failure

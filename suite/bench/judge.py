@@ -13,6 +13,11 @@ A worker times its own calls (it must: the device is there), so the trusted proc
    (:func:`output_problem`): a cached replay or skipped work fails. A result whose conversion to
    NumPy took the op's time, when a ready array of the same size converts at once, was still
    being computed when the timer stopped (:func:`lazy_problem`): a lazy op fails.
+   The kernel's own accounting is a second witness: no thread of the worker can have run longer
+   than the timed calls took, so the busiest thread's CPU seconds during the request (read by
+   the parent from ``/proc/<pid>/task``, nothing the worker wrote) bound the samples from below
+   (:func:`cpu_problem`). It holds on a busy machine, where wall time inflates and CPU time does
+   not, so its bar (:data:`CPU_SHARE`) is tight: a clock slowed to 0.4 fails it.
 3. **The figure.** GB/s above :data:`IMPLAUSIBLE_FACTOR` times the device's copy bandwidth,
    measured the same way in the same worker, is marked ``implausible`` and kept out of tables and
    gates (:func:`implausible`).
@@ -26,6 +31,7 @@ True
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -34,6 +40,9 @@ from softmaxbench.suite.bench.workloads import COPY_OP, Workload
 
 #: The reported time must be at least this share of the request's wall time beyond the allowance.
 PLAUSIBLE_SHARE = 0.3
+#: The reported time must be at least this share of the busiest worker thread's CPU seconds
+#: during the request, beyond the allowance (a thread cannot run longer than the wall clock).
+CPU_SHARE = 0.7
 #: Harness cost allowed per round (setup, pytest-benchmark's bookkeeping) and per request.
 ROUND_ALLOWANCE_S = 100e-6
 REQUEST_ALLOWANCE_S = 0.1
@@ -92,6 +101,49 @@ def timing_problem(samples, wall_s: float, rounds: int, allowance_s: float | Non
         return (f"reported timings are not plausible: the timed calls add up to {total:.4g} s, but the "
                 f"request took {wall_s:.4g} s by the trusted clock ({allowance:.3g} s of it allowed for "
                 f"the harness); was the clock patched?")
+    return None
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of process ``pid`` so far, by thread id, from
+    the kernel's accounting (``/proc/<pid>/task/<tid>/stat``; {} where it cannot be read)."""
+    out: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        tids = os.listdir(f"/proc/{int(pid)}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{int(pid)}/task/{tid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def busiest_thread_s(before: dict[int, float], after: dict[int, float]) -> float:
+    """The most CPU seconds one thread spent between two :func:`thread_cpu_s` readings."""
+    return max((t - before.get(tid, 0.0) for tid, t in after.items()), default=0.0)
+
+
+def cpu_problem(samples, busiest_s: float, allowance_s: float) -> str | None:
+    """Why the samples cannot be believed against the kernel's accounting of the worker's
+    threads (None: they can). No thread runs longer than the wall clock, so the timed calls took
+    at least the busiest thread's CPU time beyond the harness's allowance.
+
+    >>> cpu_problem([0.04] * 10, busiest_s=1.0, allowance_s=0.1)[:34]
+    'reported timings are not plausible'
+    >>> cpu_problem([0.09] * 10, busiest_s=1.0, allowance_s=0.1) is None
+    True
+    """
+    total = float(sum(s for s in samples if isinstance(s, int | float) and math.isfinite(s)))
+    unexplained = busiest_s - allowance_s
+    if unexplained > 0 and total < CPU_SHARE * unexplained:
+        return (f"reported timings are not plausible: the timed calls add up to {total:.4g} s, but one "
+                f"thread of the worker ran {busiest_s:.4g} s of CPU in that request by the kernel's "
+                f"accounting ({allowance_s:.3g} s of it allowed for the harness); was the clock patched?")
     return None
 
 

@@ -439,8 +439,11 @@ class Runner:
         pool_sets = int(_number(prep.get("pool_sets"), 2))
         variants = variants[:k]
         timeout = 120 + 10 * rounds * max(estimate, 1e-4) + 3 * s.max_time
+        pid = bw.worker.proc.pid if bw.worker.proc is not None else None
+        threads_before = judge.thread_cpu_s(pid) if pid else {}
         reply = bw.request({"phase": "time", "rounds": rounds, "sample_rounds": sample_rounds,
                             "variants": variants}, timeout_s=timeout)
+        busiest = judge.busiest_thread_s(threads_before, judge.thread_cpu_s(pid)) if pid else 0.0
         t = reply.header
         if t.get("status") in ("unsupported", "raised"):
             rec.update(verdict="unsupported" if t["status"] == "unsupported" else "error",
@@ -454,6 +457,7 @@ class Runner:
         out_bytes = sum(_out_bytes(m) for m in sampled)
         allowance = judge.harness_allowance(rounds, out_bytes, k * w.set_bytes, gpu=b.device == "gpu")
         problem = judge.timing_problem(samples, reply.wall_s, rounds, allowance)
+        problem = problem or judge.cpu_problem(samples, busiest, allowance)
         rec.update(first_call_s=rec.get("first_call_s") or _number(prep.get("first_call_s")),
                    compile_s=rec.get("compile_s") or _number(prep.get("compile_s")),
                    timer=_text(prep.get("timer"), 60), threads=_int(prep.get("threads")),

@@ -640,11 +640,11 @@ def test_the_kernels_thread_accounting_bounds_a_slowed_clock():
     from softmaxbench.suite.bench import judge as bench_judge
 
     before = bench_judge.thread_cpu_s(_os.getpid())
-    t0 = _time.perf_counter()
-    while _time.perf_counter() - t0 < 0.5:  # 0.5 s of CPU on this thread
+    t0 = _time.thread_time()
+    while _time.thread_time() - t0 < 0.5:  # 0.5 s of CPU on this thread, however busy the machine
         pass
     busiest = bench_judge.busiest_thread_s(before, bench_judge.thread_cpu_s(_os.getpid()))
-    assert busiest >= 0.3  # the kernel's ticks are 10 ms; a busy machine only lowers CPU per wall s
+    assert busiest >= 0.45  # the kernel counts in ticks of 10 ms
     real = [busiest / 10] * 10
     assert bench_judge.cpu_problem(real, busiest, allowance_s=0.1) is None
     assert "was the clock patched" in bench_judge.cpu_problem([x * 0.4 for x in real], busiest, 0.1)

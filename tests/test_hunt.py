@@ -134,21 +134,47 @@ def reference_ready():
     import softmaxbench.suite.conformance.api  # noqa: F401 - a missing module is a failure
 
 
+@pytest.fixture(scope="module")
+def hunted(reference_ready, tmp_path_factory):
+    """``hunted(cls, examples)``: (result, found_dir) of one BUDGET-row hunt of ``cls()`` (seed 0,
+    saved into a fresh folder), run once per module and shared by the tests that look at it."""
+    done: dict = {}
+
+    def get(cls, examples):
+        if (cls, examples) not in done:
+            d = tmp_path_factory.mktemp("found")
+            done[cls, examples] = (hunt(cls(), "softmax", "float32", max_evals=BUDGET, seed=0, found_dir=d,
+                                        use_catalogue=False, hypothesis_examples=examples), d)
+        return done[cls, examples]
+    return get
+
+
+@pytest.fixture(scope="module")
+def sampled(reference_ready):
+    """``sampled(cls)``: plain random sampling of the hunt's space with its budget, once per backend."""
+    done: dict = {}
+
+    def get(cls):
+        if cls not in done:
+            done[cls] = search(ReferenceObjective(cls(), "softmax", "float32"),
+                               SearchSpace("softmax", "float32"), seed=0, max_evals=BUDGET, guided=False)
+        return done[cls]
+    return get
+
+
 @pytest.mark.parametrize("examples", [0, 16], ids=["guided", "hypothesis+guided"])
 @pytest.mark.parametrize("broken", hunt_broken.BROKEN, ids=lambda c: c.name)
-def test_hunt_finds_the_fault_random_sampling_misses(broken, examples, reference_ready, tmp_path):
+def test_hunt_finds_the_fault_random_sampling_misses(broken, examples, hunted, sampled):
     from softmaxbench.reference.metrics import THRESHOLDS
 
     b = broken()
-    found = hunt(b, "softmax", "float32", max_evals=BUDGET, seed=0, found_dir=tmp_path, use_catalogue=False,
-                 hypothesis_examples=examples)
+    found, found_dir = hunted(broken, examples)
     assert found.verdict == "fail", found.findings[0].record["message"]
     assert found.worst_ratio > THRESHOLDS["float32"]
-    rand = search(ReferenceObjective(b, "softmax", "float32"), SearchSpace("softmax", "float32"),
-                  seed=0, max_evals=BUDGET, guided=False)
+    rand = sampled(broken)
     assert rand.best["error_ratio"].error_ratio <= THRESHOLDS["float32"]
     # The saved case reproduces the failure on its own, as check will run it.
-    saved = found_cases.load_found_cases([tmp_path])
+    saved = found_cases.load_found_cases([found_dir])
     assert saved and all(c.found_by == "hunt" for c in saved)
     worst = next(c for c in saved if c.name == found.findings[0].case)
     assert _check(b, worst)["verdict"] == "fail"
@@ -172,13 +198,11 @@ def test_timed_hunt_is_replayed_by_its_counts(reference_ready):
     assert [f.case for f in again.findings] == [f.case for f in timed.findings]
 
 
-def test_findings_are_shrunk_but_still_fail(reference_ready):
+def test_findings_are_shrunk_but_still_fail(hunted):
     b = hunt_broken.LongRowSoftmax()
-    found = hunt(b, "softmax", "float32", max_evals=BUDGET, save=False, use_catalogue=False,
-                 hypothesis_examples=0)
+    found, _ = hunted(hunt_broken.LongRowSoftmax, 0)
     assert all(b.LIMIT < f.cand.n < 8192 and f.verdict == "fail" for f in found.findings)
-    found = hunt(hunt_broken.NearTieSoftmax(), "softmax", "float32", max_evals=BUDGET, save=False,
-                 use_catalogue=False, hypothesis_examples=0)
+    found, _ = hunted(hunt_broken.NearTieSoftmax, 0)
     assert all(f.cand.n <= 4 and f.verdict == "fail" for f in found.findings)
     assert all(f.cand.how[-1] == "shrink" for f in found.findings)
 
@@ -327,13 +351,27 @@ def test_cli_hunt_saves_cases_records_and_prints_the_table(reference_ready, tmp_
     assert [r["case"] for r in again] == [r["case"] for r in recs]
 
 
+def _empty_user_cache(tmp_path, monkeypatch) -> Path:
+    """XDG_CACHE_HOME -> tmp_path/cache, with no found cases; the session's discovery answers are
+    copied in (these tests are about where found cases go, not about discovery)."""
+    import os
+    import shutil
+
+    cache = tmp_path / "cache"
+    session = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "softmaxbench" / "discovery"
+    if session.is_dir():
+        shutil.copytree(session, cache / "softmaxbench" / "discovery")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
 def _package_found_files() -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for p in found_cases.package_dir().glob("*")}
 
 
 def test_cli_hunt_saves_to_the_user_cache_never_into_the_package(reference_ready, tmp_path, capsys,
                                                                    monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _empty_user_cache(tmp_path, monkeypatch)
     monkeypatch.delenv(found_cases.ENV_DIRS, raising=False)
     monkeypatch.chdir(tmp_path)                              # the default OUT is relative
     before = _package_found_files()
@@ -356,7 +394,7 @@ def test_cli_hunt_saves_to_the_user_cache_never_into_the_package(reference_ready
 
 
 def test_cli_hunt_save_dir_names_the_folder(reference_ready, tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _empty_user_cache(tmp_path, monkeypatch)
     args = ["hunt", "--plugin", str(HERE / "hunt_broken.py"), "--backends", "broken-overflow", "--ops",
             "softmax", "--dtypes", "float32", "--evals", "64", "--hypothesis", "0",
             "--out", str(tmp_path / "o")]
@@ -466,16 +504,36 @@ EXPLOITS = HERE / "exploits" / "hunt_hostile.py"
 LOSSES = {"hunt-segfault-long": "crash", "hunt-exit-zero": "crash", "hunt-hang-long": "timeout"}
 
 
-def test_a_backend_lost_mid_hunt_is_a_record_and_the_hunt_goes_on(tmp_path, capsys):
+@pytest.fixture(scope="module")
+def hostile_hunt(tmp_path_factory):
+    """One ``hunt`` (in this process, as the CLI runs it) of the hostile backends beside a correct
+    one: three that lose their worker mid-hunt and one whose plugin rigs the judge at import."""
+    import contextlib
+    import io
+
+    import softmaxbench.reference.ops as ops
+    from softmaxbench.suite.cli.main import main
+
+    evaluate = ops.evaluate                         # what the plugin would rig, if this process ran it
+    out = tmp_path_factory.mktemp("hostile_hunt")
+    args = ["hunt", "--plugin", str(EXPLOITS), "--plugin", str(HERE / "hunt_broken.py"),
+            "--backends", ",".join([*LOSSES, "hunt-rigged-judge", "fine-softmax"]), "--ops", "softmax",
+            "--dtypes", "float32", "--evals", "64", "--hypothesis", "0", "--timeout", "3", "--out", str(out),
+            "--no-save"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            pytest.raises(SystemExit) as exc:
+        main(args)
+    return exc.value.code, stdout.getvalue(), stderr.getvalue(), out, evaluate
+
+
+def test_a_backend_lost_mid_hunt_is_a_record_and_the_hunt_goes_on(hostile_hunt):
     from softmaxbench.suite.hunt.objective import MAX_LOSSES
     from softmaxbench.suite.records import read_results, validate_record
 
-    args = ["hunt", "--plugin", str(EXPLOITS), "--plugin", str(HERE / "hunt_broken.py"),
-            "--backends", ",".join([*LOSSES, "fine-softmax"]), "--ops", "softmax", "--dtypes", "float32",
-            "--evals", "64", "--hypothesis", "0", "--timeout", "3", "--out", str(tmp_path), "--no-save"]
-    code, out, err = _cli(args, capsys)
+    code, out, err, out_dir, _ = hostile_hunt
     assert code == 1, err                           # a lost worker never exits 0
-    recs = read_results(tmp_path)
+    recs = read_results(out_dir)
     for r in recs:
         validate_record(r)
     for backend, verdict in LOSSES.items():
@@ -492,18 +550,15 @@ def test_a_backend_lost_mid_hunt_is_a_record_and_the_hunt_goes_on(tmp_path, caps
     assert fine and all(r["verdict"] == "pass" for r in fine)
 
 
-def test_a_plugin_cannot_rig_the_hunts_judge(tmp_path, capsys):
+def test_a_plugin_cannot_rig_the_hunts_judge(hostile_hunt):
     """The plugin rewires the reference, the metrics, the objective and check_one at import and
     returns zeros: the trusted process never imports it, so the garbage is still found."""
     import softmaxbench.reference.ops as ops
     from softmaxbench.suite.records import read_results
 
-    evaluate = ops.evaluate
-    args = ["hunt", "--plugin", str(EXPLOITS), "--backends", "hunt-rigged-judge", "--ops", "softmax",
-            "--dtypes", "float32", "--evals", "24", "--hypothesis", "0", "--out", str(tmp_path), "--no-save"]
-    code, out, err = _cli(args, capsys)
+    code, out, err, out_dir, evaluate = hostile_hunt
     assert code == 1, err
-    recs = read_results(tmp_path)
+    recs = [r for r in read_results(out_dir) if r["backend"] == "hunt-rigged-judge"]
     assert recs and all(r["verdict"] == "fail" for r in recs)
     assert ops.evaluate is evaluate                 # this process was never rigged
     assert not [m for m in sys.modules if "hunt_hostile" in m]     # nor did it import the plugin

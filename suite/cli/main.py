@@ -107,10 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError as exc:
         _stdout_gone(exc)
     except SystemExit as exc:
-        from click.utils import PacifyFlushWrapper
-
-        if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper):  # click's answer to EPIPE
-            _stdout_gone(BrokenPipeError(32, "Broken pipe"))
+        _epipe_exit(exc)
         raise
     except OSError as exc:
         if exc.errno in (28, 9) and _is_stdout_error(exc):  # ENOSPC, EBADF on stdout
@@ -134,14 +131,19 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError as exc:
         _stdout_gone(exc)
     except SystemExit as exc:
-        from click.utils import PacifyFlushWrapper
-
-        if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper):  # click's answer to EPIPE
-            _stdout_gone(BrokenPipeError(32, "Broken pipe"))
+        _epipe_exit(exc)
         raise
     except OSError as exc:
         _stdout_gone(exc)
     sys.exit(rc if isinstance(rc, int) else EXIT_OK)
+
+
+def _epipe_exit(exc: SystemExit) -> None:
+    """click answers a broken stdout pipe with a silent exit 1 (read as non-conformance): say it."""
+    from click.utils import PacifyFlushWrapper
+
+    if exc.code == 1 and isinstance(sys.stdout, PacifyFlushWrapper):
+        _stdout_gone(BrokenPipeError(32, "Broken pipe"))
 
 
 def _is_stdout_error(exc: OSError) -> bool:

@@ -107,20 +107,14 @@ def timing_problem(samples, wall_s: float, rounds: int, allowance_s: float | Non
 def thread_cpu_s(pid: int) -> dict[int, float]:
     """CPU seconds (user + system) of each thread of process ``pid`` so far, by thread id, from
     the kernel's accounting (``/proc/<pid>/task/<tid>/stat``; {} where it cannot be read)."""
-    out: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
+    from softmaxbench.suite.isolation.channel import stat_cpu_s
+
     try:
         tids = os.listdir(f"/proc/{int(pid)}/task")
     except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{int(pid)}/task/{tid}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
+        return {}
+    seconds = {int(tid): stat_cpu_s(f"/proc/{int(pid)}/task/{tid}/stat") for tid in tids}
+    return {tid: s for tid, s in seconds.items() if s is not None}
 
 
 def busiest_thread_s(before: dict[int, float], after: dict[int, float]) -> float:

@@ -406,15 +406,20 @@ class WorkerRefused(Exception):
 
 
 # -- the parent's handle on one worker ------------------------------------------------------------
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0.0 elsewhere or
-    once it is gone). Diagnostics only: it reads the kernel's accounting, nothing the process wrote."""
+def stat_cpu_s(path: str) -> float | None:
+    """User + system CPU seconds in a ``/proc/<pid>[/task/<tid>]/stat`` file (None when it cannot
+    be read: gone, or not Linux). It is the kernel's accounting, nothing the process wrote."""
     try:
-        with open(f"/proc/{int(pid)}/stat", "rb") as f:
+        with open(path, "rb") as f:
             fields = f.read().rsplit(b")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError):
-        return 0.0
+        return None
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (0.0 elsewhere or once it is gone)."""
+    return stat_cpu_s(f"/proc/{int(pid)}/stat") or 0.0
 
 
 class Worker:

@@ -63,6 +63,14 @@ MAX_ARRAYS = 32
 MAX_NDIM = 32
 #: Default cap on the array bytes of one message from a worker (the parent sets it per Worker).
 MAX_MESSAGE_BYTES = 8 << 30
+#: Requests whose reply is bounded by the elements they sent: a call's output (at most 8 bytes an
+#: element of its largest argument, whatever dtype or shape it wrongly has) and up to three
+#: copies of each changed input (``after``, ``np_after``, ``roundtrip``), each at most 8 bytes an
+#: element; a roundtrip's arrays likewise. A reply beyond that is a protocol violation (``crash``),
+#: so a worker cannot make the trusted process hold gigabytes per answer to a small case.
+REPLY_SCALED = ("call", "roundtrip")
+REPLY_BYTES_PER_ELEMENT = 32
+REPLY_SLACK_BYTES = 1 << 20
 #: How much of a worker's stdout/stderr is kept in its log file.
 LOG_CAP_BYTES = 1 << 20
 #: How much of the latest output is kept in memory for death notes.
@@ -138,7 +146,7 @@ def send(conn: Connection, header: dict, arrays: Sequence[np.ndarray] = ()) -> N
 def _parse_header(raw: bytes) -> dict:
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # (a deeply nested frame)
         raise ProtocolError(f"the header is not JSON ({type(exc).__name__}: {str(exc)[:80]})") from None
     if not isinstance(header, dict):
         raise ProtocolError(f"the header is a JSON {type(header).__name__}, not an object")
@@ -154,9 +162,10 @@ def _parse_header(raw: bytes) -> dict:
                                 f"(allowed: {', '.join(ARRAY_DTYPES)})")
         shape, nbytes = d["shape"], d["nbytes"]
         if (not isinstance(shape, list) or len(shape) > MAX_NDIM
-                or not all(type(n) is int and 0 <= n < 2**48 for n in shape)):
+                or not all(type(n) is int and 0 <= n < 2**48 for n in shape)
+                or math.prod(max(n, 1) for n in shape) >= 2**48):  # (NumPy refuses [0, 2**47, 2**47])
             raise ProtocolError(f"array shape {str(shape)[:60]} is not a list of at most "
-                                f"{MAX_NDIM} non-negative ints")
+                                f"{MAX_NDIM} non-negative ints of a possible size")
         if type(nbytes) is not int or nbytes != math.prod(shape) * _np_dtypes()[d["dtype"]].itemsize:
             raise ProtocolError(f"array nbytes {str(nbytes)[:30]} does not match shape {shape} and "
                                 f"dtype {d['dtype']}")
@@ -177,15 +186,24 @@ def _array(d: dict, buf: bytes) -> np.ndarray:
         raise ProtocolError(f"an array frame of {len(buf)} bytes where {d['nbytes']} were announced")
     import numpy as np
 
-    return np.frombuffer(buf, dtype=_np_dtypes()[d["dtype"]]).reshape(d["shape"])
+    try:
+        return np.frombuffer(buf, dtype=_np_dtypes()[d["dtype"]]).reshape(d["shape"])
+    except ValueError as exc:
+        raise ProtocolError(f"an array of shape {str(d['shape'])[:60]} cannot be built: "
+                            f"{str(exc)[:80]}") from None
 
 
-def recv(conn: Connection, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:
-    """Receive one message; ProtocolError for anything outside the rules, EOFError at the end."""
+def recv(conn: Connection, *, max_bytes=MAX_MESSAGE_BYTES) -> tuple[dict, list[np.ndarray]]:
+    """Receive one message; ProtocolError for anything outside the rules, EOFError at the end.
+
+    ``max_bytes``: the cap on its array bytes, or a function giving it once the header is in
+    (the cap of the request the message answers, which may be posted while this waits)."""
     raw = _recv_frame(conn, HEADER_MAX, "header")
     header = _parse_header(raw)
     desc = header.pop("arrays", [])
     total = sum(d["nbytes"] for d in desc)
+    if callable(max_bytes):
+        max_bytes = max_bytes()
     if total > max_bytes:
         raise ProtocolError(f"a message of {total} array bytes (at most {max_bytes})")
     return header, [_array(d, _recv_frame(conn, d["nbytes"], "array")) for d in desc]
@@ -453,6 +471,7 @@ class Worker:
         self.starts = 0
         self._seq = 0
         self.pending: deque = deque()    # (seq, kind, payload) sent and not answered, in order
+        self._reply_caps: dict[int, int] = {}  # seq -> most array bytes its reply may carry
         self.last_heard = 0.0            # parent clock: the start, or the latest reply
         self._own_inbox = inbox is None
         self.inbox: queue.Queue = inbox if inbox is not None else queue.Queue()
@@ -497,6 +516,7 @@ class Worker:
         self._lost = None
         self.starts += 1
         self.pending.clear()
+        self._reply_caps.clear()
         self.last_heard = time.monotonic()
         t = threading.Thread(target=self._drain_log, args=(read_fd,), daemon=True,
                              name=f"softmaxbench-log-{self.backend}")
@@ -593,8 +613,11 @@ class Worker:
         self._seq += 1
         if not self.pending:   # an idle worker's silence so far was the parent's doing
             self.last_heard = time.monotonic()
-        self.pending.append((self._seq, kind, payload, time.monotonic()))
         frames = encode({**header, "kind": kind, "seq": self._seq}, arrays)
+        if kind in REPLY_SCALED:  # its answer can only be as large as what it was sent, scaled
+            elements = sum(int(getattr(a, "size", 0)) for a in arrays)
+            self._reply_caps[self._seq] = REPLY_BYTES_PER_ELEMENT * elements + REPLY_SLACK_BYTES
+        self.pending.append((self._seq, kind, payload, time.monotonic()))
         self._outbox.put(frames)
         return self._seq
 
@@ -652,12 +675,14 @@ class Worker:
     def _read_loop(self, conn: Connection, gen: int) -> None:
         while True:
             try:
-                header, arrays = recv(conn, max_bytes=self.max_bytes)
+                header, arrays = recv(conn, max_bytes=self._reply_cap)
                 problem = None
             except ProtocolError as exc:
                 problem = f"protocol violation: {exc}"
             except (EOFError, OSError):
                 problem = ""
+            except Exception as exc:  # noqa: BLE001 - whatever a frame makes the decoder raise
+                problem = f"protocol violation: an undecodable frame ({type(exc).__name__})"
             if gen != self._gen:
                 return
             now = time.monotonic()
@@ -683,9 +708,17 @@ class Worker:
                 self.inbox.put((self, seq, payload, lost))
                 return
             seq, kind, payload, sent = self.pending.popleft()
+            self._reply_caps.pop(seq, None)
             self.last_heard = now
             kind_got = header.get("kind") if isinstance(header.get("kind"), str) else ""
             self.inbox.put((self, seq, payload, Reply(header, arrays, now - sent, seq, kind_got)))
+
+    def _reply_cap(self) -> int:
+        """The most array bytes the message now arriving may carry: the awaited request's cap
+        (a call's answer is bounded by what it was sent), never above ``max_bytes``."""
+        if not self.pending:
+            return 0   # nothing is awaited: any message is a violation (reported after the header)
+        return min(self.max_bytes, self._reply_caps.get(self.pending[0][0], self.max_bytes))
 
     def _during(self) -> str:
         if not self.pending:

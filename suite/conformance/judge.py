@@ -170,6 +170,57 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     return record("pass", None, check=None, metrics=metrics, actual=actual, duration=took)
 
 
+def probe_inputs(inputs, seed: int | None = None):
+    """``inputs`` with fresh values where a backend's NotImplementedError may not depend on them:
+    x (and a cotangent) standard normal, same shape, dtype and memory layout (a view stays a view
+    with the same strides); targets, weights and options unchanged (they are what an "option
+    combination" is made of). None when there is nothing to probe (an empty or 0-d x).
+
+    A declared op that raises NotImplementedError on a case but answers these inputs refused the
+    case for its values: :func:`unsupported_for_values` is that record."""
+    import dataclasses
+
+    from softmaxbench.suite.isolation.channel import _view_of
+
+    x = np.asarray(inputs.x)
+    if x.ndim == 0 or x.size == 0 or x.dtype.kind not in "fV" and str(x.dtype) != "bfloat16":
+        return None
+    rng = np.random.default_rng(seed)
+
+    def fresh(a):
+        if a is None:
+            return None
+        view = _view_of(a)
+        if view is None:
+            return rng.standard_normal(a.shape).astype(a.dtype)
+        root, layout = view
+        new_root = rng.standard_normal(root.shape).astype(root.dtype)
+        return np.ndarray(tuple(layout["shape"]), new_root.dtype, buffer=new_root, offset=layout["offset"],
+                          strides=tuple(layout["strides"]))
+
+    try:
+        return dataclasses.replace(inputs, case=f"{inputs.case}~probe", x=fresh(inputs.x),
+                                   cotangent=fresh(inputs.cotangent), _recipe=None)
+    except (TypeError, ValueError):
+        return None
+
+
+def unsupported_for_values(op: str, inputs, original, *, backend: str, device: str,
+                           category: str | None = None, plugins: Sequence[str] = (),
+                           repro_backend=None) -> dict:
+    """The record of a NotImplementedError that the backend does not raise for other values of
+    the same op, dtype, shape, layout and options: ``error`` (unsupported is for an op, a dtype or
+    an option combination, declared or not; a kernel that refuses exactly the inputs it gets
+    wrong must not conform)."""
+    record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
+                      repro_backend=repro_backend)
+    said = original.message or f"{op} raised NotImplementedError"
+    return record("error", f"{said}, but answered fresh standard-normal values of the same shape, dtype, "
+                           f"layout and options: NotImplementedError may depend on the op, the dtype and the "
+                           f"options, not on the values (an unsupported case must be unsupported for "
+                           f"every value)", check="unsupported_for_values", duration=original.reported_s)
+
+
 def _check_inputs(op: str, inputs, result) -> None:
     """input_not_mutated on what the worker reports, against the trusted side's own arrays.
 

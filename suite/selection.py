@@ -11,7 +11,11 @@ The rules, the same for every verb:
   that failed to load;
 - a name whose backend is unavailable here: InputError saying why;
 - a name provided twice: the first owner (the built-in first of all) is taken, the other is
-  refused with one line in ``skipped``.
+  refused with one line in ``skipped``;
+- no names with ``--plugin``: the plugins' backends are what the user came to check, so their
+  ``default_check_skip`` is not honoured, and when not one of them can run here (unavailable,
+  refused, not loaded) that is an InputError (exit 2) saying why: a run that judged only the
+  built-ins never looks like a plugin's green check.
 
 >>> chosen, skipped = select_backends(["numpy"], ())
 >>> [b.name for b in chosen]
@@ -75,6 +79,10 @@ def select_backends(names: Sequence[str] | None, plugins: Sequence[str] = (), *,
     return _select(names, infos, honour_default_skip)
 
 
+def _from_plugin(info: BackendInfo) -> bool:
+    return info.origin.startswith("plugin:")
+
+
 def _select(names, infos, honour_default_skip):
     usable = {}
     for i in infos:
@@ -89,13 +97,20 @@ def _select(names, infos, honour_default_skip):
                 if _label(i) not in skipped:
                     skipped[_label(i)] = i.unavailable or "could not be loaded"
                 continue
-            reason = i.unavailable or (i.default_check_skip if honour_default_skip else None)
+            skip = i.default_check_skip if honour_default_skip and not _from_plugin(i) else None
+            reason = i.unavailable or skip
             if reason:
                 skipped[_label(i)] = reason
             else:
                 chosen.append(i)
         if not chosen:
             raise InputError("no backend is available here; see 'softmaxbench list'")
+        plugged = [i for i in infos if _from_plugin(i)]
+        if plugged and not any(_from_plugin(i) for i in chosen):
+            why = "; ".join(f"{clean_text(i.name, 64)}: "
+                            f"{skipped.get(_label(i)) or i.unavailable or 'not usable'}" for i in plugged[:4])
+            raise InputError(f"no backend of --plugin can run here ({clean_text(why, 500)}); "
+                             f"see 'softmaxbench list --plugin ...'")
         return chosen, skipped
     chosen = []
     for raw in names:

@@ -205,20 +205,39 @@ def probe_inputs(inputs, seed: int | None = None):
         return None
 
 
+def unsupported_group(op: str, inputs) -> tuple:
+    """What a NotImplementedError may depend on: the op, the dtype and, for cross-entropy, the
+    option combination (index or probability targets, reduction, label smoothing on or off,
+    ignore_index set or not, a weight or none). Never the values or the shape: a declared op
+    that answers one member of a group and refuses another refused it for its inputs."""
+    if not op.startswith("cross_entropy"):
+        return (op, inputs.dtype)
+    opts = dict(inputs.ce_options or {})
+    target = inputs.target
+    kind = ("none" if target is None else
+            "indices" if np.asarray(target).dtype.kind in "iu" else "probabilities")
+    return (op, inputs.dtype, kind, str(opts.get("reduction")), bool(opts.get("label_smoothing")),
+            opts.get("ignore_index") is not None, opts.get("weight") is not None)
+
+
 def unsupported_for_values(op: str, inputs, original, *, backend: str, device: str,
                            category: str | None = None, plugins: Sequence[str] = (),
-                           repro_backend=None) -> dict:
-    """The record of a NotImplementedError that the backend does not raise for other values of
-    the same op, dtype, shape, layout and options: ``error`` (unsupported is for an op, a dtype or
-    an option combination, declared or not; a kernel that refuses exactly the inputs it gets
-    wrong must not conform)."""
+                           repro_backend=None, answered: str = "fresh") -> dict:
+    """The record of a NotImplementedError that the backend does not raise for other inputs of
+    the same :func:`unsupported_group`: ``error`` (unsupported is for an op, a dtype or an
+    option combination, declared or not; a kernel that refuses exactly the inputs it gets wrong
+    must not conform). ``answered``: "fresh" (the probe of :func:`probe_inputs` was answered) or
+    "other" (another case of the group was)."""
     record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
                       repro_backend=repro_backend)
     said = original.message or f"{op} raised NotImplementedError"
-    return record("error", f"{said}, but answered fresh standard-normal values of the same shape, dtype, "
-                           f"layout and options: NotImplementedError may depend on the op, the dtype and the "
-                           f"options, not on the values (an unsupported case must be unsupported for "
-                           f"every value)", check="unsupported_for_values", duration=original.reported_s)
+    what = ("fresh standard-normal values of the same shape, dtype, layout and options" if answered == "fresh"
+            else f"other inputs of {op} in {inputs.dtype}" + (" with the same options" if op.startswith(
+                "cross_entropy") else ""))
+    return record("error", f"{said}, but answered {what}: NotImplementedError may depend on the op, the "
+                           f"dtype and the options, not on the values or the shape (an unsupported case "
+                           f"must be unsupported for every input)", check="unsupported_for_values",
+                  duration=original.reported_s)
 
 
 def _check_inputs(op: str, inputs, result) -> None:

@@ -30,6 +30,7 @@ from softmaxbench.suite.conformance.judge import (
     precheck,
     probe_inputs,
     unsupported_for_values,
+    unsupported_group,
 )
 from softmaxbench.suite.isolation.channel import (
     BackendInfo,
@@ -96,6 +97,16 @@ class CheckRun:
             self.runs.append(BackendRun(b, deque(enumerate(todo)), len(todo)))
         self.logs = self.out_dir / "logs"
         self.written = 0
+        self.answered: set = set()     # (backend, unsupported group) answered with an output
+        self.deferred: dict = {}       # (backend, group) -> [(op, inputs, CallResult)] refused so far
+
+    def _flush_deferred(self, run: BackendRun) -> None:
+        """The refusals of groups the backend never answered: ``unsupported`` records."""
+        for group in [g for g in self.deferred if g[0] == run.info.name]:
+            for op, inputs, result in self.deferred.pop(group):
+                case = self.cases[inputs.case]
+                self._write(run, judge(op, inputs, None, result, expect_error=case.expect_error,
+                                       conventions=run.info.conventions, **self._common(run, case)))
 
     # records
     def _write(self, run: BackendRun, rec: dict) -> None:
@@ -160,6 +171,7 @@ class CheckRun:
     def _finish(self, run: BackendRun) -> None:
         # Every answer is in: nothing the worker could still do is wanted, and a framework's
         # interpreter teardown (torch, XLA) takes up to a second of the run's wall time. Kill.
+        self._flush_deferred(run)
         for w in run.workers:
             w.kill()
             run.cpu_s += w.cpu_s
@@ -261,17 +273,38 @@ class CheckRun:
             w.jobs.appendleft((seq, task_id, task, inputs, exact))
             self._lost_worker(run, w, "crash", f"protocol violation: {exc}")
             return
-        if original is not None:   # the answer to a probe (see judge.probe_inputs)
+        # A NotImplementedError of a declared op and dtype is "unsupported" only when the backend
+        # refuses its whole group (judge.unsupported_group) in this run and fresh values of the
+        # case too (judge.probe_inputs); refused in the group's meantime, it waits in deferred.
+        group = (run.info.name, unsupported_group(task.op, inputs))
+        if result.status == "output":
+            self.answered.add(group)
+            for held in self.deferred.pop(group, []):
+                self._write(run, unsupported_for_values(*held, **self._common(run, self.cases[held[1].case]),
+                                                        answered="other"))
+        if original is not None:   # the answer to a probe
             if result.status == "output":
                 self._write(run, unsupported_for_values(task.op, inputs, original, **self._common(run, case)))
                 return
             result = original
-        elif result.status == "unsupported":
+            if group in self.answered:
+                self._write(run, unsupported_for_values(task.op, inputs, result, **self._common(run, case),
+                                                        answered="other"))
+            else:
+                self.deferred.setdefault(group, []).append((task.op, inputs, result))
+            return
+        if result.status == "unsupported" and not case.expect_error:
+            if group in self.answered:
+                self._write(run, unsupported_for_values(task.op, inputs, result, **self._common(run, case),
+                                                        answered="other"))
+                return
             probe = probe_inputs(inputs)
             if probe is not None:
                 header, arrays = request_for(task.op, probe)
                 w.jobs.append((w.submit("call", header, arrays), task_id, task, inputs, exact, result))
                 return
+            self.deferred.setdefault(group, []).append((task.op, inputs, result))
+            return
         try:
             rec = judge(task.op, inputs, exact, result, expect_error=case.expect_error,
                         conventions=run.info.conventions, **self._common(run, case))
@@ -347,6 +380,7 @@ class CheckRun:
             for run in active:
                 for w in run.workers:
                     w.kill()
+                self._flush_deferred(run)   # (interrupted: the refusals so far keep their records)
 
 
 def _merge(planned: BackendInfo, fresh: BackendInfo) -> BackendInfo:

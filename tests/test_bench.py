@@ -480,6 +480,7 @@ EXPLOIT_SETTINGS = bench.Settings(min_rounds=8, max_rounds=400, max_time=0.05, w
 @pytest.mark.parametrize("plugin,verdict,says", [
     ("lazy", "fail", "before their results were computed"),
     ("replay", "fail", "not the op's result"),
+    ("replay_id", "fail", "replayed results cached"),
     ("clock", "fail", "not plausible"),
     ("exit", "crash", "exited with code 0"),
     ("segv", "crash", "SIGSEGV"),
@@ -498,6 +499,22 @@ def test_hostile_bench_plugins_get_their_verdict_and_the_rest_goes_on(tmp_path, 
     assert len(read_results(tmp_path)) == len(recs)
     pb = bench.load_pytest_benchmark(tmp_path)
     assert not any(f"[{name}-" in b["name"] for b in pb["benchmarks"])
+
+
+def test_one_slow_conversion_or_judged_round_is_noise_every_one_is_evidence():
+    """A worker preempted while converting one sampled output, or during one judged round, is not
+    lazy or replaying (an honest torch copy once converted in 2.97 ms on a busy host); the same
+    delay in every sample is."""
+    ready = {"materialize_s": 4e-5, "ready_s": 4e-5}
+    slow = {"materialize_s": 3e-3, "ready_s": 4e-5}
+    assert judge.lazy_problem([slow, ready, ready], median_s=3e-3) is None
+    assert "before their results were computed" in judge.lazy_problem([slow, slow, slow], median_s=3e-3)
+    assert judge.replay_problem([(0.09, 0.03, 0.04), (0.031, 0.03, 0.04), (0.029, 0.03, 0.04)]) is None
+    assert "replayed results" in judge.replay_problem([(0.1, 0.03, 0.04), (0.11, 0.03, 0.04)])
+    # a busy machine: a tenth of the rounds or more as slow as the judged ones
+    assert judge.replay_problem([(0.1, 0.03, 0.2), (0.11, 0.03, 0.2)]) is None
+    # tiny workloads: a cold fresh input can take several times a warm pool's, but not 200 us more
+    assert judge.replay_problem([(40e-6, 5e-6, 6e-6), (50e-6, 5e-6, 6e-6)]) is None
 
 
 def test_a_figure_above_the_copy_bandwidth_is_implausible():
@@ -649,3 +666,18 @@ def test_the_kernels_thread_accounting_bounds_a_slowed_clock():
     assert bench_judge.cpu_problem(real, busiest, allowance_s=0.1) is None
     assert "was the clock patched" in bench_judge.cpu_problem([x * 0.4 for x in real], busiest, 0.1)
     assert bench_judge.thread_cpu_s(2**22 + 12345) == {}  # no such process: no witness, no failure
+
+
+def test_bench_timeout_option_bounds_a_hung_preparation(tmp_path):
+    """A backend that hangs in its first call costs --timeout seconds, not the 600 s default:
+    a timeout record, the honest backend's figure, exit 1."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "softmaxbench", "bench", "--plugin", str(EXPLOITS / "bench_hang.py"),
+           "--backends", "exploit-bench-hang,numpy", "--ops", "softmax", "--dtypes", "float32",
+           "--cases", "sweep-1MiB-r1024", "--quick", "--timeout", "3", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    recs = {(r["backend"], r["op"]): r for r in read_results(out)}
+    hung = recs[("exploit-bench-hang", "softmax")]
+    assert hung["verdict"] == "timeout" and "3" in hung["message"], hung
+    assert recs[("numpy", "softmax")]["gbps"] > 0

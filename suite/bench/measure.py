@@ -81,7 +81,7 @@ EXIT_OK, EXIT_ERROR = 0, 1
 #: Verdicts of a bench record that make the run fail.
 FAILING = ("fail", "error", "crash", "timeout")
 #: Timed rounds whose outputs are kept and judged, per workload (at least one per pass).
-SAMPLED_ROUNDS = 2
+SAMPLED_ROUNDS = 4
 #: Seconds of timed calls a pass's request needs at least (``Settings.effective_passes``).
 MIN_PASS_TIME = 0.3
 #: A CPU worker on a core for less than this share of its timed calls' wall time: a warning.
@@ -401,7 +401,16 @@ class Runner:
         """The item's record from its passes (a verdict from any pass is the record's), kept."""
         rec = p.rec
         if rec.get("verdict") is None and p.passes:
-            self._combine(p.item, rec, p.passes)
+            samples = [x for q in p.passes for x in q["samples"]]
+            median = summarize(samples).median
+            problem = judge.lazy_problem([m for q in p.passes for m in q["sampled"]], median)
+            problem = problem or judge.replay_problem([j for q in p.passes for j in q["judged"]])
+            if problem:  # the timing held: it stays in the record, without a figure
+                rec.update(verdict="fail", message=problem, samples_s=samples, rounds=len(samples),
+                           median_s=median, request_wall_s=sum(q["wall_s"] for q in p.passes),
+                           passes=len(p.passes))
+            else:
+                self._combine(p.item, rec, p.passes)
         elif rec.get("verdict") is None:
             rec.update(verdict="error", message="no pass of this workload was timed")
         rec["duration_s"] = p.duration
@@ -471,13 +480,15 @@ class Runner:
         median = summarize(samples).median
         # The work: the kept outputs, judged on rows picked now.
         problem = self._judge_outputs(bw, w, sampled, sample_rounds, variants)
-        problem = problem or judge.lazy_problem(sampled, median)
         if problem:  # the timing itself held: it stays in the record, without a figure
             rec.update(verdict="fail", message=problem, samples_s=[float(x) for x in samples],
                        rounds=len(samples), median_s=median, request_wall_s=reply.wall_s)
             return None
+        # Lazy results and replays are decided over every pass (finish_item): one slow conversion
+        # or one slow judged round is noise, every one of them is evidence.
         return {"samples": [float(x) for x in samples], "median_s": median, "wall_s": reply.wall_s,
                 "pid": _int(prep.get("pid")), "huge_pages_mib": _number(prep.get("huge_pages_mib")),
+                "sampled": sampled, "judged": _judged_rounds(samples, sample_rounds, median),
                 **_diagnostics(t, samples)}
 
     def _combine(self, item: BenchItem, rec: dict, passes: list[dict]) -> None:
@@ -493,6 +504,9 @@ class Runner:
             vals = [p[key] for p in passes if p.get(key) is not None]
             if vals:
                 rec[key] = float(np.median(vals))
+        judged = [s / m for p in passes for s, m, _ in p.get("judged", ()) if m > 0]
+        if judged:  # how much slower the calls on unseen inputs were (replay_problem's measure)
+            rec["judged_ratio"] = float(min(judged))
         huge = [p["huge_pages_mib"] for p in passes if p.get("huge_pages_mib") is not None]
         if huge:
             rec["huge_pages_mib"] = min(huge)
@@ -556,6 +570,15 @@ class Runner:
             if problem:
                 return problem
         return None
+
+
+def _judged_rounds(samples: list, sample_rounds: list[int], median: float) -> list[tuple[float, ...]]:
+    """Per judged round: its sample, the pass's median, and the 90th percentile of the pass's
+    other rounds (what :func:`judge.replay_problem` weighs)."""
+    judged = set(sample_rounds)
+    others = [float(x) for i, x in enumerate(samples) if i not in judged]
+    p90 = float(np.quantile(others, 0.9)) if others else 0.0
+    return [(float(samples[r]), median, p90) for r in sample_rounds]
 
 
 def _diagnostics(t: dict, samples: list) -> dict:

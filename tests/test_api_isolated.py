@@ -99,7 +99,8 @@ backends, plugins, cases, ops, dtypes, timeout_s, out = json.loads(sys.argv[1])
 records = run_checks(backends, ops=ops, dtypes=dtypes, cases=cases, plugins=plugins)
 faulty = run_checks(["api-faulty"], ops=ops, dtypes=dtypes, cases=cases, plugins=plugins[:1],
                     timeout_s=timeout_s)
-imported = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "jax", "jaxlib", "scipy", "cupy")
+FRAMEWORKS = ("torch", "jax", "jaxlib", "scipy", "cupy")
+imported = sorted(m for m in sys.modules if m.split(".")[0] in FRAMEWORKS
                   or (m.startswith("softmaxbench.backends.") and m != "softmaxbench.backends.base"))
 plugin_modules = sorted(m for m, mod in list(sys.modules.items())
                         if (getattr(mod, "__file__", None) or "") in plugins)
@@ -114,6 +115,11 @@ class Here(Backend):  # an instance: called in this process
 
 
 mixed = run_checks([Here(), "api-honest"], ops=ops, dtypes=dtypes, cases=cases[:1], plugins=plugins)
+# The instance's failure has a repro: written without discovering (importing) every adapter here.
+from softmaxbench.backends.registry import BUILTINS
+
+adapters = {path.split(":")[0] for path in BUILTINS.values()}
+imported += sorted(m for m in sys.modules if m.split(".")[0] in FRAMEWORKS or m in adapters)
 json.dump({"records": records, "faulty": faulty, "imported": imported, "plugin_modules": plugin_modules,
            "mixed": [(r["backend"], r["verdict"]) for r in mixed]}, open(out, "w"))
 '''

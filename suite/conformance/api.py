@@ -1,10 +1,13 @@
 """The plain-Python conformance API: one check of one backend -> one result record, and many.
 
 Every verdict is decided by :func:`softmaxbench.suite.conformance.judge.judge`, in the trusted
-process, from a call result: ``softmaxbench check`` gets it from worker processes, :func:`check_one`
-(used by :func:`run_checks` and the pytest plugin) by calling the backend here through the
-worker's own handler, so the entry points give the same verdicts. :func:`plan` turns a selection into the
-(case, dtype, op) keys to check, :class:`ReferenceCache` computes each reference result once.
+process, from a call result. :func:`run_checks` on backend *names* is ``softmaxbench check``'s
+engine (:mod:`~softmaxbench.suite.conformance.runner`, the workers of
+:mod:`~softmaxbench.suite.isolation.scheduler`): this process imports nothing of the backend, its
+framework or a plugin. :func:`check_one` (:func:`run_checks` on a ``Backend`` instance, the
+pytest plugin on an instance) calls the backend here through the worker's own handler, so all
+entry points give the same verdicts. :func:`plan` turns a selection into the (case, dtype, op)
+keys to check, :class:`ReferenceCache` computes each reference result once.
 
 >>> from softmaxbench.suite.conformance.api import run_checks
 >>> records = run_checks(["numpy"], ops=["softmax", "log_softmax"], dtypes=["float32"],
@@ -204,7 +207,8 @@ def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Seq
     from softmaxbench.errors import InputError
 
     try:
-        names, instances, order = _split_backends(backends)
+        ops, dtypes, cases = _names("ops", ops), _names("dtypes", dtypes), _names("cases", cases)
+        names, order = _split_backends(backends)
         paths = _plugin_paths(plugins)
         if timeout_s is None or not timeout_s > 0:
             raise InputError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
@@ -233,7 +237,7 @@ def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Seq
     return records
 
 
-def _split_backends(backends) -> tuple[list[str], list, list[tuple[str, object]]]:
+def _split_backends(backends) -> tuple[list[str], list[tuple[str, object]]]:
     """Names (to run in workers) and instances (to run here), and their order as given."""
     from softmaxbench.backends.base import Backend
     from softmaxbench.errors import InputError
@@ -248,10 +252,9 @@ def _split_backends(backends) -> tuple[list[str], list, list[tuple[str, object]]
                          f"{clean_text(repr(backends), 80)}") from None
     if not given:
         raise InputError("no backend given: name at least one (see 'softmaxbench list')")
-    names, instances, order = [], [], []
+    names, order = [], []
     for b in given:
         if isinstance(b, Backend):
-            instances.append(b)
             order.append(("instance", b))
         elif isinstance(b, str):
             if b not in names:
@@ -259,7 +262,7 @@ def _split_backends(backends) -> tuple[list[str], list, list[tuple[str, object]]
                 order.append(("name", b))
         else:
             raise InputError(f"a backend is a name or a Backend instance, got {clean_text(repr(b), 80)}")
-    return names, instances, order
+    return names, order
 
 
 def _plugin_paths(plugins) -> tuple[str, ...]:
@@ -273,12 +276,22 @@ def _plugin_paths(plugins) -> tuple[str, ...]:
 def _validated_cases(ops, dtypes, cases, quick) -> list:
     from softmaxbench.suite.selection import validate_names
 
-    for what, given in (("ops", ops), ("dtypes", dtypes), ("cases", cases)):
-        if isinstance(given, str):
-            from softmaxbench.errors import InputError
-
-            raise InputError(f"{what} must be a list of names, got the string {given!r}")
     return validate_names(ops, dtypes, cases, quick)
+
+
+def _names(what: str, given) -> list[str] | None:
+    """None, or a list of names (one string is one name, not its letters)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.isolation.channel import clean_text
+
+    if given is None:
+        return None
+    if isinstance(given, str):
+        return [given]
+    try:
+        return [str(g) for g in given]
+    except TypeError:
+        raise InputError(f"{what} must be a list of names, got {clean_text(repr(given), 80)}") from None
 
 
 def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, out_dir) -> list[dict]:

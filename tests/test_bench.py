@@ -341,10 +341,11 @@ def test_backends_run_in_their_own_workers_and_take_turns(tmp_path, tiny):
     rc, recs = _run(tmp_path, ["tiny-numpy", "tiny-jittery"], tiny, ws)
     assert rc == 0
     order = [(r["workload"], r["backend"]) for r in recs]
-    # each group goes to every backend's worker in turn, its copy first; who starts rotates
-    assert order == [("a", "copy:tiny-jittery"), ("a", "tiny-jittery"), ("a", "copy:tiny-numpy"),
-                     ("a", "tiny-numpy"), ("b", "copy:tiny-numpy"), ("b", "tiny-numpy"),
-                     ("b", "copy:tiny-jittery"), ("b", "tiny-jittery")]
+    # each group goes to every backend's worker in turn, every copy before any op (an op's figure
+    # is set against the copies of its group); who starts rotates
+    assert order == [("a", "copy:tiny-jittery"), ("a", "copy:tiny-numpy"), ("a", "tiny-jittery"),
+                     ("a", "tiny-numpy"), ("b", "copy:tiny-numpy"), ("b", "copy:tiny-jittery"),
+                     ("b", "tiny-numpy"), ("b", "tiny-jittery")]
     assert "tiny_backends" not in sys.modules  # the plugin never ran in this process
 
 
@@ -430,13 +431,14 @@ def test_run_group_interleaves_the_passes_and_writes_each_record_after_its_last(
     targets = [bench.Target(n, "cpu", ("float32",), ("softmax",)) for n in ("a", "b")]
     (group,) = bench.plan(targets, workloads=[Workload("t", "softmax", "float32", (2, 8))])
     recs = bench.run_group(Fake(), group, 2)
-    assert calls == [(0, "a", "copy"), (0, "a", "softmax"), ("release", "a"),
-                     (0, "b", "copy"), (0, "b", "softmax"), ("release", "b"),
-                     (1, "b", "copy"), ("finish", "b", "copy"), (1, "b", "softmax"),
-                     ("finish", "b", "softmax"), ("release", "b"),
-                     (1, "a", "copy"), ("finish", "a", "copy"), (1, "a", "softmax"),
-                     ("finish", "a", "softmax"), ("release", "a")]
-    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("b", "softmax"), ("a", "copy"),
+    # every copy of the pass first, then the ops; each turn ends in a release; who starts rotates
+    assert calls == [(0, "a", "copy"), ("release", "a"), (0, "b", "copy"), ("release", "b"),
+                     (0, "a", "softmax"), ("release", "a"), (0, "b", "softmax"), ("release", "b"),
+                     (1, "b", "copy"), ("finish", "b", "copy"), ("release", "b"),
+                     (1, "a", "copy"), ("finish", "a", "copy"), ("release", "a"),
+                     (1, "b", "softmax"), ("finish", "b", "softmax"), ("release", "b"),
+                     (1, "a", "softmax"), ("finish", "a", "softmax"), ("release", "a")]
+    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("a", "copy"), ("b", "softmax"),
                                                        ("a", "softmax")]
 
 
@@ -681,3 +683,19 @@ def test_bench_timeout_option_bounds_a_hung_preparation(tmp_path):
     hung = recs[("exploit-bench-hang", "softmax")]
     assert hung["verdict"] == "timeout" and "3" in hung["message"], hung
     assert recs[("numpy", "softmax")]["gbps"] > 0
+
+
+def test_a_slowed_copy_hook_does_not_inflate_its_fraction_of_copy(tmp_path):
+    """Every CPU backend shares the machine's memory: a copy far below another backend's copy of
+    the same workload is not the memory's bandwidth, and the fastest copy becomes the bar."""
+    name = "exploit-bench-slow_copy"
+    rc, recs = bench.run_bench(tmp_path, [name, "numpy"], plugins=[str(EXPLOITS / "bench_slow_copy.py")],
+                               workloads=EXPLOIT_WORK, settings=EXPLOIT_SETTINGS, echo=None)
+    by = {r["backend"]: r for r in recs}
+    own, honest = by[f"copy:{name}"], by["copy:numpy"]
+    assert own["gbps"] < 0.5 * honest["gbps"], (own, honest)  # the hook really is slow
+    op = by[name]
+    assert op["copy_of"] == "copy:numpy" and op["own_copy_gbps"] == pytest.approx(own["gbps"])
+    assert op["copy_gbps"] == pytest.approx(honest["gbps"])
+    assert op["fraction_of_copy"] == pytest.approx(op["gbps"] / honest["gbps"])
+    assert "copy_of" not in by["numpy"]  # an honest backend keeps its own copy

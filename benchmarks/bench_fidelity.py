@@ -18,7 +18,10 @@ figures:
    in subprocesses) agree within 5% in GB/s at 16 MiB and more.
 
 The machine's load average is printed with the figures: with more runnable jobs than cores, a
-sample measures the run queue as much as the op. Exit 0 when every claim checked holds, 1 when
+sample measures the run queue as much as the op. Around each reproducibility run the host's own
+speed is read too (:func:`host_speed`: a fixed loop and a copy, nothing of ours): on a shared
+host whose core and memory speed move between the runs, that movement is printed beside the
+figures it bounds. Exit 0 when every claim checked holds, 1 when
 one does not, 2 for bad arguments. ``--only`` runs some of the checks (a small version: e.g.
 ``--only overhead --backends numpy``).
 
@@ -247,7 +250,7 @@ def reproducibility(
     names: Sequence[str], cases: Sequence[str], ops: Sequence[str], *, threads: int = 1, echo=print
 ) -> dict:
     """Two back-to-back ``softmaxbench bench --threads N`` runs; GB/s per record, compared."""
-    runs, cpu_runs = [], []
+    runs, cpu_runs, speeds = [], [], []
     with tempfile.TemporaryDirectory(prefix="bench-fidelity-") as tmp:
         for k in range(2):
             out = Path(tmp) / f"run{k}"
@@ -269,8 +272,11 @@ def reproducibility(
                 "--out",
                 str(out),
             ]
+            before = host_speed()
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+            took = time.perf_counter() - t0
+            speeds.append((before, host_speed()))
             from softmaxbench.suite.records import read_results
 
             recs = read_results(out) if (out / "results.jsonl").is_file() else []
@@ -279,10 +285,12 @@ def reproducibility(
             if echo:
                 echo(
                     f"  run {k + 1}: {' '.join(cmd[1:])}: exit {proc.returncode} after "
-                    f"{time.perf_counter() - t0:.0f} s; load {info.get('load_average_at_start')} -> "
+                    f"{took:.0f} s; load {info.get('load_average_at_start')} -> "
                     f"{info.get('load_average_at_end')}; {info.get('passes')} passes; the workers had a core "
                     f"for {min(shares, default=0):.0%}-{max(shares, default=0):.0%} of their timed calls"
                 )
+                echo(f"    before: {_speed_line(speeds[-1][0])}")
+                echo(f"    after:  {_speed_line(speeds[-1][1])}")
             runs.append(_gbps(recs))
             cpu_runs.append({(r["backend"], r["op"], r["workload"]): r["cpu_median_s"] for r in recs
                              if r.get("cpu_median_s")})
@@ -299,7 +307,50 @@ def reproducibility(
                        lambda key, a, b, d: f"{what(key)} run 1 {a * 1e3:.3g} ms, run 2 {b * 1e3:.3g} ms of "
                                             f"CPU per call: difference {d:.1%}")
     result["cpu_time"] = {"rows": cpu["rows"], "worst": cpu["worst"]}
+    # How far the host itself moved over the two runs: the widest spread of the four readings.
+    moved = {}
+    for key in ("loop_median_ms", "copy_median_ms"):
+        vals = [h[key] for pair in speeds for h in pair]
+        moved[key] = (max(vals) - min(vals)) / min(vals) if vals and min(vals) > 0 else None
+    result["host"] = {"speeds": speeds, "moved": moved}
+    if echo and all(v is not None for v in moved.values()):
+        echo(f"  the host itself moved {moved['loop_median_ms']:.1%} (core: the fixed loop) and "
+             f"{moved['copy_median_ms']:.1%} (memory: the copy) across the four readings")
     return result
+
+
+def host_speed(seconds: float = 1.0) -> dict:
+    """The host's own speed now, with nothing of ours in it: a fixed pure-Python loop (no memory
+    traffic; the core's speed) and a 64 MiB NumPy copy (the memory's), each timed over and over
+    for ``seconds`` in this process; medians and minima in ms. On a shared host, noisy neighbours
+    (another tenant on the core's sibling, on the memory bus) move these as much as any backend:
+    two runs can only agree as well as the host did.
+
+    >>> sorted(host_speed(0.05))
+    ['copy_median_ms', 'copy_min_ms', 'loop_median_ms', 'loop_min_ms']
+    """
+    import numpy as np
+
+    src = np.ones(2**24, np.float32)
+    dst = np.empty_like(src)
+    loop, copy = [], []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(loop) < 3:
+        t = time.perf_counter()
+        acc = 0
+        for i in range(100_000):
+            acc += i
+        loop.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        copy.append(time.perf_counter() - t)
+    return {"loop_median_ms": statistics.median(loop) * 1e3, "loop_min_ms": min(loop) * 1e3,
+            "copy_median_ms": statistics.median(copy) * 1e3, "copy_min_ms": min(copy) * 1e3}
+
+
+def _speed_line(h: dict) -> str:
+    return (f"host: a fixed loop {h['loop_median_ms']:.3g} ms (min {h['loop_min_ms']:.3g}), a 64 MiB copy "
+            f"{h['copy_median_ms']:.3g} ms (min {h['copy_min_ms']:.3g})")
 
 
 def _run_info(out: Path) -> dict:
@@ -384,6 +435,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "cpu_time" in result[check] and result[check]["cpu_time"]["worst"] is not None:
                 print(f"{check} of the CPU seconds per call (not the claim, a load-robust witness): worst "
                       f"{result[check]['cpu_time']['worst']:.2%}")
+            moved = (result[check].get("host") or {}).get("moved") or {}
+            if moved and all(v is not None for v in moved.values()):
+                print(f"{check}: the host's own speed moved {moved['loop_median_ms']:.1%} (core) and "
+                      f"{moved['copy_median_ms']:.1%} (memory) around the runs: where it moved more "
+                      f"than {REPRO_LIMIT:.0%}, no benchmark on it can agree within {REPRO_LIMIT:.0%}")
     print(f"load average before / after: {result['load_average'][0]} / {result['load_average'][1]}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1), encoding="utf-8")

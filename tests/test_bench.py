@@ -341,10 +341,11 @@ def test_backends_run_in_their_own_workers_and_take_turns(tmp_path, tiny):
     rc, recs = _run(tmp_path, ["tiny-numpy", "tiny-jittery"], tiny, ws)
     assert rc == 0
     order = [(r["workload"], r["backend"]) for r in recs]
-    # each group goes to every backend's worker in turn, its copy first; who starts rotates
-    assert order == [("a", "copy:tiny-jittery"), ("a", "tiny-jittery"), ("a", "copy:tiny-numpy"),
-                     ("a", "tiny-numpy"), ("b", "copy:tiny-numpy"), ("b", "tiny-numpy"),
-                     ("b", "copy:tiny-jittery"), ("b", "tiny-jittery")]
+    # each group goes to every backend's worker in turn, every copy before any op (an op's figure
+    # is set against the copies of its group); who starts rotates
+    assert order == [("a", "copy:tiny-jittery"), ("a", "copy:tiny-numpy"), ("a", "tiny-jittery"),
+                     ("a", "tiny-numpy"), ("b", "copy:tiny-numpy"), ("b", "copy:tiny-jittery"),
+                     ("b", "tiny-numpy"), ("b", "tiny-jittery")]
     assert "tiny_backends" not in sys.modules  # the plugin never ran in this process
 
 
@@ -430,13 +431,14 @@ def test_run_group_interleaves_the_passes_and_writes_each_record_after_its_last(
     targets = [bench.Target(n, "cpu", ("float32",), ("softmax",)) for n in ("a", "b")]
     (group,) = bench.plan(targets, workloads=[Workload("t", "softmax", "float32", (2, 8))])
     recs = bench.run_group(Fake(), group, 2)
-    assert calls == [(0, "a", "copy"), (0, "a", "softmax"), ("release", "a"),
-                     (0, "b", "copy"), (0, "b", "softmax"), ("release", "b"),
-                     (1, "b", "copy"), ("finish", "b", "copy"), (1, "b", "softmax"),
-                     ("finish", "b", "softmax"), ("release", "b"),
-                     (1, "a", "copy"), ("finish", "a", "copy"), (1, "a", "softmax"),
-                     ("finish", "a", "softmax"), ("release", "a")]
-    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("b", "softmax"), ("a", "copy"),
+    # every copy of the pass first, then the ops; each turn ends in a release; who starts rotates
+    assert calls == [(0, "a", "copy"), ("release", "a"), (0, "b", "copy"), ("release", "b"),
+                     (0, "a", "softmax"), ("release", "a"), (0, "b", "softmax"), ("release", "b"),
+                     (1, "b", "copy"), ("finish", "b", "copy"), ("release", "b"),
+                     (1, "a", "copy"), ("finish", "a", "copy"), ("release", "a"),
+                     (1, "b", "softmax"), ("finish", "b", "softmax"), ("release", "b"),
+                     (1, "a", "softmax"), ("finish", "a", "softmax"), ("release", "a")]
+    assert [(r["backend"], r["op"]) for r in recs] == [("b", "copy"), ("a", "copy"), ("b", "softmax"),
                                                        ("a", "softmax")]
 
 
@@ -480,6 +482,7 @@ EXPLOIT_SETTINGS = bench.Settings(min_rounds=8, max_rounds=400, max_time=0.05, w
 @pytest.mark.parametrize("plugin,verdict,says", [
     ("lazy", "fail", "before their results were computed"),
     ("replay", "fail", "not the op's result"),
+    ("replay_id", "fail", "replayed results cached"),
     ("clock", "fail", "not plausible"),
     ("exit", "crash", "exited with code 0"),
     ("segv", "crash", "SIGSEGV"),
@@ -498,6 +501,22 @@ def test_hostile_bench_plugins_get_their_verdict_and_the_rest_goes_on(tmp_path, 
     assert len(read_results(tmp_path)) == len(recs)
     pb = bench.load_pytest_benchmark(tmp_path)
     assert not any(f"[{name}-" in b["name"] for b in pb["benchmarks"])
+
+
+def test_one_slow_conversion_or_judged_round_is_noise_every_one_is_evidence():
+    """A worker preempted while converting one sampled output, or during one judged round, is not
+    lazy or replaying (an honest torch copy once converted in 2.97 ms on a busy host); the same
+    delay in every sample is."""
+    ready = {"materialize_s": 4e-5, "ready_s": 4e-5}
+    slow = {"materialize_s": 3e-3, "ready_s": 4e-5}
+    assert judge.lazy_problem([slow, ready, ready], median_s=3e-3) is None
+    assert "before their results were computed" in judge.lazy_problem([slow, slow, slow], median_s=3e-3)
+    assert judge.replay_problem([(0.09, 0.03, 0.04), (0.031, 0.03, 0.04), (0.029, 0.03, 0.04)]) is None
+    assert "replayed results" in judge.replay_problem([(0.1, 0.03, 0.04), (0.11, 0.03, 0.04)])
+    # a busy machine: a tenth of the rounds or more as slow as the judged ones
+    assert judge.replay_problem([(0.1, 0.03, 0.2), (0.11, 0.03, 0.2)]) is None
+    # tiny workloads: a cold fresh input can take several times a warm pool's, but not 200 us more
+    assert judge.replay_problem([(40e-6, 5e-6, 6e-6), (50e-6, 5e-6, 6e-6)]) is None
 
 
 def test_a_figure_above_the_copy_bandwidth_is_implausible():
@@ -649,3 +668,34 @@ def test_the_kernels_thread_accounting_bounds_a_slowed_clock():
     assert bench_judge.cpu_problem(real, busiest, allowance_s=0.1) is None
     assert "was the clock patched" in bench_judge.cpu_problem([x * 0.4 for x in real], busiest, 0.1)
     assert bench_judge.thread_cpu_s(2**22 + 12345) == {}  # no such process: no witness, no failure
+
+
+def test_bench_timeout_option_bounds_a_hung_preparation(tmp_path):
+    """A backend that hangs in its first call costs --timeout seconds, not the 600 s default:
+    a timeout record, the honest backend's figure, exit 1."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "softmaxbench", "bench", "--plugin", str(EXPLOITS / "bench_hang.py"),
+           "--backends", "exploit-bench-hang,numpy", "--ops", "softmax", "--dtypes", "float32",
+           "--cases", "sweep-1MiB-r1024", "--quick", "--timeout", "3", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    recs = {(r["backend"], r["op"]): r for r in read_results(out)}
+    hung = recs[("exploit-bench-hang", "softmax")]
+    assert hung["verdict"] == "timeout" and "3" in hung["message"], hung
+    assert recs[("numpy", "softmax")]["gbps"] > 0
+
+
+def test_a_slowed_copy_hook_does_not_inflate_its_fraction_of_copy(tmp_path):
+    """Every CPU backend shares the machine's memory: a copy far below another backend's copy of
+    the same workload is not the memory's bandwidth, and the fastest copy becomes the bar."""
+    name = "exploit-bench-slow_copy"
+    rc, recs = bench.run_bench(tmp_path, [name, "numpy"], plugins=[str(EXPLOITS / "bench_slow_copy.py")],
+                               workloads=EXPLOIT_WORK, settings=EXPLOIT_SETTINGS, echo=None)
+    by = {r["backend"]: r for r in recs}
+    own, honest = by[f"copy:{name}"], by["copy:numpy"]
+    assert own["gbps"] < 0.5 * honest["gbps"], (own, honest)  # the hook really is slow
+    op = by[name]
+    assert op["copy_of"] == "copy:numpy" and op["own_copy_gbps"] == pytest.approx(own["gbps"])
+    assert op["copy_gbps"] == pytest.approx(honest["gbps"])
+    assert op["fraction_of_copy"] == pytest.approx(op["gbps"] / honest["gbps"])
+    assert "copy_of" not in by["numpy"]  # an honest backend keeps its own copy

@@ -57,3 +57,12 @@ def test_fidelity_claims_hold_on_the_cpu_backends():
                           text=True, timeout=3600)
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "-> holds" in proc.stdout and "DOES NOT HOLD" not in proc.stdout
+
+
+def test_host_speed_reads_the_core_and_the_memory():
+    """The speedometer printed around the reproducibility runs: positive times, minima at most
+    the medians (a broken timer or a swapped key fails here)."""
+    h = bench_fidelity.host_speed(0.2)
+    assert 0 < h["loop_min_ms"] <= h["loop_median_ms"]
+    assert 0 < h["copy_min_ms"] <= h["copy_median_ms"]
+    assert "64 MiB copy" in bench_fidelity._speed_line(h)

@@ -12,7 +12,10 @@ A worker times its own calls (it must: the device is there), so the trusted proc
    against results the parent computes itself from the seeded inputs it rebuilds
    (:func:`output_problem`): a cached replay or skipped work fails. A result whose conversion to
    NumPy took the op's time, when a ready array of the same size converts at once, was still
-   being computed when the timer stopped (:func:`lazy_problem`): a lazy op fails.
+   being computed when the timer stopped (:func:`lazy_problem`): a lazy op fails. The judged
+   rounds are the only ones on inputs the backend has never seen: when every one of them takes
+   several times the others' median, the others replayed cached results (:func:`replay_problem`).
+   Both are decided over every pass of a workload (one slow round is no evidence).
    The kernel's own accounting is a second witness: no thread of the worker can have run longer
    than the timed calls took, so the busiest thread's CPU seconds during the request (read by
    the parent from ``/proc/<pid>/task``, nothing the worker wrote) bound the samples from below
@@ -55,6 +58,12 @@ IMPLAUSIBLE_FACTOR = 2.0
 MAX_TOLERANCE = 0.05
 #: Rows of a sampled output judged (the parent picks them after the timing).
 JUDGED_ROWS = 16
+#: The judged rounds (fresh inputs) may take at most this many times their pass's median, and
+#: :data:`REPLAY_MARGIN_S` more, before the other rounds are taken for replays of earlier results.
+#: Honest backends' judged rounds took 0.3-1.0x their pass's median (numpy, torch-cpu, 1 and 16
+#: MiB, load 2-6: `judged_ratio` in the records).
+REPLAY_FACTOR = 2.0
+REPLAY_MARGIN_S = 200e-6
 
 
 #: Bytes per second the judged rounds' untimed work is allowed at, at the slowest: making an input
@@ -160,7 +169,15 @@ def lazy_problem(sampled: list[dict], median_s: float) -> str | None:
 
     Every sampled output must convert in about the time a ready array of its size does; a
     conversion that took longer than half a call and 200 us more than the ready one, for every
-    sample, means the work happened in ``to_numpy``, after the timer stopped.
+    sample of every pass, means the work happened in ``to_numpy``, after the timer stopped. (One
+    sample is no evidence: a worker preempted during a conversion looks the same.)
+
+    >>> ready = {"materialize_s": 1e-5, "ready_s": 1e-5}
+    >>> lazy = {"materialize_s": 0.01, "ready_s": 1e-5}
+    >>> lazy_problem([lazy, lazy], median_s=0.01)[:40]
+    'the timed calls returned before their re'
+    >>> lazy_problem([lazy, ready], median_s=0.01) is None
+    True
     """
     extras = []
     for s in sampled:
@@ -176,6 +193,41 @@ def lazy_problem(sampled: list[dict], median_s: float) -> str | None:
                 f"{least[1] * 1e3:.3g} ms ({least[2] * 1e3:.3g} ms for a ready array of its size) after "
                 f"calls timed at {median_s * 1e3:.3g} ms (a lazy result; synchronize() and ready "
                 "arrays are the contract)")
+    return None
+
+
+def replay_problem(judged: list[tuple[float, float, float]]) -> str | None:
+    """Why the unjudged timed calls look like replays of earlier results (None: they do not).
+
+    ``judged`` holds, per judged round, its sample, the median of its pass and the 90th
+    percentile of its pass's other rounds. A judged round's input set is one the backend has never
+    seen (the others rotate through a pool it has), so an op that caches results by input
+    (identity, address or content) does the work only there. When every judged round took more
+    than :data:`REPLAY_FACTOR` times its pass's median (and :data:`REPLAY_MARGIN_S` more) and more
+    than nine in ten of the other rounds, the median measured the cache, not the op. An honest
+    op's judged rounds are like any others: on a busy machine some rounds are slow, but every
+    judged one (four or more) among the slowest tenth happens about once in 10^4 workloads. A
+    replay slowed to just under the bar is still bounded: its figure is at most
+    :data:`REPLAY_FACTOR` times the truth.
+
+    >>> replay_problem([(0.060, 0.008, 0.009), (0.058, 0.008, 0.010)])[:44]
+    'the calls on inputs the backend had not seen'
+    >>> replay_problem([(0.060, 0.008, 0.009), (0.009, 0.008, 0.010)]) is None
+    True
+    >>> replay_problem([(0.060, 0.008, 0.070), (0.058, 0.008, 0.070)]) is None  # busy: slow rounds
+    True
+    """
+    pairs = [(s, m, q) for s, m, q in judged
+             if all(isinstance(v, int | float) for v in (s, m, q)) and m > 0]
+    if not pairs or len(pairs) != len(judged):
+        return None
+    if all(s > REPLAY_FACTOR * m and s - m > REPLAY_MARGIN_S and s > q for s, m, q in pairs):
+        ratio = min(s / m for s, m, _ in pairs)
+        times = ", ".join(f"{s * 1e3:.3g}" for s, _, _ in pairs)
+        medians = ", ".join(sorted({f"{m * 1e3:.3g}" for _, m, _ in pairs}))
+        return (f"the calls on inputs the backend had not seen took {ratio:.3g}x or more the median of "
+                f"the others ({times} ms; pass medians {medians} ms): the other calls replayed results "
+                "cached from earlier calls on the same inputs")
     return None
 
 

@@ -21,6 +21,9 @@ from softmaxbench.vocabulary import DTYPES, FAILING
 @click.option("--threads", default=None, type=int,
               help="Threads for the CPU frameworks (torch, OpenMP, XLA via NPROC). Default: theirs.")
 @click.option("--min-rounds", default=None, type=int, help="Fewest timed rounds per workload.")
+@click.option("--timeout", default=None, type=float,
+              help="Seconds a workload's preparation (inputs, first call and compiles, warm-up) may take "
+                   "before its worker is killed and the workload recorded as a timeout.  [default: 600]")
 def bench_cmd(**kwargs) -> int:
     """Throughput in GB/s and as a fraction of the measured copy bandwidth.
 
@@ -32,7 +35,7 @@ def bench_cmd(**kwargs) -> int:
 def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
                cases: str | None = None, plugins: Sequence[str] = (), quick: bool = False,
                out: str = "softmaxbench-results/bench", threads: int | None = None,
-               min_rounds: int | None = None) -> int:
+               min_rounds: int | None = None, timeout: float | None = None) -> int:
     """The ``bench`` verb: select, run, write DIR/results.jsonl + run.json, print the table."""
     # The engine (numpy, ml_dtypes, the workloads) is imported only when the verb runs: every other
     # verb, and `softmaxbench --help`, starts without it.
@@ -65,6 +68,13 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
 
     bounded_int(threads, "--threads", 1, 4096)
     bounded_int(min_rounds, "--min-rounds", 1, 100_000)
+    if timeout is not None:
+        from dataclasses import replace
+
+        from softmaxbench.suite.cli.options import positive_seconds
+
+        if not 1 <= positive_seconds(timeout, "--timeout") <= 86_400:
+            raise InputError(f"--timeout must be between 1 and 86400 seconds, got {timeout!r}")
     usable_out_dir(out)
     plugins = plugin_paths(plugins)
     names = split_csv(backends)
@@ -77,10 +87,13 @@ def bench_main(backends: str | None = None, ops: str | None = None, dtypes: str 
                 raise InputError(f"--backends: {problem}")
     workload_names = split_csv(cases)
     command = shlex.join(["softmaxbench", "bench", *sys.argv[2:]])
+    settings = Settings.for_run(quick, min_rounds)
+    if timeout is not None:
+        settings = replace(settings, prepare_timeout=float(timeout))
     try:
         rc, records = run_bench(out, names, quick=quick, ops=op_list, dtypes=dtype_list,
                                 names=workload_names, plugins=tuple(plugins),
-                                settings=Settings.for_run(quick, min_rounds), threads=threads,
+                                settings=settings, threads=threads,
                                 echo=lambda line: click.echo(line, err=True), command=command, strict=True)
     except KeyboardInterrupt as exc:
         done = rec_mod.read_results(out) if (Path(out) / rec_mod.RESULTS_FILE).is_file() else []

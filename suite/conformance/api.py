@@ -1,10 +1,13 @@
 """The plain-Python conformance API: one check of one backend -> one result record, and many.
 
 Every verdict is decided by :func:`softmaxbench.suite.conformance.judge.judge`, in the trusted
-process, from a call result: ``softmaxbench check`` gets it from worker processes, :func:`check_one`
-(used by :func:`run_checks` and the pytest plugin) by calling the backend here through the
-worker's own handler, so the entry points give the same verdicts. :func:`plan` turns a selection into the
-(case, dtype, op) keys to check, :class:`ReferenceCache` computes each reference result once.
+process, from a call result. :func:`run_checks` on backend *names* is ``softmaxbench check``'s
+engine (:mod:`~softmaxbench.suite.conformance.runner`, the workers of
+:mod:`~softmaxbench.suite.isolation.scheduler`): this process imports nothing of the backend, its
+framework or a plugin. :func:`check_one` (:func:`run_checks` on a ``Backend`` instance, the
+pytest plugin on an instance) calls the backend here through the worker's own handler, so all
+entry points give the same verdicts. :func:`plan` turns a selection into the (case, dtype, op)
+keys to check, :class:`ReferenceCache` computes each reference result once.
 
 >>> from softmaxbench.suite.conformance.api import run_checks
 >>> records = run_checks(["numpy"], ops=["softmax", "log_softmax"], dtypes=["float32"],
@@ -17,6 +20,7 @@ worker's own handler, so the entry points give the same verdicts. :func:`plan` t
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -160,22 +164,7 @@ def check_one(backend, op: str, inputs, exact: np.ndarray | None, *, category: s
     return judge(op, inputs, exact, result, expect_error=expect_error, conventions=conventions, **common)
 
 
-# -- many checks, in this process ----------------------------------------------------------------
-def resolve_backends(backends: Iterable, plugins: Sequence[str] = ()) -> list:
-    """Backend names and/or instances -> instances (LookupError names an unknown one)."""
-    from softmaxbench.backends.base import Backend
-
-    out = []
-    for b in backends:
-        if isinstance(b, Backend):
-            out.append(b)
-        else:
-            from softmaxbench.backends.registry import get
-
-            out.append(get(str(b), plugins=tuple(plugins)))
-    return out
-
-
+# -- many checks ------------------------------------------------------------------------------------
 def conventions_of(backend) -> dict:
     """The backend's declared conventions (name -> reason/link); {} when it declares none."""
     try:
@@ -188,30 +177,162 @@ def conventions_of(backend) -> dict:
         return {}
 
 
-def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
-               cases: Sequence[str] | None = None, quick: bool = False, *,
-               plugins: Sequence[str] = ()) -> list[dict]:
-    """Check ``backends`` (names or ``Backend`` instances) in this process; return the records.
 
-    No isolation: a hanging or crashing backend takes this process with it (``softmaxbench
-    check`` runs each backend in a worker process instead).
+
+def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
+               cases: Sequence[str] | None = None, quick: bool = False, *, plugins: Sequence[str] = (),
+               timeout_s: float = 60.0, jobs: int | None = None,
+               out_dir: str | os.PathLike | None = None) -> list[dict]:
+    """Check ``backends``; return one result record per backend x op x case x dtype selected.
+
+    A backend *name* (a built-in, an entry point, or one that a ``plugins`` module or ``.py``
+    file provides) is checked exactly as ``softmaxbench check --backends NAME`` checks it, by
+    the same engine: in worker processes, judged here. This process never imports the backend,
+    its framework or the plugins; a crash or a hang costs the case it happened on (a ``crash`` or
+    ``timeout`` record, ``timeout_s`` seconds per call) and the backend's other cases run in a
+    fresh worker. ``jobs`` is ``check --jobs``; with ``out_dir`` the run's ``results.jsonl``,
+    ``run.json`` and worker logs are kept there (as ``check --out``), else in a temporary folder
+    removed at the end.
+
+    ``Backend`` *instances* are already imported by the caller: instances run here, unisolated
+    (a crash or hang of the backend is this process's); pass names to isolate. Their checks are
+    judged by the same code (:func:`check_one`).
+
+    Records come in the order of ``backends``, then case, dtype and op (:func:`plan`). Bad input
+    (an unknown or unavailable backend, a missing plugin file, an unknown op, dtype or case, a
+    selection with nothing to check) raises :class:`softmaxbench.errors.InputError` with the
+    one-line message ``softmaxbench check`` prints for it; Ctrl-C raises KeyboardInterrupt once
+    the workers are stopped.
     """
-    instances = resolve_backends(backends, plugins)
-    case_objs = select_cases(cases, quick)
+    from softmaxbench.errors import InputError
+
+    try:
+        ops, dtypes, cases = _names("ops", ops), _names("dtypes", dtypes), _names("cases", cases)
+        names, order = _split_backends(backends)
+        paths = _plugin_paths(plugins)
+        if timeout_s is None or not timeout_s > 0:
+            raise InputError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        case_objs = _validated_cases(ops, dtypes, cases, quick)
+        tasks = plan(case_objs, ops, dtypes)
+        if not tasks:
+            raise InputError("the selection has no checks: no selected case applies to the selected "
+                             "ops and dtypes (see 'softmaxbench cases')")
+        by_backend: dict[str, list[dict]] = {}
+        if names:
+            for rec in _run_in_workers(names, ops, dtypes, cases, quick, paths, timeout_s, jobs, out_dir):
+                by_backend.setdefault(rec["backend"], []).append(rec)
+    except InputError as exc:  # one line, raised from here (not from deep inside the selection)
+        raise InputError(f"run_checks: {exc.message}") from None
+    index = {(t.op, t.case, t.dtype): i for i, t in enumerate(tasks)}  # the plan's order
+    records: list[dict] = []
+    for kind, item in order:
+        if kind == "name":
+            recs = by_backend.pop(item, [])
+            records.extend(sorted(recs, key=lambda r: index.get(
+                (r["op"], r["case"], r["dtype"]), len(index))))
+        else:
+            records.extend(_run_in_process(item, case_objs, tasks))
+    for recs in by_backend.values():  # a name the worker reported under another spelling: kept
+        records.extend(recs)
+    return records
+
+
+def _split_backends(backends) -> tuple[list[str], list[tuple[str, object]]]:
+    """Names (to run in workers) and instances (to run here), and their order as given."""
+    from softmaxbench.backends.base import Backend
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.isolation.channel import clean_text
+
+    if isinstance(backends, (str, Backend)):
+        backends = [backends]
+    try:
+        given = list(backends)
+    except TypeError:
+        raise InputError(f"backends must be a list of backend names or Backend instances, got "
+                         f"{clean_text(repr(backends), 80)}") from None
+    if not given:
+        raise InputError("no backend given: name at least one (see 'softmaxbench list')")
+    names, order = [], []
+    for b in given:
+        if isinstance(b, Backend):
+            order.append(("instance", b))
+        elif isinstance(b, str):
+            if b not in names:
+                names.append(b)
+                order.append(("name", b))
+        else:
+            raise InputError(f"a backend is a name or a Backend instance, got {clean_text(repr(b), 80)}")
+    return names, order
+
+
+def _plugin_paths(plugins) -> tuple[str, ...]:
+    from softmaxbench.suite.selection import plugin_paths
+
+    if isinstance(plugins, (str, os.PathLike)):
+        plugins = [plugins]
+    return plugin_paths([os.fspath(p) for p in plugins])
+
+
+def _validated_cases(ops, dtypes, cases, quick) -> list:
+    from softmaxbench.suite.selection import validate_names
+
+    return validate_names(ops, dtypes, cases, quick)
+
+
+def _names(what: str, given) -> list[str] | None:
+    """None, or a list of names (one string is one name, not its letters)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.isolation.channel import clean_text
+
+    if given is None:
+        return None
+    if isinstance(given, str):
+        return [given]
+    try:
+        return [str(g) for g in given]
+    except TypeError:
+        raise InputError(f"{what} must be a list of names, got {clean_text(repr(given), 80)}") from None
+
+
+def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, out_dir) -> list[dict]:
+    """``softmaxbench check``'s engine on the named backends; their check records."""
+    import shutil
+    import tempfile
+
+    from softmaxbench.suite.conformance.runner import run_check
+    from softmaxbench.suite.records import read_results
+
+    tmp = tempfile.mkdtemp(prefix="softmaxbench-run-checks-") if out_dir is None else None
+    out = tmp or out_dir
+    try:
+        code = run_check(out, backends=names, ops=ops, dtypes=dtypes, cases=cases, plugins=plugins,
+                         quick=quick, timeout=timeout_s, jobs=jobs, display="none",
+                         command=f"run_checks({names!r})")
+        if code == 143:
+            raise SystemExit(143)  # SIGTERM arrived during the run: end as it asked
+        if code == 130:
+            raise KeyboardInterrupt
+        return [r for r in read_results(out) if r.get("kind") == "check"]
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _run_in_process(backend, case_objs: list, tasks: list[Task]) -> list[dict]:
+    """The records of a ``Backend`` instance, called here (no isolation)."""
     by_name = {c.name: c for c in case_objs}
-    tasks = plan(case_objs, ops, dtypes)
     cache = ReferenceCache()
+    conv = conventions_of(backend)
     records = []
-    for backend in instances:
-        conv = conventions_of(backend)
-        for task in tasks:
-            case = by_name[task.case]
-            inputs = cache.inputs(task.case, task.dtype)
-            if not supports(backend, task):
-                exact, why = None, None
-            else:
-                exact, why = cache.result(task)
-            records.append(check_one(backend, task.op, inputs, exact, category=case.category,
-                                     expect_error=case.expect_error, reference_error=why,
-                                     conventions=conv, plugins=plugins))
+    for task in tasks:
+        case = by_name[task.case]
+        inputs = cache.inputs(task.case, task.dtype)
+        try:
+            declared = supports(backend, task)
+        except Exception:  # noqa: BLE001 - raising metadata: check_one records it
+            declared = False
+        exact, why = cache.result(task) if declared else (None, None)
+        records.append(check_one(backend, task.op, inputs, exact, category=case.category,
+                                 expect_error=case.expect_error, reference_error=why,
+                                 conventions=conv))
     return records

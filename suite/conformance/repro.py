@@ -72,15 +72,18 @@ def snippet(backend, op: str, inputs, plugins: Sequence[str] = ()) -> str:
 
 
 def backend_lookup(backend, plugin_arg: str, plugins: Sequence[str]) -> list[str]:
-    """Source lines that set ``backend``: by name through discovery, or from its class."""
+    """Source lines that set ``backend``: by name (a name, or an instance of a built-in's class),
+    or from its class."""
     name = backend if isinstance(backend, str) else backend.name
     by_name = ["from softmaxbench.backends.registry import get", f"backend = get({name!r}{plugin_arg})"]
     if isinstance(backend, str):
         return by_name
+    # Only a built-in is looked up by name: discovery would import every adapter and plugin in
+    # this process (the caller of the Python API or the pytest plugin, holding one instance).
     try:
-        from softmaxbench.backends.registry import get
+        from softmaxbench.backends.registry import BUILTINS, get
 
-        if type(get(name, plugins=tuple(plugins))) is type(backend):
+        if name in BUILTINS and type(get(name)) is type(backend):
             return by_name
     except LookupError:
         pass

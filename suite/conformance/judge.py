@@ -206,17 +206,31 @@ def probe_inputs(inputs, seed: int | None = None):
 
 
 def unsupported_group(op: str, inputs) -> tuple:
-    """What a NotImplementedError may depend on: the op, the dtype and, for cross-entropy, the
-    option combination (index or probability targets, reduction, label smoothing on or off,
-    ignore_index set or not, a weight or none). Never the values or the shape: a declared op
-    that answers one member of a group and refuses another refused it for its inputs."""
+    """What a NotImplementedError may depend on: the op, the dtype, the form of the input (its
+    number of dimensions, whether the axis is the last one, whether it is C-contiguous: a kernel
+    written for contiguous rows along the last axis may refuse the rest) and, for cross-entropy,
+    the option combination (index or probability targets, reduction, label smoothing on or off,
+    ignore_index set or not, a weight or none). Never the values, nor the sizes within a form: a
+    declared op that answers one member of a group and refuses another refused it for its inputs.
+
+    >>> from types import SimpleNamespace as NS
+    >>> a = NS(dtype="float32", x=np.zeros((4, 8)), axis=-1, target=None, ce_options=None)
+    >>> b = NS(dtype="float32", x=np.zeros((16, 3)), axis=1, target=None, ce_options=None)
+    >>> unsupported_group("softmax", a) == unsupported_group("softmax", b)
+    True
+    >>> unsupported_group("softmax", a) == unsupported_group("softmax", NS(**{**vars(a), "axis": 0}))
+    False
+    """
+    x = np.asarray(inputs.x)
+    axis = int(getattr(inputs, "axis", -1))
+    form = (x.ndim, x.ndim == 0 or axis in (-1, x.ndim - 1), bool(x.flags.c_contiguous))
     if not op.startswith("cross_entropy"):
-        return (op, inputs.dtype)
+        return (op, inputs.dtype, *form)
     opts = dict(inputs.ce_options or {})
     target = inputs.target
     kind = ("none" if target is None else
             "indices" if np.asarray(target).dtype.kind in "iu" else "probabilities")
-    return (op, inputs.dtype, kind, str(opts.get("reduction")), bool(opts.get("label_smoothing")),
+    return (op, inputs.dtype, *form, kind, str(opts.get("reduction")), bool(opts.get("label_smoothing")),
             opts.get("ignore_index") is not None, opts.get("weight") is not None)
 
 

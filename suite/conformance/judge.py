@@ -254,23 +254,6 @@ def unsupported_for_values(op: str, inputs, original, *, backend: str, device: s
                   duration=original.reported_s)
 
 
-def with_fresh_values(record: dict, fresh: dict, seed: int) -> dict:
-    """The record of a case judged twice: on the catalogue's values (``record``) and on fresh
-    values of the same shape (``fresh``, the record of :func:`probe_inputs` with ``seed``). A case
-    that conforms on the public values but not on fresh ones is ``fail`` (``error`` when the fresh
-    values raised or were refused): a kernel that recognises the catalogue's inputs must not
-    conform. Otherwise ``record`` unchanged."""
-    if record.get("verdict") not in ("pass", "deviation") or fresh.get("verdict") in ("pass", "deviation"):
-        return record
-    verdict = "fail" if fresh.get("verdict") == "fail" else "error"
-    what = fresh.get("message") or fresh.get("verdict")
-    return {**record, "verdict": verdict, "check": "fresh_values", "deviation": None,
-            "message": f"conforms on the catalogue's values but not on fresh standard-normal values of the "
-                       f"same shape, dtype, layout and options (judge.probe_inputs, seed {seed}): "
-                       f"{fresh.get('verdict')}: {what}"[:2000],
-            "repro": fresh.get("repro") or record.get("repro")}
-
-
 def _check_inputs(op: str, inputs, result) -> None:
     """input_not_mutated on what the worker reports, against the trusted side's own arrays.
 

@@ -14,7 +14,9 @@ deviation either under ``--strict``) and results were written, 1 otherwise, 2 fo
 Every run has a seed: ``--seed N``, else a random 63-bit one, recorded in run.json (``seed``) and
 reused by ``--resume``. The fresh cases (``fresh_normal``) are built from it, not from their
 name, so a backend that recognises the public catalogue's inputs cannot recognise them; each of
-their records says the seed, and its repro rebuilds the same bytes.
+their records says the seed, and its repro rebuilds the same bytes. What this closes is
+recognising inputs by their content; it does not hide the harness: a plugin may read (not write)
+the user's files, run.json among them, and a given ``--seed`` is public by definition.
 
 >>> import tempfile
 >>> out = tempfile.mkdtemp()

@@ -96,6 +96,17 @@ def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Seque
     return None
 
 
+def refused_fresh(op: str, inputs, result) -> str | None:
+    """The error message when a backend raises NotImplementedError on a fresh case (seeded by the
+    run, ``inputs.seed``) for an op and dtype it declares (judge() is only reached for those); else
+    None. Plain standard-normal logits with default options are what every declared op must take:
+    refusing them while answering the catalogue's public inputs is how a memoriser passes."""
+    if result.status != "unsupported" or getattr(inputs, "seed", None) is None:
+        return None
+    return (f"declares {op} {inputs.dtype} but refuses plain standard-normal logits of a fresh seed "
+            "(default options): a backend answers the inputs it declares, not only the catalogue's")
+
+
 def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, device: str,
           category: str | None = None, expect_error: bool = False, conventions: dict | None = None,
           plugins: Sequence[str] = (), repro_backend=None) -> dict:
@@ -173,17 +184,6 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
         return record("deviation", dev.message, check=name, deviation=dev.deviation, metrics=metrics,
                       actual=actual, duration=took)
     return record("pass", None, check=None, metrics=metrics, actual=actual, duration=took)
-
-
-def refused_fresh(op: str, inputs, result) -> str | None:
-    """The error message when a backend raises NotImplementedError on a fresh case (seeded by the
-    run, ``inputs.seed``) for an op and dtype it declares (judge() is only reached for those); else
-    None. Plain standard-normal logits with default options are what every declared op must take:
-    refusing them while answering the catalogue's public inputs is how a memoriser passes."""
-    if result.status != "unsupported" or getattr(inputs, "seed", None) is None:
-        return None
-    return (f"declares {op} {inputs.dtype} but refuses plain standard-normal logits of a fresh seed "
-            "(default options): a backend answers the inputs it declares, not only the catalogue's")
 
 
 def _check_inputs(op: str, inputs, result) -> None:

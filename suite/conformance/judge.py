@@ -49,6 +49,8 @@ class Recorder:
         self.base = dict(backend=backend, device=device, op=op, case=inputs.case, category=category,
                          dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
                          axis=int(inputs.axis), found_by=found_by(inputs.case))
+        if getattr(inputs, "seed", None) is not None:  # a fresh case: the run seed that built it
+            self.base["seed"] = int(inputs.seed)
 
     def __call__(self, verdict: str, message: str | None = None, *, check: str | None = None,
                  deviation: str | None = None, metrics: dict | None = None, actual=None,
@@ -94,6 +96,17 @@ def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Seque
     return None
 
 
+def refused_fresh(op: str, inputs, result) -> str | None:
+    """The error message when a backend raises NotImplementedError on a fresh case (seeded by the
+    run, ``inputs.seed``) for an op and dtype it declares (judge() is only reached for those); else
+    None. Plain standard-normal logits with default options are what every declared op must take:
+    refusing them while answering the catalogue's public inputs is how a memoriser passes."""
+    if result.status != "unsupported" or getattr(inputs, "seed", None) is None:
+        return None
+    return (f"declares {op} {inputs.dtype} but refuses plain standard-normal logits of a fresh seed "
+            "(default options): a backend answers the inputs it declares, not only the catalogue's")
+
+
 def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, device: str,
           category: str | None = None, expect_error: bool = False, conventions: dict | None = None,
           plugins: Sequence[str] = (), repro_backend=None) -> dict:
@@ -105,6 +118,9 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
                       repro_backend=repro_backend, exact=exact)
     took = result.reported_s
+    refused = refused_fresh(op, inputs, result)
+    if refused is not None:
+        return record("error", refused, check="no_exception", duration=took)
     if result.status == "unsupported":
         return record("unsupported", result.message or f"{op} raised NotImplementedError")
     if result.status == "untransportable":

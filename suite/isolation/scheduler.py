@@ -87,7 +87,7 @@ class CheckRun:
         self.jobs = jobs
         self.writer = writer
         self.display = display
-        self.cache = ReferenceCache()
+        self.cache = ReferenceCache(cases=case_objs)  # the run's cases: fresh ones bound to its seed
         self.threads = threads
         self.env = dict(env or {})
         self.inbox: queue.Queue = queue.Queue()

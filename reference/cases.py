@@ -9,6 +9,14 @@ the Python source that :meth:`CaseInput.numpy_source` returns, so a repro snippe
 from what the suite ran. Randomness is seeded from a SHA-256 of the case name (never Python's
 salted ``hash()``), with one stream each for the logits, the cotangent and the targets.
 
+Those seeds are public, so every catalogue input is predictable: a kernel could recognise them
+(by hash) and be right on nothing else. The *fresh* cases (:data:`FRESH_CASES`, ``fresh_normal``)
+are seeded by the run instead: a run draws a seed (:func:`new_seed`, or ``check --seed N``),
+records it, and binds the fresh cases to it (:func:`bind`, :meth:`Case.with_seed`); their inputs,
+records and repro snippets carry that seed. An unbound fresh case (as :func:`catalogue` lists
+it, for tests and for hunt's starting points) builds from its name's seed like any other case,
+so nothing a run checks is ever built from it.
+
 >>> from softmaxbench.reference.cases import catalogue, get
 >>> case = get("special_posinf_one")
 >>> case.category, case.shape, case.axis
@@ -28,8 +36,10 @@ True
 from __future__ import annotations
 
 import base64
+import dataclasses
 import difflib
 import hashlib
+import secrets
 import zlib
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
@@ -63,6 +73,40 @@ def case_seed(name: str) -> int:
     True
     """
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
+#: Seeds a run may use: a non-negative integer below 2**64 (NumPy's SeedSequence takes more, but a
+#: seed that fits 64 bits is one to type and to record).
+SEED_LIMIT = 2**64
+
+
+def new_seed() -> int:
+    """A random 63-bit run seed (from the OS's entropy: nothing a backend could predict).
+
+    >>> 0 <= new_seed() < 2**63
+    True
+    """
+    return secrets.randbits(63)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as a run seed; ValueError (one line) unless it is an integer in [0, 2**64).
+
+    >>> check_seed(7)
+    7
+    >>> check_seed(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: a seed is an integer from 0 to 2**64 - 1, got -1
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+        raise ValueError(f"a seed is an integer from 0 to 2**64 - 1, got {seed!r}")
+    return int(seed)
+
+
+def bind(cases, seed: int | None) -> list:
+    """``cases`` with every fresh case bound to the run seed ``seed`` (others as they are)."""
+    return [c.with_seed(seed) if getattr(c, "fresh", False) and seed is not None else c for c in cases]
 
 
 def _dtype_source(dtype: str) -> str:
@@ -144,6 +188,8 @@ class CaseInput:
     # (snippet, fingerprint) when a catalogue recipe built this input; numpy_source() reuses the
     # snippet only while the arrays still match the fingerprint.
     _recipe: tuple[str, str] | None = field(default=None, repr=False)
+    #: The run seed a fresh case was built from (None for every other input): its records say it.
+    seed: int | None = None
 
     def args(self, op: str) -> tuple[tuple, dict]:
         """``(args, kwargs)`` for ``backend.<op>(*args, **kwargs)`` and ``reference.ops.<op>``.
@@ -224,7 +270,8 @@ class Case:
     float64 logits ``x64`` from ``rng``, ``shape``, ``dt`` and ``fi``), an optional ``view``
     (an expression of ``x`` such as ``x.T``; ``base_shape`` is then the shape of ``x64``), an
     optional ``target_recipe`` (sets ``target`` and perhaps ``weight``) and ``options``
-    (reduction, label_smoothing, ignore_index).
+    (reduction, label_smoothing, ignore_index). A ``fresh`` case is seeded by the run, not by its
+    name: :meth:`with_seed` binds it to a run seed (``run_seed``).
 
     >>> c = Case("tiny", "distribution", (2, 3), -1, ("softmax",), ("float32",), "demo", True, False,
     ...          recipe="x64 = rng.standard_normal(shape)")
@@ -246,11 +293,20 @@ class Case:
     view: str | None = field(default=None, repr=False)
     target_recipe: str | None = field(default=None, repr=False)
     options: tuple[tuple[str, Any], ...] = field(default=(), repr=False)
+    fresh: bool = field(default=False, repr=False)
+    run_seed: int | None = field(default=None, repr=False)
 
     @property
     def seed(self) -> int:
-        """The case's seed (SHA-256 of its name)."""
-        return case_seed(self.name)
+        """The case's seed: SHA-256 of its name, or for a bound fresh case the run's seed."""
+        return self.run_seed if self.run_seed is not None else case_seed(self.name)
+
+    def with_seed(self, seed: int) -> Case:
+        """This fresh case bound to the run seed ``seed`` (ValueError for a catalogue case, whose
+        seed is its name's)."""
+        if not self.fresh:
+            raise ValueError(f"case {self.name!r} is seeded by its name, not by the run")
+        return dataclasses.replace(self, run_seed=check_seed(seed))
 
     @property
     def has_target(self) -> bool:
@@ -270,13 +326,15 @@ class Case:
             f"# softmaxbench case {self.name!r} ({self.category}), dtype {dtype}, axis {self.axis}",
             f"# {self.description}",
             f"# (random streams are bit-stable within a NumPy version; built with NumPy {np.__version__})",
+            *([f"# SEED is the run's seed: 'softmaxbench check --seed {self.seed} --cases {self.name}' "
+               "checks these inputs again"] if self.fresh and self.run_seed is not None else []),
             "import ml_dtypes",
             "import numpy as np",
             "",
             f"dt = {_dtype_source(dtype)}",
             "fi = ml_dtypes.finfo(dt)",
             f"axis = {self.axis}",
-            f"SEED = {self.seed:#x}",
+            f"SEED = {self.seed}" if self.fresh else f"SEED = {self.seed:#x}",
             f"shape = {self.base_shape or self.shape!r}",
             "rng = np.random.default_rng([SEED, 0])",
             self.recipe,
@@ -308,7 +366,7 @@ class Case:
         ce_options = dict(namespace["ce_options"])
         fingerprint = _fingerprint(x, cotangent, target, ce_options, self.axis)
         return CaseInput(self.name, dtype, self.axis, x, cotangent, target, ce_options,
-                         _recipe=(source, fingerprint))
+                         _recipe=(source, fingerprint), seed=self.run_seed)
 
     def summary(self) -> dict[str, Any]:
         """JSON-able description of the case (what ``softmaxbench cases --json`` prints)."""
@@ -318,7 +376,8 @@ class Case:
                 "description": self.description, "quick": self.quick,
                 "expect_error": self.expect_error, "size": int(np.prod(self.shape, dtype=np.int64)),
                 "ce_options": options if self.has_target else None,
-                "weighted": self.has_target and "weight =" in (self.target_recipe or "")}
+                "weighted": self.has_target and "weight =" in (self.target_recipe or ""),
+                **({"seeded_by": "run"} if self.fresh else {})}
 
 
 @lru_cache(maxsize=1024)
@@ -336,7 +395,8 @@ def _case(name: str, category: str, shape: tuple[int, ...], description: str,
           recipe: str = "x64 = rng.standard_normal(shape)", *, axis: int = -1,
           base: tuple[int, ...] | None = None, view: str | None = None, target: str | None = None,
           options: dict[str, Any] | None = None, ops: tuple[str, ...] | None = None,
-          dtypes: tuple[str, ...] = DTYPES, quick: bool = False, expect_error: bool = False) -> Case:
+          dtypes: tuple[str, ...] = DTYPES, quick: bool = False, expect_error: bool = False,
+          fresh: bool = False) -> Case:
     if ops is None:
         if category == "cross_entropy":
             ops = CE_OPS
@@ -344,7 +404,7 @@ def _case(name: str, category: str, shape: tuple[int, ...], description: str,
             ops = ALL_OPS if _ce_applicable(shape, axis) else NON_CE_OPS
     return Case(name, category, shape, axis, ops, dtypes, description, quick, expect_error,
                 recipe=recipe, base_shape=base, view=view, target_recipe=target,
-                options=tuple(sorted((options or {}).items())))
+                options=tuple(sorted((options or {}).items())), fresh=fresh)
 
 
 _LN_MAX = "np.log(float(fi.max))"
@@ -520,6 +580,12 @@ def _distribution() -> list[Case]:
     D = "distribution"
     return [
         _case("dist_normal_scale_1", D, (4, 64), "standard normal logits", quick=True),
+        # The one case whose seed is the run's (check --seed, random by default, recorded in
+        # run.json and in its records): dist_normal_scale_1's shape and recipe (nothing new to
+        # compile), inputs no catalogue of hashes can hold.
+        _case("fresh_normal", D, (4, 64), "standard normal logits seeded by the run (check --seed; "
+              "random by default, recorded in run.json): a backend that only knows the catalogue's "
+              "inputs does not pass it", quick=True, fresh=True),
         _case("dist_normal_scale_10", D, (16, 256), "normal logits, scale 10",
               "x64 = 10.0 * rng.standard_normal(shape)"),
         _case("dist_normal_scale_100", D, (16, 256), "normal logits, scale 100",
@@ -661,6 +727,10 @@ def _cross_entropy() -> list[Case]:
     ]
 
 
+#: Names of the cases seeded by the run rather than by their name.
+FRESH_CASES: tuple[str, ...] = ("fresh_normal",)
+
+
 @cache
 def _catalogue() -> tuple[Case, ...]:
     cases = _extreme() + _special() + _shape() + _distribution() + _cross_entropy()
@@ -668,6 +738,8 @@ def _catalogue() -> tuple[Case, ...]:
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:  # a programming error in this file, caught by the first import in the tests
         raise RuntimeError(f"duplicate case names: {sorted(duplicates)}")
+    if tuple(c.name for c in cases if c.fresh) != FRESH_CASES:
+        raise RuntimeError("FRESH_CASES does not name the catalogue's fresh cases")
     return tuple(cases)
 
 

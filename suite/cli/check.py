@@ -11,7 +11,7 @@ from softmaxbench.suite.cli.options import selection_options
 def check_main(backends: str | None = None, ops: str | None = None, dtypes: str | None = None,
                cases: str | None = None, plugins: tuple[str, ...] = (), quick: bool = False,
                out: str = "softmaxbench-results/check", timeout: float = 60.0, resume: str | None = None,
-               strict: bool = False, junit_xml: str | None = None, seed: int = 0,
+               strict: bool = False, junit_xml: str | None = None, seed: int | None = None,
                jobs: int | None = None, baseline: str | None = None,
                known_failures: tuple[str, ...] = ()) -> int:
     """The ``check`` verb: CLI options (comma-separated strings) -> ``run_check``."""
@@ -22,7 +22,7 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
 
     if resume is not None:
         given = [n for n, v in (("--backends", backends), ("--ops", ops), ("--dtypes", dtypes),
-                                ("--cases", cases), ("--quick", quick)) if v]
+                                ("--cases", cases), ("--quick", quick), ("--seed", seed is not None)) if v]
         if given:
             raise InputError(f"--resume finishes the run recorded in {resume}/run.json; "
                              f"do not combine it with {', '.join(given)}")
@@ -45,7 +45,9 @@ def check_main(backends: str | None = None, ops: str | None = None, dtypes: str 
 @click.option("--strict", is_flag=True,
               help="Deviations count as non-conformance too, and so does a known failure that passes now.")
 @click.option("--junit-xml", default=None, metavar="PATH", help="Also write JUnit XML.")
-@click.option("--seed", default=0, show_default=True, help="Seed recorded in run.json.")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**64 - 1), metavar="N",
+              help="Seed of the fresh cases (fresh_normal: inputs no catalogue can hold) "
+                   "(default: random, recorded in run.json).")
 @click.option("--jobs", default=None, type=int, metavar="N",
               help="Worker processes at once (default: one per backend, up to max(4, cores); a "
                    "backend left alone gets more while cores are free).")

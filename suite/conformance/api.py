@@ -9,6 +9,9 @@ pytest plugin on an instance) calls the backend here through the worker's own ha
 entry points give the same verdicts. :func:`plan` turns a selection into the (case, dtype, op)
 keys to check, :class:`ReferenceCache` computes each reference result once.
 
+Every run has a seed (``seed=``; random unless given, recorded in run.json): the fresh cases
+(``fresh_normal``) are built from it, so their inputs are not the catalogue's public ones.
+
 >>> from softmaxbench.suite.conformance.api import run_checks
 >>> records = run_checks(["numpy"], ops=["softmax", "log_softmax"], dtypes=["float32"],
 ...                      cases=["dist_normal_scale_1", "special_posinf_one"])
@@ -79,26 +82,45 @@ class ReferenceCache:
     ``max_input_bytes`` (at least the last four): the backends of a run go through the same
     cases at their own pace, so a case's inputs are asked for by each of them, and building
     them again for each (as a four-entry cache did) cost a quick check 1000 builds for 124 inputs.
+
+    ``cases``: the run's Case objects (its fresh cases bound to the run seed,
+    :func:`softmaxbench.reference.cases.bind`); a name is looked up there first, else in the
+    catalogue and the found cases. Every key holds the case's run seed (None for a case seeded by
+    its name), and :meth:`inputs` / :meth:`result` take a Case object as well as a name: one
+    cache shared by runs of different seeds (the pytest plugin's) never serves one run's fresh
+    inputs or reference to another.
     """
 
-    def __init__(self, max_bytes: int = 512 * 2**20, max_input_bytes: int = 256 * 2**20):
+    def __init__(self, max_bytes: int = 512 * 2**20, max_input_bytes: int = 256 * 2**20, *,
+                 cases: Iterable | None = None):
+        self.cases = {c.name: c for c in cases or ()}
         self.max_bytes = max_bytes
         self.max_input_bytes = max_input_bytes
-        self._inputs: OrderedDict[tuple[str, str], object] = OrderedDict()
-        self._input_bytes: dict[tuple[str, str], int] = {}
+        self._inputs: OrderedDict[tuple[str, int | None, str], object] = OrderedDict()
+        self._input_bytes: dict[tuple[str, int | None, str], int] = {}
         self._inputs_total = 0
-        self._results: OrderedDict[tuple[str, str, str], tuple[np.ndarray | None, str | None]] = OrderedDict()
+        self._results: OrderedDict[tuple[str, int | None, str, str],
+                                   tuple[np.ndarray | None, str | None]] = OrderedDict()
         self._bytes = 0
         self.computed = 0
         self.built = 0
 
-    def inputs(self, case: str, dtype: str):
-        """The CaseInput of ``case`` in ``dtype`` (built once while memory allows)."""
-        key = (case, dtype)
-        if key not in self._inputs:
-            from softmaxbench.suite.hunt.store import get_case
+    def case(self, case):
+        """The Case object of ``case`` (a name, or a Case object, returned as it is)."""
+        if not isinstance(case, str):
+            return case
+        if case in self.cases:
+            return self.cases[case]
+        from softmaxbench.suite.hunt.store import get_case
 
-            inp = self._inputs[key] = get_case(case).build(dtype)
+        return get_case(case)
+
+    def inputs(self, case, dtype: str):
+        """The CaseInput of ``case`` (a name or a Case) in ``dtype`` (built once while memory allows)."""
+        obj = self.case(case)
+        key = (obj.name, getattr(obj, "run_seed", None), dtype)
+        if key not in self._inputs:
+            inp = self._inputs[key] = obj.build(dtype)
             self.built += 1
             size = _input_nbytes(inp)
             self._input_bytes[key] = size
@@ -109,16 +131,18 @@ class ReferenceCache:
         self._inputs.move_to_end(key)
         return self._inputs[key]
 
-    def result(self, task: Task) -> tuple[np.ndarray | None, str | None]:
-        """(exact, None), or (None, why) when the reference raises (an expect_error case)."""
-        key = (task.case, task.dtype, task.op)
+    def result(self, task: Task, case=None) -> tuple[np.ndarray | None, str | None]:
+        """(exact, None), or (None, why) when the reference raises (an expect_error case).
+        ``case``: the Case object of ``task.case`` (default: looked up as :meth:`inputs` does)."""
+        obj = self.case(case if case is not None else task.case)
+        key = (obj.name, getattr(obj, "run_seed", None), task.dtype, task.op)
         if key in self._results:
             self._results.move_to_end(key)
             return self._results[key]
         from softmaxbench.reference import ops
 
         try:
-            value = (np.asarray(ops.evaluate(task.op, self.inputs(task.case, task.dtype))), None)
+            value = (np.asarray(ops.evaluate(task.op, self.inputs(obj, task.dtype))), None)
         except Exception as exc:  # noqa: BLE001 - expect_error cases: the reference raises too
             value = (None, f"{type(exc).__name__}: {exc}")
         self.computed += 1
@@ -182,7 +206,7 @@ def conventions_of(backend) -> dict:
 def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
                cases: Sequence[str] | None = None, quick: bool = False, *, plugins: Sequence[str] = (),
                timeout_s: float = 60.0, jobs: int | None = None,
-               out_dir: str | os.PathLike | None = None) -> list[dict]:
+               out_dir: str | os.PathLike | None = None, seed: int | None = None) -> list[dict]:
     """Check ``backends``; return one result record per backend x op x case x dtype selected.
 
     A backend *name* (a built-in, an entry point, or one that a ``plugins`` module or ``.py``
@@ -192,7 +216,8 @@ def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Seq
     ``timeout`` record, ``timeout_s`` seconds per call) and the backend's other cases run in a
     fresh worker. ``jobs`` is ``check --jobs``; with ``out_dir`` the run's ``results.jsonl``,
     ``run.json`` and worker logs are kept there (as ``check --out``), else in a temporary folder
-    removed at the end.
+    removed at the end. ``seed`` seeds the fresh cases (``fresh_normal``) of names and instances
+    alike: random unless given (``check --seed``); every fresh record says it (``seed``).
 
     ``Backend`` *instances* are already imported by the caller: instances run here, unisolated
     (a crash or hang of the backend is this process's); pass names to isolate. Their checks are
@@ -212,14 +237,16 @@ def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Seq
         paths = _plugin_paths(plugins)
         if timeout_s is None or not timeout_s > 0:
             raise InputError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
-        case_objs = _validated_cases(ops, dtypes, cases, quick)
+        seed = run_seed(seed)
+        case_objs = bind_cases(_validated_cases(ops, dtypes, cases, quick), seed)
         tasks = plan(case_objs, ops, dtypes)
         if not tasks:
             raise InputError("the selection has no checks: no selected case applies to the selected "
                              "ops and dtypes (see 'softmaxbench cases')")
         by_backend: dict[str, list[dict]] = {}
         if names:
-            for rec in _run_in_workers(names, ops, dtypes, cases, quick, paths, timeout_s, jobs, out_dir):
+            for rec in _run_in_workers(names, ops, dtypes, cases, quick, paths, timeout_s, jobs, out_dir,
+                                       seed):
                 by_backend.setdefault(rec["backend"], []).append(rec)
     except InputError as exc:  # one line, raised from here (not from deep inside the selection)
         raise InputError(f"run_checks: {exc.message}") from None
@@ -235,6 +262,27 @@ def run_checks(backends: Iterable, ops: Sequence[str] | None = None, dtypes: Seq
     for recs in by_backend.values():  # a name the worker reported under another spelling: kept
         records.extend(recs)
     return records
+
+
+def run_seed(seed) -> int:
+    """The run's seed: ``seed`` checked (InputError unless an integer in [0, 2**64)), or a random
+    63-bit one when None."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.reference.cases import check_seed, new_seed
+
+    if seed is None:
+        return new_seed()
+    try:
+        return check_seed(seed)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def bind_cases(case_objs, seed: int) -> list:
+    """The run's Case objects: its fresh cases bound to ``seed``."""
+    from softmaxbench.reference.cases import bind
+
+    return bind(case_objs, seed)
 
 
 def _split_backends(backends) -> tuple[list[str], list[tuple[str, object]]]:
@@ -294,7 +342,8 @@ def _names(what: str, given) -> list[str] | None:
         raise InputError(f"{what} must be a list of names, got {clean_text(repr(given), 80)}") from None
 
 
-def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, out_dir) -> list[dict]:
+def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, out_dir,
+                    seed) -> list[dict]:
     """``softmaxbench check``'s engine on the named backends; their check records."""
     import shutil
     import tempfile
@@ -306,7 +355,7 @@ def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, 
     out = tmp or out_dir
     try:
         code = run_check(out, backends=names, ops=ops, dtypes=dtypes, cases=cases, plugins=plugins,
-                         quick=quick, timeout=timeout_s, jobs=jobs, display="none",
+                         quick=quick, timeout=timeout_s, jobs=jobs, display="none", seed=seed,
                          command=f"run_checks({names!r})")
         if code == 143:
             raise SystemExit(143)  # SIGTERM arrived during the run: end as it asked
@@ -321,7 +370,7 @@ def _run_in_workers(names, ops, dtypes, cases, quick, plugins, timeout_s, jobs, 
 def _run_in_process(backend, case_objs: list, tasks: list[Task]) -> list[dict]:
     """The records of a ``Backend`` instance, called here (no isolation)."""
     by_name = {c.name: c for c in case_objs}
-    cache = ReferenceCache()
+    cache = ReferenceCache(cases=case_objs)
     conv = conventions_of(backend)
     records = []
     for task in tasks:

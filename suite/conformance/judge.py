@@ -49,6 +49,8 @@ class Recorder:
         self.base = dict(backend=backend, device=device, op=op, case=inputs.case, category=category,
                          dtype=inputs.dtype, shape=[int(n) for n in inputs.x.shape],
                          axis=int(inputs.axis), found_by=found_by(inputs.case))
+        if getattr(inputs, "seed", None) is not None:  # a fresh case: the run seed that built it
+            self.base["seed"] = int(inputs.seed)
 
     def __call__(self, verdict: str, message: str | None = None, *, check: str | None = None,
                  deviation: str | None = None, metrics: dict | None = None, actual=None,
@@ -94,6 +96,17 @@ def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Seque
     return None
 
 
+def refused_fresh(op: str, inputs, result) -> str | None:
+    """The error message when a backend raises NotImplementedError on a fresh case (seeded by the
+    run, ``inputs.seed``) for an op and dtype it declares (judge() is only reached for those); else
+    None. Plain standard-normal logits with default options are what every declared op must take:
+    refusing them while answering the catalogue's public inputs is how a memoriser passes."""
+    if result.status != "unsupported" or getattr(inputs, "seed", None) is None:
+        return None
+    return (f"declares {op} {inputs.dtype} but refuses plain standard-normal logits of a fresh seed "
+            "(default options): a backend answers the inputs it declares, not only the catalogue's")
+
+
 def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, device: str,
           category: str | None = None, expect_error: bool = False, conventions: dict | None = None,
           plugins: Sequence[str] = (), repro_backend=None) -> dict:
@@ -105,6 +118,9 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     record = Recorder(backend, device, op, inputs, category=category, plugins=plugins,
                       repro_backend=repro_backend, exact=exact)
     took = result.reported_s
+    refused = refused_fresh(op, inputs, result)
+    if refused is not None:
+        return record("error", refused, check="no_exception", duration=took)
     if result.status == "unsupported":
         return record("unsupported", result.message or f"{op} raised NotImplementedError")
     if result.status == "untransportable":
@@ -206,17 +222,31 @@ def probe_inputs(inputs, seed: int | None = None):
 
 
 def unsupported_group(op: str, inputs) -> tuple:
-    """What a NotImplementedError may depend on: the op, the dtype and, for cross-entropy, the
-    option combination (index or probability targets, reduction, label smoothing on or off,
-    ignore_index set or not, a weight or none). Never the values or the shape: a declared op
-    that answers one member of a group and refuses another refused it for its inputs."""
+    """What a NotImplementedError may depend on: the op, the dtype, the form of the input (its
+    number of dimensions, whether the axis is the last one, whether it is C-contiguous: a kernel
+    written for contiguous rows along the last axis may refuse the rest) and, for cross-entropy,
+    the option combination (index or probability targets, reduction, label smoothing on or off,
+    ignore_index set or not, a weight or none). Never the values, nor the sizes within a form: a
+    declared op that answers one member of a group and refuses another refused it for its inputs.
+
+    >>> from types import SimpleNamespace as NS
+    >>> a = NS(dtype="float32", x=np.zeros((4, 8)), axis=-1, target=None, ce_options=None)
+    >>> b = NS(dtype="float32", x=np.zeros((16, 3)), axis=1, target=None, ce_options=None)
+    >>> unsupported_group("softmax", a) == unsupported_group("softmax", b)
+    True
+    >>> unsupported_group("softmax", a) == unsupported_group("softmax", NS(**{**vars(a), "axis": 0}))
+    False
+    """
+    x = np.asarray(inputs.x)
+    axis = int(getattr(inputs, "axis", -1))
+    form = (x.ndim, x.ndim == 0 or axis in (-1, x.ndim - 1), bool(x.flags.c_contiguous))
     if not op.startswith("cross_entropy"):
-        return (op, inputs.dtype)
+        return (op, inputs.dtype, *form)
     opts = dict(inputs.ce_options or {})
     target = inputs.target
     kind = ("none" if target is None else
             "indices" if np.asarray(target).dtype.kind in "iu" else "probabilities")
-    return (op, inputs.dtype, kind, str(opts.get("reduction")), bool(opts.get("label_smoothing")),
+    return (op, inputs.dtype, *form, kind, str(opts.get("reduction")), bool(opts.get("label_smoothing")),
             opts.get("ignore_index") is not None, opts.get("weight") is not None)
 
 
@@ -238,23 +268,6 @@ def unsupported_for_values(op: str, inputs, original, *, backend: str, device: s
                            f"dtype and the options, not on the values or the shape (an unsupported case "
                            f"must be unsupported for every input)", check="unsupported_for_values",
                   duration=original.reported_s)
-
-
-def with_fresh_values(record: dict, fresh: dict, seed: int) -> dict:
-    """The record of a case judged twice: on the catalogue's values (``record``) and on fresh
-    values of the same shape (``fresh``, the record of :func:`probe_inputs` with ``seed``). A case
-    that conforms on the public values but not on fresh ones is ``fail`` (``error`` when the fresh
-    values raised or were refused): a kernel that recognises the catalogue's inputs must not
-    conform. Otherwise ``record`` unchanged."""
-    if record.get("verdict") not in ("pass", "deviation") or fresh.get("verdict") in ("pass", "deviation"):
-        return record
-    verdict = "fail" if fresh.get("verdict") == "fail" else "error"
-    what = fresh.get("message") or fresh.get("verdict")
-    return {**record, "verdict": verdict, "check": "fresh_values", "deviation": None,
-            "message": f"conforms on the catalogue's values but not on fresh standard-normal values of the "
-                       f"same shape, dtype, layout and options (judge.probe_inputs, seed {seed}): "
-                       f"{fresh.get('verdict')}: {what}"[:2000],
-            "repro": fresh.get("repro") or record.get("repro")}
 
 
 def _check_inputs(op: str, inputs, result) -> None:

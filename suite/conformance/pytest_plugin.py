@@ -33,7 +33,9 @@ is an XPASS(strict) failure: the known failure was fixed, so the entry should go
 By default the catalogue's quick subset (with the regression cases ``softmaxbench hunt`` saved)
 is taken; ``quick=False``, ``pytest --softmaxbench-full``
 or the environment variable ``SOFTMAXBENCH_FULL=1`` take every case. ``ops``, ``dtypes`` and
-``cases`` narrow the selection. This module is also the pytest plugin ``softmaxbench`` (entry
+``cases`` narrow the selection. ``seed`` seeds the fresh cases (``fresh_normal``, inputs no
+catalogue of hashes can hold): random unless given; a failing fresh check's message and repro
+say the seed. This module is also the pytest plugin ``softmaxbench`` (entry
 point ``pytest11``), which adds the ``--softmaxbench-full`` option and imports nothing heavy.
 
 >>> from softmaxbench.suite.conformance.pytest_plugin import SoftmaxCheck
@@ -61,10 +63,12 @@ class KnownFailureOccurred(AssertionError):
 class SoftmaxCheck:
     """One check, callable on a backend: passes, fails, xfails (deviation) or skips (unsupported)."""
 
-    def __init__(self, op: str, case: str, dtype: str, plugins: Sequence[str] = (), known=None):
+    def __init__(self, op: str, case: str, dtype: str, plugins: Sequence[str] = (), known=None,
+                 seed: int | None = None):
         self.op, self.case, self.dtype = op, case, dtype
         self.plugins = tuple(plugins)
         self.known = known  # KnownFailures or None
+        self.seed = seed  # the run seed a fresh case is built from (None: ignored by other cases)
 
     def __repr__(self) -> str:
         return f"{self.op}-{self.case}-{self.dtype}"
@@ -75,8 +79,14 @@ class SoftmaxCheck:
         from softmaxbench.suite.hunt.store import get_case  # catalogue and hunt-found cases alike
 
         case = get_case(self.case)
+        if getattr(case, "fresh", False):
+            from softmaxbench.reference.cases import new_seed
+
+            if self.seed is None:
+                self.seed = new_seed()
+            case = case.with_seed(self.seed)
         cache_ = _reference_cache()
-        exact, why = cache_.result(Task(self.case, self.dtype, self.op))
+        exact, why = cache_.result(Task(self.case, self.dtype, self.op), case=case)
         inputs = case.build(self.dtype)  # fresh: the backend may misbehave with its input
         if isinstance(backend, IsolatedBackend):
             return backend.check(self.op, inputs, exact, category=case.category,
@@ -102,7 +112,8 @@ class SoftmaxCheck:
 
         note = f"\n\nnote: {EMPTY_AXIS_NOTE}" if raised_on_empty(rec) else ""
         repro = rec.get("repro") or ""
-        pytest.fail(f"{verdict}: {rec.get('message')}{note}\n\nrepro:\n{repro}", pytrace=False)
+        seeded = f" (seed {rec['seed']})" if rec.get("seed") is not None else ""
+        pytest.fail(f"{verdict}{seeded}: {rec.get('message')}{note}\n\nrepro:\n{repro}", pytrace=False)
         return rec  # unreachable: pytest.fail raises
 
 
@@ -208,12 +219,18 @@ def _instance(backend_or_factory):
 
 def checks_for(backend, *, ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
                cases: Sequence[str] | None = None, quick: bool = True,
-               plugins: Sequence[str] = (), known=None) -> list[SoftmaxCheck]:
-    """Every check the backend declares (its ops and dtypes) within the selection."""
-    from softmaxbench.suite.conformance.api import plan, select_cases, supports
+               plugins: Sequence[str] = (), known=None, seed: int | None = None) -> list[SoftmaxCheck]:
+    """Every check the backend declares (its ops and dtypes) within the selection; the fresh
+    cases seeded by ``seed`` (random when None)."""
+    from softmaxbench.errors import InputError
+    from softmaxbench.suite.conformance.api import plan, run_seed, select_cases, supports
 
+    try:
+        seed = run_seed(seed)
+    except InputError as exc:  # at collection: a usage error of the test module, said in one line
+        raise pytest.UsageError(f"parametrize_with_checks: {exc.message}") from None
     tasks = plan(select_cases(cases, quick), ops, dtypes)
-    return [SoftmaxCheck(t.op, t.case, t.dtype, plugins, known) for t in tasks if supports(backend, t)]
+    return [SoftmaxCheck(t.op, t.case, t.dtype, plugins, known, seed) for t in tasks if supports(backend, t)]
 
 
 def _known(known_failures):
@@ -232,7 +249,8 @@ def _known(known_failures):
 def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = None,
                             dtypes: Sequence[str] | None = None, cases: Sequence[str] | None = None,
                             quick: bool | None = None, known_failures=None,
-                            plugins: Sequence[str] = (), timeout_s: float = 60.0) -> Callable:
+                            plugins: Sequence[str] = (), timeout_s: float = 60.0,
+                            seed: int | None = None) -> Callable:
     """A ``pytest.mark.parametrize("backend, check", ...)`` over every check of the backend.
 
     ``backend_or_factory`` is a Backend instance, or a callable returning one (called once, at
@@ -241,6 +259,7 @@ def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = N
     ``timeout_s`` per check. ``quick=None`` means the quick subset unless
     ``SOFTMAXBENCH_FULL=1``. ``known_failures``: a known-failures TOML path, ``"builtin"``, a list
     of them, or a ``KnownFailures``; the checks its entries name become ``xfail(strict=True)``.
+    ``seed``: the fresh cases' seed (default: a random one per decorated function).
     """
     if isinstance(backend_or_factory, str):
         backend = _isolated(backend_or_factory, plugins, timeout_s)
@@ -252,7 +271,7 @@ def parametrize_with_checks(backend_or_factory, *, ops: Sequence[str] | None = N
     known = _known(known_failures)
     params = []
     for check in checks_for(backend, ops=ops, dtypes=dtypes, cases=cases, quick=quick,
-                            plugins=plugins, known=known):
+                            plugins=plugins, known=known, seed=seed):
         key = {"backend": backend.name, "op": check.op, "case": check.case, "dtype": check.dtype}
         entry = known.covering(key) if known is not None else None
         marks = (pytest.mark.xfail(strict=True, raises=KnownFailureOccurred,

@@ -11,6 +11,13 @@ again. Exit code: 0 when every selected backend conforms (no fail, error, crash 
 deviation either under ``--strict``) and results were written, 1 otherwise, 2 for bad input,
 130 after Ctrl-C and 143 after SIGTERM (records kept, run.json says "interrupted").
 
+Every run has a seed: ``--seed N``, else a random 63-bit one, recorded in run.json (``seed``) and
+reused by ``--resume``. The fresh cases (``fresh_normal``) are built from it, not from their
+name, so a backend that recognises the public catalogue's inputs cannot recognise them; each of
+their records says the seed, and its repro rebuilds the same bytes. What this closes is
+recognising inputs by their content; it does not hide the harness: a plugin may read (not write)
+the user's files, run.json among them, and a given ``--seed`` is public by definition.
+
 >>> import tempfile
 >>> out = tempfile.mkdtemp()
 >>> run_check(out, backends=["numpy"], ops=["softmax"], dtypes=["float32"],   # doctest: +SKIP
@@ -31,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from softmaxbench.errors import InputError
-from softmaxbench.suite.conformance.api import plan
+from softmaxbench.suite.conformance.api import bind_cases, plan, run_seed
 from softmaxbench.suite.conformance.summary import (  # noqa: F401 - summarize, summary_table: re-exported
     SUMMARY_COLUMNS,
     conclude,
@@ -103,13 +110,14 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
               ops: Sequence[str] | None = None, dtypes: Sequence[str] | None = None,
               cases: Sequence[str] | None = None, plugins: Sequence[str] = (), quick: bool = False,
               timeout: float = 60.0, resume: bool = False, strict: bool = False,
-              junit_xml: str | os.PathLike | None = None, seed: int = 0, jobs: int | None = None,
+              junit_xml: str | os.PathLike | None = None, seed: int | None = None, jobs: int | None = None,
               command: str | None = None, display: str = "auto", baseline: str | os.PathLike | None = None,
               known_failures: str | os.PathLike | Sequence[str] | None = None) -> int:
     """Check backends; write DIR/results.jsonl and DIR/run.json; return the exit code.
 
     ``known_failures`` (files, or ``"builtin"``) and ``baseline`` (a previous results directory)
     say which failures are known: then only a new one fails (:mod:`.known`, :mod:`.summary`).
+    ``seed`` seeds the fresh cases (None: a random one); run.json records it.
 
     Bad input raises :class:`softmaxbench.errors.InputError` (exit 2). With ``resume``, the
     selection is read from DIR/run.json and what DIR/results.jsonl holds is not redone; a plugin
@@ -123,6 +131,8 @@ def run_check(out_dir: str | os.PathLike, backends: Sequence[str] | None = None,
     if jobs is not None and jobs < 1:
         raise _input_error(f"--jobs must be at least 1, got {jobs}")
     plugins = list(plugin_paths(plugins))
+    if seed is not None:
+        seed = run_seed(seed)  # a bad seed is bad input (exit 2), before anything is written
     if resume and not out.is_dir():
         raise _input_error(f"--resume {out}: no such directory")
     from softmaxbench.suite.conformance import known as known_mod
@@ -151,6 +161,11 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
         extra = [p for p in plugins if p not in recorded]
         if extra:
             raise _input_error(f"--resume {out}: --plugin {', '.join(extra)} was not part of that run")
+        recorded_seed = run_meta.get("seed")
+        if seed is not None and recorded_seed is not None and seed != recorded_seed:
+            raise _input_error(f"--resume {out}: the run's seed is {recorded_seed} (run.json); "
+                               f"a resumed run keeps it, so do not give --seed {seed}")
+        seed = recorded_seed if recorded_seed is not None else seed
         if not known_failures and not baseline:  # finish the run with what it started with
             known_from = run_meta.get("known_from") or {}
             known_failures, baseline = known_from.get("known_failures"), known_from.get("baseline")
@@ -160,7 +175,8 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
                         list(dtypes) if dtypes else None, list(cases) if cases else None,
                         list(plugins), bool(quick))
         run_meta = None
-    case_objs = validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick)
+    seed = run_seed(seed)  # random unless given (or recorded by the run being resumed)
+    case_objs = bind_cases(validate_names(sel.ops, sel.dtypes, sel.cases, sel.quick), seed)
     tasks = plan(case_objs, sel.ops, sel.dtypes)
     if not tasks:
         raise _input_error("the selection has no checks: no selected case applies to the selected "
@@ -189,6 +205,7 @@ def _run_locked(out: Path, backends, ops, dtypes, cases, plugins, quick, timeout
                                      "version": b.framework_version, "dtypes": list(b.dtypes),
                                      "ops": list(b.ops), "origin": b.origin} for b in chosen}
     run_meta["unavailable"] = skipped
+    run_meta["seed"] = seed  # (a resumed run that recorded none gets the one it now uses)
     run_meta.setdefault("resumed", [])
     if resume:
         run_meta["resumed"].append({"at": now_iso(), "command": command, "already_recorded": len(done)})

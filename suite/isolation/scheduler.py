@@ -21,8 +21,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from softmaxbench.suite.conformance.api import ReferenceCache, Task
 from softmaxbench.suite.conformance.call import request_for
 from softmaxbench.suite.conformance.judge import (
@@ -33,7 +31,6 @@ from softmaxbench.suite.conformance.judge import (
     probe_inputs,
     unsupported_for_values,
     unsupported_group,
-    with_fresh_values,
 )
 from softmaxbench.suite.isolation.channel import (
     BackendInfo,
@@ -90,7 +87,7 @@ class CheckRun:
         self.jobs = jobs
         self.writer = writer
         self.display = display
-        self.cache = ReferenceCache()
+        self.cache = ReferenceCache(cases=case_objs)  # the run's cases: fresh ones bound to its seed
         self.threads = threads
         self.env = dict(env or {})
         self.inbox: queue.Queue = queue.Queue()
@@ -101,17 +98,10 @@ class CheckRun:
         self.logs = self.out_dir / "logs"
         self.written = 0
         self.answered: set = set()     # (backend, unsupported group) answered with an output
-        self.twinned: set = set()      # (backend, group) whose fresh-values twin was sent
-        self.twins: dict = {}          # (backend, task id) -> its judged record, waiting for the twin
         self.deferred: dict = {}       # (backend, group) -> [(op, inputs, CallResult)] refused so far
 
     def _flush_deferred(self, run: BackendRun) -> None:
-        """The refusals of groups the backend never answered: ``unsupported`` records (and, when
-        interrupted, judged records still waiting for their twin, as they are)."""
-        for key in [k for k in self.twins if k[0] == run.info.name]:
-            held = self.twins.pop(key)
-            if held:
-                self._write(run, held)
+        """The refusals of groups the backend never answered: ``unsupported`` records."""
         for group in [g for g in self.deferred if g[0] == run.info.name]:
             for op, inputs, result in self.deferred.pop(group):
                 case = self.cases[inputs.case]
@@ -190,16 +180,7 @@ class CheckRun:
         self.display.finish(run.info.name, run.counts, time.monotonic() - run.started)
 
     def _fail_rest(self, run: BackendRun, verdict: str, message: str) -> None:
-        items = []
-        for w in run.workers:
-            for _, tid, task, *more in w.jobs:
-                if more[2:] and _is_twin(more[2]):   # its case's record stands (if it was judged)
-                    held = self.twins.pop((run.info.name, tid), None)
-                    if held:
-                        self._write(run, held)
-                    continue
-                items.append((tid, task))
-        items += list(run.pending)
+        items = [(tid, task) for w in run.workers for _, tid, task, *_ in w.jobs] + list(run.pending)
         run.pending.clear()
         for w in run.workers:
             w.jobs.clear()
@@ -221,26 +202,12 @@ class CheckRun:
             self._spawn(w)
             return
         if w.jobs:
-            _, lost_id, task, *rest = w.jobs.popleft()
+            _, _, task, *_ = w.jobs.popleft()
             what = (f"no answer within {self.timeout:g} s (the case hung); the worker was killed"
                     if verdict == "timeout" else note)
-            if rest[2:] and _is_twin(rest[2]):
-                what += " (on fresh values of this case's shape)"
-                if self.twins.pop((run.info.name, lost_id), None) is None:
-                    what = None   # the case had no judged record to replace: it is requeued or written
-            if what is not None:
-                self._write(run, self._parent_record(run, task, verdict, what + "; the remaining cases "
-                                                     "ran in a fresh worker"))
-            again = []
-            for _, tid, t, *more in w.jobs:
-                if more[2:] and _is_twin(more[2]):   # a twin is not sent again: its case stands alone
-                    held = self.twins.pop((run.info.name, tid), None)
-                    if held:
-                        self._write(run, held)
-                    continue
-                self.twins.pop((run.info.name, tid), None)
-                again.append((tid, t))
-            run.pending.extendleft(reversed(again))
+            self._write(run, self._parent_record(run, task, verdict, what + "; the remaining cases "
+                                                 "ran in a fresh worker"))
+            run.pending.extendleft(reversed([(tid, t) for _, tid, t, *_ in w.jobs]))
             w.jobs.clear()
         if run.pending:
             self._spawn(w)
@@ -262,29 +229,6 @@ class CheckRun:
             seq = w.submit("call", header, arrays)
             sizes[seq] = sum(int(getattr(a, "nbytes", 0)) for a in arrays)
             w.jobs.append((seq, task_id, task, inputs, exact))
-            self._twin(run, w, task_id, task, inputs, exact)
-
-    def _twin(self, run: BackendRun, w: Worker, task_id, task, inputs, exact) -> None:
-        """The first case of each group (judge.unsupported_group) a backend gets is also judged on
-        fresh values of its shape (judge.probe_inputs, a seed drawn per run): the catalogue is
-        public, a kernel could recognise its inputs (judge.with_fresh_values)."""
-        group = (run.info.name, unsupported_group(task.op, inputs))
-        if group in self.twinned or self.cases[task.case].expect_error or exact is None:
-            return
-        seed = int.from_bytes(os.urandom(4), "little")
-        fresh = probe_inputs(inputs, seed)
-        if fresh is None:
-            return
-        try:
-            from softmaxbench.reference import ops
-
-            fresh_exact = np.asarray(ops.evaluate(task.op, fresh))
-        except Exception:  # noqa: BLE001 - no twin where the reference cannot compute one
-            return
-        self.twinned.add(group)
-        header, arrays = request_for(task.op, fresh)
-        w.jobs.append((w.submit("call", header, arrays), task_id, task, fresh, fresh_exact, ("twin", seed)))
-        self.twins[(run.info.name, task_id)] = None   # the case's record waits here for its twin
 
     def _on_message(self, w: Worker, seq: int, item) -> None:
         run = w.run
@@ -317,27 +261,6 @@ class CheckRun:
         _, task_id, task, inputs, exact = job[:5]
         original = job[5] if len(job) > 5 else None   # a probe's: the NotImplementedError it tests
         case = self.cases[task.case]
-        if _is_twin(original):
-            held = self.twins.pop((run.info.name, task_id), None)
-            if held is None:
-                return      # the case itself got no judged record (refused, or lost)
-            try:
-                result = CallResult.from_reply(item.header, item.arrays, item.wall_s) \
-                    if item.kind != "error" else CallResult("raised", raised=None)
-            except ProtocolError as exc:
-                self.twins[(run.info.name, task_id)] = held
-                w.jobs.appendleft(job)
-                self._lost_worker(run, w, "crash", f"protocol violation: {exc}")
-                return
-            if result.status == "output":
-                self.answered.add((run.info.name, unsupported_group(task.op, inputs)))
-            try:
-                fresh = judge(task.op, inputs, exact, result, **self._common(run, case)) \
-                    if result.raised is not None or result.status != "raised" else {"verdict": "error"}
-            except Exception:  # noqa: BLE001 - a bug of the judge: the case keeps its own record
-                fresh = {"verdict": "pass"}
-            self._write(run, with_fresh_values(held, fresh, original[1]))
-            return
         if item.kind == "error":
             raised = item.header.get("raised") or {}
             rec = self._parent_record(run, task, "error", f"the worker could not run the call: "
@@ -388,10 +311,6 @@ class CheckRun:
         except Exception as exc:  # noqa: BLE001 - a bug of the judge, not of the backend
             rec = self._parent_record(run, task, "error", f"softmaxbench could not judge this case "
                                       f"(a suite bug): {type(exc).__name__}: {exc}")
-        key = (run.info.name, task_id)
-        if key in self.twins and self.twins[key] is None:
-            self.twins[key] = rec      # written when its twin answers (or is lost)
-            return
         self._write(run, rec)
 
     def _check_silence(self, run: BackendRun, w: Worker, now: float) -> None:
@@ -462,10 +381,6 @@ class CheckRun:
                 for w in run.workers:
                     w.kill()
                 self._flush_deferred(run)   # (interrupted: the refusals so far keep their records)
-
-
-def _is_twin(marker) -> bool:
-    return isinstance(marker, tuple) and len(marker) == 2 and marker[0] == "twin"
 
 
 def _merge(planned: BackendInfo, fresh: BackendInfo) -> BackendInfo:

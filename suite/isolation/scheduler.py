@@ -293,7 +293,8 @@ class CheckRun:
             else:
                 self.deferred.setdefault(group, []).append((task.op, inputs, result))
             return
-        if result.status == "unsupported" and not case.expect_error:
+        # (The run-seeded case is judged at once: refusing it is an error of its own, judge.refused_fresh.)
+        if result.status == "unsupported" and not case.expect_error and getattr(inputs, "seed", None) is None:
             if group in self.answered:
                 self._write(run, unsupported_for_values(task.op, inputs, result, **self._common(run, case),
                                                         answered="other"))

@@ -96,6 +96,26 @@ def precheck(op: str, inputs, exact, *, backend: str, device: str, dtypes: Seque
     return None
 
 
+#: A fresh case (seeded by the run) fails on its values only past this many times the dtype's
+#: threshold: random inputs drift an honest kernel across the threshold now and then (jax-cpu's
+#: bfloat16 log_softmax_vjp: 4.63 > 4 with --seed 100; float16 4.85 on another random input:
+#: 1.2x), a false alarm that would come and go with the seed. A memorizer's constant guess is
+#: 7x at the least (0.5 for a bfloat16 cross-entropy: 28.4), 1e4x and more elsewhere. Wrong in
+#: kind (dtype, shape, NaN, an input written) fails at once.
+FRESH_FACTOR = 2.5
+_VALUE_CHECKS = ("values", "unit_interval", "rows_sum_to_one", "cross_entropy_options")
+
+
+def _fresh_within_margin(inputs, fails, metrics: dict) -> bool:
+    if getattr(inputs, "seed", None) is None or any(n not in _VALUE_CHECKS for n, _ in fails):
+        return False
+    from softmaxbench.reference.metrics import THRESHOLDS
+
+    ratio = (metrics or {}).get("max_error_ratio")
+    return (ratio is not None and np.isfinite(ratio)
+            and ratio <= FRESH_FACTOR * THRESHOLDS.get(inputs.dtype, 4.0))
+
+
 def refused_fresh(op: str, inputs, result) -> str | None:
     """The error message when a backend raises NotImplementedError on a fresh case (seeded by the
     run, ``inputs.seed``) for an op and dtype it declares (judge() is only reached for those); else
@@ -176,6 +196,10 @@ def judge(op: str, inputs, exact: np.ndarray | None, result, *, backend: str, de
     fails = [(n, f) for n, f in failures if f.verdict == "fail"]
     if "cross_entropy_options" in {n for n, _ in fails}:  # the specific explanation goes first
         fails.sort(key=lambda nf: nf[0] != "cross_entropy_options")
+    if fails and _fresh_within_margin(inputs, fails, metrics):
+        return record("pass", f"a fresh case is judged within {FRESH_FACTOR:g}x the threshold (random "
+                              f"inputs drift honest kernels across it): " + fails[0][1].message[:300],
+                      check=None, metrics=metrics, actual=actual, duration=took)
     if fails:
         return record("fail", " | ".join(f.message for _, f in fails), check=fails[0][0],
                       metrics=metrics, actual=actual, duration=took)

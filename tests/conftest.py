@@ -16,6 +16,11 @@ import tempfile
 
 
 def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker (addopts: -n 2)
+        # pytest-benchmark turns itself off in any process that has PYTEST_XDIST_WORKER set, and
+        # every process a test starts (the bench's worker, which runs pytest-benchmark) inherits
+        # it: the tests' processes must see the environment a user's run has.
+        os.environ.pop("PYTEST_XDIST_WORKER", None)
     keep = os.environ.get("SOFTMAXBENCH_TEST_CACHE")
     if keep:
         os.makedirs(keep, exist_ok=True)

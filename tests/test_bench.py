@@ -466,7 +466,8 @@ def test_module_alone_under_pytest_skips_with_a_pointer(tmp_path):
     from softmaxbench.suite.bench import bench_suite
 
     proc = subprocess.run([sys.executable, "-m", "pytest", bench_suite.__file__, "--benchmark-only", "-rs",
-                           "-p", "no:cacheprovider", "-p", "no:hypothesispytest"],
+                           "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+                           "-n", "0"],  # as a user runs it: not under this project's addopts' -n 2
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "softmaxbench bench" in proc.stdout

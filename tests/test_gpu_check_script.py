@@ -31,7 +31,9 @@ def test_gpu_check_dry_run_on_cpu(tmp_path):
     env = {**os.environ, "GPU_CHECK_BACKENDS": "numpy", "GPU_CHECK_BENCH_CASES": "sweep-1MiB-*",
            "GPU_CHECK_QUICK_BENCH": "1", "GPU_CHECK_BENCH_OPS": "softmax",
            "GPU_CHECK_BENCH_DTYPES": "float32",
-           "GPU_CHECK_CHECK_ARGS": "--ops softmax --dtypes float32", "GPU_CHECK_PACK": str(pack),
+           "GPU_CHECK_CHECK_ARGS": "--ops softmax --dtypes float32 "
+                                   "--cases dist_normal_scale_1,special_nan_one",
+           "GPU_CHECK_PACK": str(pack),
            "PYTHON": shutil.which("python") or "python3"}
     res = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "results")], capture_output=True, text=True,
                          env=env, timeout=600)

@@ -13,49 +13,12 @@ import subprocess
 import sys
 
 import pytest
+from faulty_plugin import faulty_plugin_source
 
 from softmaxbench.errors import InputError
 from softmaxbench.suite.conformance.api import run_checks
 
-FAULTY = '''
-import ctypes, time
-import numpy as np
-from softmaxbench.backends import Backend
-
-
-class Honest(Backend):
-    name = "api-honest"
-    dtypes = ("float32",)
-
-    def softmax(self, x, axis=-1):
-        x64 = x.astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            e = np.exp(x64 - x64.max(axis=axis, keepdims=True))
-            return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
-
-
-class Faulty(Honest):
-    """Segfaults on rank-4 inputs, hangs on rank-3 ones, honest otherwise."""
-    name = "api-faulty"
-
-    def softmax(self, x, axis=-1):
-        if x.ndim == 4:
-            ctypes.string_at(0)
-        if x.ndim == 3:
-            time.sleep(600)
-        return super().softmax(x, axis)
-
-
-class Absent(Honest):
-    name = "api-absent"
-
-    def unavailable(self):
-        return "needs the api-absent accelerator"
-
-
-def backends():
-    return [Honest(), Faulty(), Absent()]
-'''
+FAULTY = faulty_plugin_source("api", absent=True)
 
 # Rebinds the reference in whatever process imports it: run here, it would make every honest
 # backend fail and its all-zeros kernel pass.

@@ -4,46 +4,15 @@ verdicts are the same as in-process ones. Tested with pytester on a plugin file.
 
 from __future__ import annotations
 
+from faulty_plugin import faulty_plugin_source
+
 # Imported here, once: pytester forgets what its inner runs import, and numpy loads only once.
 import softmaxbench.reference.special  # noqa: F401
 import softmaxbench.suite.isolation.discovery  # noqa: F401
 
 pytest_plugins = ["pytester"]
 
-PLUGIN = '''
-import ctypes, time
-import numpy as np
-from softmaxbench.backends import Backend
-
-
-class Honest(Backend):
-    name = "iso-honest"
-    dtypes = ("float32",)
-
-    def softmax(self, x, axis=-1):
-        x64 = x.astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            e = np.exp(x64 - x64.max(axis=axis, keepdims=True))
-            return (e / e.sum(axis=axis, keepdims=True)).astype(x.dtype)
-
-
-class Faulty(Honest):
-    """Segfaults on rank-4 inputs, hangs on rank-3 ones, returns zeros for a normal row."""
-    name = "iso-faulty"
-
-    def softmax(self, x, axis=-1):
-        if x.ndim == 4:
-            ctypes.string_at(0)
-        if x.ndim == 3:
-            time.sleep(600)
-        if x.ndim == 2 and np.isfinite(x).all():
-            return np.zeros_like(x)
-        return super().softmax(x, axis)
-
-
-def backends():
-    return [Honest(), Faulty()]
-'''
+PLUGIN = faulty_plugin_source("iso", zeros_for_normal_rows=True)
 
 TESTS = '''
 import sys

@@ -64,6 +64,10 @@ JUDGED_ROWS = 16
 #: MiB, load 2-6: `judged_ratio` in the records).
 REPLAY_FACTOR = 2.0
 REPLAY_MARGIN_S = 200e-6
+#: ...and more than a pass over the workload's bytes at this rate: a fresh input set comes from
+#: memory while a rotating pool that fits a cache does not (an honest 1 MiB copy's judged rounds
+#: took 7-10x its median, all of it the cold read).
+COLD_RATE = 2e9
 
 
 #: Bytes per second the judged rounds' untimed work is allowed at, at the slowest: making an input
@@ -196,14 +200,20 @@ def lazy_problem(sampled: list[dict], median_s: float) -> str | None:
     return None
 
 
-def replay_problem(judged: list[tuple[float, float, float]]) -> str | None:
+def replay_margin(bytes_moved: int) -> float:
+    """Seconds a judged round may take beyond its pass's median before it counts as evidence of a
+    replay: :data:`REPLAY_MARGIN_S`, or a cold pass over the workload's bytes, whichever is more."""
+    return max(REPLAY_MARGIN_S, bytes_moved / COLD_RATE)
+
+
+def replay_problem(judged: list[tuple[float, float, float]], margin_s: float = REPLAY_MARGIN_S) -> str | None:
     """Why the unjudged timed calls look like replays of earlier results (None: they do not).
 
     ``judged`` holds, per judged round, its sample, the median of its pass and the 90th
     percentile of its pass's other rounds. A judged round's input set is one the backend has never
     seen (the others rotate through a pool it has), so an op that caches results by input
     (identity, address or content) does the work only there. When every judged round took more
-    than :data:`REPLAY_FACTOR` times its pass's median (and :data:`REPLAY_MARGIN_S` more) and more
+    than :data:`REPLAY_FACTOR` times its pass's median (and ``margin_s`` more) and more
     than nine in ten of the other rounds, the median measured the cache, not the op. An honest
     op's judged rounds are like any others: on a busy machine some rounds are slow, but every
     judged one (four or more) among the slowest tenth happens about once in 10^4 workloads. A
@@ -221,7 +231,7 @@ def replay_problem(judged: list[tuple[float, float, float]]) -> str | None:
              if all(isinstance(v, int | float) for v in (s, m, q)) and m > 0]
     if not pairs or len(pairs) != len(judged):
         return None
-    if all(s > REPLAY_FACTOR * m and s - m > REPLAY_MARGIN_S and s > q for s, m, q in pairs):
+    if all(s > REPLAY_FACTOR * m and s - m > margin_s and s > q for s, m, q in pairs):
         ratio = min(s / m for s, m, _ in pairs)
         times = ", ".join(f"{s * 1e3:.3g}" for s, _, _ in pairs)
         medians = ", ".join(sorted({f"{m * 1e3:.3g}" for _, m, _ in pairs}))

@@ -335,8 +335,7 @@ class Runner:
         self.copies = True
         self.records: list[dict] = []
         self.copy_gbps: dict[tuple, float] = {}
-        # Every copy pass so far, per CPU workload: {(dtype, shape, label): {backend: GB/s}}.
-        self.cpu_copies: dict[tuple, dict[str, float]] = {}
+        self.copy_device: dict[str, str] = {}  # the device of each backend with a copy figure
         self.inputs = judge.InputCache()
         self.rng = np.random.default_rng(seed)
         self.machine = rec_mod.machine_info()["label"]
@@ -397,9 +396,6 @@ class Runner:
             got = self._measure(bw, item, rec, self.settings.effective_passes, k)
             if got is not None:
                 p.passes.append(got)
-                if item.is_copy and b.device == "cpu" and got["median_s"] > 0:
-                    seen = self.cpu_copies.setdefault((w.dtype, w.shape, w.label), {})
-                    seen[b.name] = max(seen.get(b.name, 0.0), w.bytes_moved / got["median_s"] / 1e9)
         except WorkerLost as exc:
             rec.update(verdict=exc.kind, message=f"the worker of {b.name} was lost on this workload: "
                                                  f"{exc.note}"[:600])
@@ -415,7 +411,8 @@ class Runner:
             samples = [x for q in p.passes for x in q["samples"]]
             median = summarize(samples).median
             problem = judge.lazy_problem([m for q in p.passes for m in q["sampled"]], median)
-            problem = problem or judge.replay_problem([j for q in p.passes for j in q["judged"]])
+            problem = problem or judge.replay_problem([j for q in p.passes for j in q["judged"]],
+                                                      judge.replay_margin(p.item.workload.bytes_moved))
             if problem:  # the timing held: it stays in the record, without a figure
                 rec.update(verdict="fail", message=problem, samples_s=samples, rounds=len(samples),
                            median_s=median, request_wall_s=sum(q["wall_s"] for q in p.passes),
@@ -538,6 +535,7 @@ class Runner:
         if item.is_copy:
             if gbps:
                 self.copy_gbps[key] = gbps
+                self.copy_device[b.name] = b.device
             rec.update(gbps=gbps, warning=warning)
             return
         copy = self.copy_gbps.get(key)
@@ -554,13 +552,17 @@ class Runner:
 
     def _credible_copy(self, rec: dict, name: str, w: Workload, own: float) -> float:
         """The copy bandwidth a CPU backend's figure is set against: its own copy, unless that
-        ran at less than :data:`COPY_CREDIBLE_SHARE` of another backend's copy of the same
+        ran at less than :data:`COPY_CREDIBLE_SHARE` of a built-in backend's copy of the same
         workload on the same CPU memory in this run (a copy hook made slow would inflate every
-        fraction of copy and lower the implausibility bar); then the fastest one, named in the
-        record (``copy_of``, ``own_copy_gbps``)."""
-        # Each other backend's final copy figure where its record is written, else its best pass so far.
-        others = {n: self.copy_gbps.get((n, w.dtype, w.shape, w.label), g)
-                  for n, g in self.cpu_copies.get((w.dtype, w.shape, w.label), {}).items() if n != name}
+        fraction of copy and lower the implausibility bar); then the fastest of those, named in
+        the record (``copy_of``, ``own_copy_gbps``). Only built-ins' copies that passed every check
+        can be another backend's bar: a plugin's copy never moves a figure but its own. Every copy
+        of a group is final before its ops' records (:func:`run_group`)."""
+        from softmaxbench.backends.registry import BUILTINS  # names only: no adapter is imported
+
+        others = {n: g for (n, dtype, shape, label), g in self.copy_gbps.items()
+                  if n != name and n in BUILTINS and self.copy_device.get(n) == "cpu"
+                  and (dtype, shape, label) == (w.dtype, w.shape, w.label)}
         if not others:
             return own
         best_name, best = max(others.items(), key=lambda kv: kv[1])
